@@ -1,0 +1,33 @@
+# `make demo` and `make test` create the virtual environment on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision pinned to the releases known to import together here (see README).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test test-fast lint bench clean-runs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) scripts/compare.py experiment=demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check afl callbacks scripts tests
+
+bench: $(VENV)/.installed
+	$(PY) scripts/bench.py
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,204 @@
+"""Client-side training: a LightningModule around any model, a cheap Trainer per job, and the job
+function that turns a plain job description into a plain result (so any executor can run it)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+
+State = dict[str, torch.Tensor]
+OPTIMIZERS = ("adam", "sgd")
+
+# Client Trainers are many and short: keep Lightning's per-Trainer chatter out of the console.
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+class ClientModule(L.LightningModule):
+    """Local training of one client: cross-entropy, Adam (default) or SGD at the LR the server handed
+    out, with torchmetrics tracking the loss and accuracy over the whole job.
+
+    Example:
+        >>> from afl.models import PaperCNN
+        >>> module = ClientModule(PaperCNN(1, 10), num_classes=10, lr=1e-3)
+        >>> module.lr
+        0.001
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int,
+        lr: float,
+        optimizer: str = "adam",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        self.model = model
+        self.lr = lr
+        self.optimizer_name = optimizer
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.train_loss = torchmetrics.MeanMetric()
+        self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        self.train_loss.update(loss.detach(), weight=len(y))
+        self.train_accuracy.update(logits.detach(), y)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(
+                self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def make_client_trainer(max_epochs: int) -> L.Trainer:
+    """A Trainer that only trains: no logger, checkpoints, progress bar, model summary or sanity check."""
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
+
+
+class _TensorBatches(Dataset):
+    """Whole batches sliced out of in-memory tensors: one gather per batch, no per-sample collation."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.x[idx], self.y[idx]
+
+
+def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
+    """Shuffled mini-batches of ``(x, y)``; the shuffle of every epoch comes from ``seed`` alone."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = BatchSampler(RandomSampler(range(len(y)), generator=generator), batch_size, drop_last=False)
+    return DataLoader(_TensorBatches(x, y), sampler=sampler, batch_size=None)
+
+
+@dataclass
+class ClientJob:
+    """What crosses to an executor: everything a worker needs besides the client's data.
+
+    Attributes:
+        job_id: the dispatch index (unique, increasing).
+        client_id: which client trains.
+        state: the global model as dispatched (a private copy).
+        lr: the learning rate for this job.
+        seed: seed of this job's data shuffling.
+    """
+
+    job_id: int
+    client_id: int
+    state: State
+    lr: float
+    seed: int
+
+
+@dataclass
+class ClientResult:
+    """What comes back: the local model after training and what it cost."""
+
+    job_id: int
+    client_id: int
+    state: State
+    num_samples: int
+    steps: int
+    train_loss: float
+    train_accuracy: float
+
+
+class ClientRuntime:
+    """Runs client jobs: holds every client's training tensors and how to build the model.
+
+    Thread-safe: each call builds its own model, module and Trainer.
+
+    Args:
+        client_data: per client, ``(x, y)`` tensors in memory.
+        model_factory: builds a fresh model of the run's architecture.
+        num_classes: for the accuracy metric.
+        local_epochs, batch_size, optimizer, momentum, weight_decay: local training settings.
+    """
+
+    def __init__(
+        self,
+        client_data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        model_factory: Callable[[], nn.Module],
+        *,
+        num_classes: int,
+        local_epochs: int,
+        batch_size: int,
+        optimizer: str = "adam",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.client_data = client_data
+        self.model_factory = model_factory
+        self.num_classes = num_classes
+        self.local_epochs = local_epochs
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+
+    def num_samples(self, client_id: int) -> int:
+        return len(self.client_data[client_id][1])
+
+    def __call__(self, job: ClientJob) -> ClientResult:
+        x, y = self.client_data[job.client_id]
+        model = self.model_factory()
+        model.load_state_dict(job.state)
+        module = ClientModule(
+            model,
+            num_classes=self.num_classes,
+            lr=job.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
+        trainer = make_client_trainer(self.local_epochs)
+        trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed))
+        return ClientResult(
+            job_id=job.job_id,
+            client_id=job.client_id,
+            state={k: v.detach().clone() for k, v in model.state_dict().items()},
+            num_samples=len(y),
+            steps=trainer.global_step,
+            train_loss=float(module.train_loss.compute()),
+            train_accuracy=float(module.train_accuracy.compute()),
+        )

@@ -1,0 +1,262 @@
+"""Configuration: a typed schema, YAML defaults and presets, OmegaConf dotlist overrides, strict checks.
+
+Values come from ``configs/defaults.yaml``, then ``configs/experiment/<name>.yaml`` (only the
+differences), then ``key=value`` overrides. Every mistake is one :class:`~afl.errors.ConfigError`
+naming the key: unknown keys, wrong types, impossible values, unknown component names or options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from afl.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = MISSING
+    download: bool = MISSING
+    train_subset: int | None = None
+    test_subset: int | None = None
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PartitionConfig:
+    scheme: str = MISSING
+    num_clients: int = MISSING
+    alpha: float = MISSING
+    min_samples: int = MISSING
+    shards_per_client: int = MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+
+
+@dataclass
+class ClientConfig:
+    local_epochs: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    optimizer: str = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class FederationConfig:
+    mode: str = MISSING
+    concurrency: int = MISSING
+    max_updates: int = MISSING
+    eval_every: int = MISSING
+    executor: str = MISSING
+    workers: int = MISSING
+    torch_threads: int = MISSING
+
+
+@dataclass
+class ServerConfig:
+    aggregator: dict[str, Any] = field(default_factory=dict)
+    lr_schedule: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DelayConfig:
+    time_per_sample: float = MISSING
+    speed: dict[str, Any] = field(default_factory=dict)
+    comm: dict[str, Any] = field(default_factory=dict)
+    max_staleness: int | None = None
+    staleness_policy: str = MISSING
+
+
+@dataclass
+class WandbConfig:
+    mode: str = MISSING
+    project: str = MISSING
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    progress: bool = MISSING
+
+
+@dataclass
+class Config:
+    """The schema: every key a user may set, with its type. Values live in ``configs/``."""
+
+    experiment: str = MISSING
+    seed: int = MISSING
+    output_dir: str | None = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    delay: DelayConfig = field(default_factory=DelayConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def experiments(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Names of the presets in ``configs/experiment/``."""
+    return sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+
+
+def _omegaconf_error(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = str(getattr(err, "full_key", "") or "") or "config"
+    if isinstance(err, ConfigKeyError):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        return ConfigError(key, f"unknown key (from {source}); see the keys under "
+                                f"{parent or 'the top level'} in configs/defaults.yaml")
+    if isinstance(err, ValidationError):
+        msg = str(err).splitlines()[0]
+        return ConfigError(key, f"wrong type (from {source}): {msg}")
+    return ConfigError(key, f"{str(err).splitlines()[0]} (from {source})")
+
+
+# Config nodes that name a pluggable component: picking another ``name`` in a later layer (preset or
+# command line) starts that node afresh, so options of the old component do not leak into the new one.
+COMPONENT_KEYS = ("server.aggregator", "server.aggregator.staleness", "server.lr_schedule", "delay.speed",
+                  "delay.comm")
+
+
+def _merge(cfg: DictConfig, other: Any, source: str) -> DictConfig:
+    for key in COMPONENT_KEYS:
+        new = OmegaConf.select(other, f"{key}.name", default=None)
+        old = OmegaConf.select(cfg, f"{key}.name", default=None)
+        if new is not None and old is not None and new != old:
+            OmegaConf.update(cfg, key, {}, merge=False)
+    try:
+        merged = OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as err:
+        raise _omegaconf_error(err, source) from None
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _parse_overrides(overrides: Sequence[str]) -> tuple[str | None, list[str]]:
+    experiment, rest = None, []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(item, "expected key=value (e.g. federation.concurrency=8)")
+        if key.lstrip("+") == "experiment":
+            experiment = value
+        else:
+            rest.append(item)
+    return experiment, rest
+
+
+def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """Compose the config: schema ← defaults ← ``experiment=NAME`` preset ← dotlist overrides.
+
+    Example:
+        >>> cfg = load_config(["experiment=demo", "federation.concurrency=3"])
+        >>> cfg.dataset.name, cfg.federation.concurrency
+        ('digits', 3)
+    """
+    experiment, dotlist = _parse_overrides(overrides)
+    cfg = OmegaConf.structured(Config)
+    cfg = _merge(cfg, OmegaConf.load(config_dir / "defaults.yaml"), "configs/defaults.yaml")
+    if experiment is not None:
+        path = config_dir / "experiment" / f"{experiment}.yaml"
+        if not path.is_file():
+            raise ConfigError("experiment", f"unknown experiment {experiment!r}; available: "
+                                            f"{', '.join(experiments(config_dir))}")
+        cfg = _merge(cfg, OmegaConf.load(path), f"configs/experiment/{experiment}.yaml")
+        cfg.experiment = experiment
+    try:
+        cli = OmegaConf.from_dotlist(dotlist)
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(getattr(err, "full_key", "") or dotlist), str(err).splitlines()[0]) from None
+    cfg = _merge(cfg, cli, "the command line")
+    validate(cfg)
+    return cfg
+
+
+def _choice(cfg: DictConfig, key: str, allowed: Sequence[str]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(key, f"got {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _at_least(cfg: DictConfig, key: str, low: float, strict: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if value < low or (strict and value == low):
+        raise ConfigError(key, f"must be {'>' if strict else '>='} {low}, got {value}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value that a type cannot: choices, ranges, relations, and the components' options."""
+    from afl.data.datasets import DATASET_LOADERS as DATASETS
+    from afl.data.partition import SCHEMES as PARTITIONERS
+    from afl.models import MODELS
+    from afl.client import OPTIMIZERS
+    from afl.sim.executors import EXECUTORS
+    from afl.sim.loop import MODES, STALENESS_POLICIES
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing[0], "has no value (set it in configs/defaults.yaml or on the command line)")
+    _choice(cfg, "dataset.name", sorted(DATASETS))
+    _choice(cfg, "partition.scheme", sorted(PARTITIONERS))
+    _choice(cfg, "model.name", sorted(MODELS))
+    _choice(cfg, "client.optimizer", OPTIMIZERS)
+    _choice(cfg, "federation.mode", MODES)
+    _choice(cfg, "federation.executor", sorted(EXECUTORS))
+    _choice(cfg, "delay.staleness_policy", STALENESS_POLICIES)
+    _choice(cfg, "logging.wandb.mode", ("offline", "online", "disabled"))
+    for key in ("seed", "partition.min_samples", "client.momentum", "client.weight_decay",
+                "delay.time_per_sample", "delay.max_staleness"):
+        _at_least(cfg, key, 0)
+    for key in ("partition.num_clients", "partition.shards_per_client", "client.local_epochs",
+                "client.batch_size", "federation.concurrency", "federation.max_updates",
+                "federation.eval_every", "federation.workers", "federation.torch_threads",
+                "dataset.train_subset", "dataset.test_subset"):
+        _at_least(cfg, key, 1)
+    for key in ("client.lr", "partition.alpha"):
+        _at_least(cfg, key, 0, strict=True)
+    if cfg.federation.concurrency > cfg.partition.num_clients:
+        raise ConfigError("federation.concurrency", f"J={cfg.federation.concurrency} clients in flight cannot "
+                          f"exceed partition.num_clients={cfg.partition.num_clients}")
+    if cfg.federation.mode == "sync" and cfg.server.aggregator.get("name") != "fedavg":
+        raise ConfigError("federation.mode", "sync runs synchronous FedAvg: also set "
+                          f"server.aggregator.name=fedavg (got {cfg.server.aggregator.get('name')!r})")
+    build_components(cfg)
+
+
+def build_components(cfg: DictConfig) -> dict[str, Any]:
+    """Build (and so validate) the pluggable server and delay components named in the config."""
+    from afl.server.aggregators import AGGREGATORS
+    from afl.server.lr_schedules import LR_SCHEDULES
+    from afl.sim.delays import COMM_DELAYS, SPEEDS
+
+    def plain(key: str) -> Any:
+        return OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
+
+    return {
+        "aggregator": AGGREGATORS.build(plain("server.aggregator"), "server.aggregator"),
+        "lr_schedule": LR_SCHEDULES.build(plain("server.lr_schedule"), "server.lr_schedule"),
+        "speed": SPEEDS.build(plain("delay.speed"), "delay.speed"),
+        "comm": COMM_DELAYS.build(plain("delay.comm"), "delay.comm"),
+    }
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

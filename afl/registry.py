@@ -1,0 +1,129 @@
+"""Explicit registries of short names to component classes, and strict construction from config.
+
+A component's options are its constructor's keyword arguments: a misspelt or unknown option, a value of
+the wrong type or an impossible value is a :class:`~afl.errors.ConfigError` naming the full config key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from afl.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Short name → class, for one kind of component (aggregator, staleness function, …).
+
+    Args:
+        kind: what the components are, for error messages ("aggregator").
+        nested: option name → registry, for options that are components themselves (built from a
+            mapping with a ``name`` key, e.g. an aggregator's ``staleness``).
+
+    Example:
+        >>> SHAPES: Registry[object] = Registry("shape")
+        >>> @SHAPES.register("square")
+        ... class Square:
+        ...     def __init__(self, *, side: float = 1.0) -> None:
+        ...         self.side = side
+        >>> SHAPES.build({"name": "square", "side": 2}, key="shape").side
+        2
+    """
+
+    def __init__(self, kind: str, nested: Mapping[str, Registry[Any]] | None = None) -> None:
+        self.kind = kind
+        self.nested = dict(nested or {})
+        self._classes: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[type], type]:
+        """Class decorator that registers a class under ``name``."""
+
+        def add(cls: type) -> type:
+            if name in self._classes:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._classes[name] = cls
+            return cls
+
+        return add
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
+    def get(self, name: str, key: str = "name") -> Callable[..., T]:
+        if name not in self._classes:
+            raise ConfigError(key, f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}")
+        return self._classes[name]
+
+    def options(self, name: str) -> dict[str, inspect.Parameter]:
+        """The keyword options of a registered component, with their defaults."""
+        params = inspect.signature(self.get(name)).parameters
+        return {p.name: p for p in params.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+    def build(self, node: Mapping[str, Any], key: str) -> T:
+        """Build the component that ``node`` (``{"name": ..., option: value, ...}``) describes.
+
+        Args:
+            node: the config node; its ``name`` picks the class, every other entry is an option.
+            key: the node's dotted config key, used in error messages.
+        """
+        if not isinstance(node, Mapping) or "name" not in node:
+            raise ConfigError(key, f"expected a mapping with a 'name' ({', '.join(self.names())})")
+        name = node["name"]
+        cls = self.get(name, f"{key}.name")
+        options = self.options(name)
+        hints = typing.get_type_hints(cls.__init__) if inspect.isclass(cls) else typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for opt, value in node.items():
+            if opt == "name":
+                continue
+            if opt not in options:
+                allowed = ", ".join(sorted(options)) or "none"
+                raise ConfigError(f"{key}.{opt}", f"not an option of {self.kind} {name!r} (options: {allowed})")
+            if opt in self.nested and isinstance(value, Mapping):
+                value = self.nested[opt].build(value, f"{key}.{opt}")
+            elif opt in hints and not _matches(value, hints[opt]):
+                raise ConfigError(
+                    f"{key}.{opt}", f"expected {_type_name(hints[opt])}, got {value!r} ({type(value).__name__})"
+                )
+            kwargs[opt] = value
+        try:
+            return cls(**kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"{key}.{err.key}", err.message) from None
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if inspect.isclass(hint):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def require(condition: bool, option: str, message: str) -> None:
+    """Raise ``ConfigError(option, message)`` unless ``condition``: for validating constructor options."""
+    if not condition:
+        raise ConfigError(option, message)

@@ -1,0 +1,215 @@
+"""``run(cfg)``: one federated training run from a validated config, with its outputs.
+
+A plain function (the script's ``main()`` only parses the command line), so tests, notebooks and sweeps
+call it directly. Everything that can be wrong with the input is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from afl.client import ClientRuntime
+from afl.config import build_components, load_config, to_yaml, validate
+from afl.data.datasets import load_dataset
+from afl.data.partition import class_counts, partition
+from afl.errors import ConfigError
+from afl.evaluation import evaluate
+from afl.models import build_model, count_parameters
+from afl.rng import derive_rng, derive_seed
+from afl.server.aggregators import State
+from afl.sim.delays import DelayModel
+from afl.sim.executors import EXECUTORS
+from afl.sim.loop import FederatedLoop, LoopConfig
+from afl.tracking import WandbTracker
+
+METRIC_COLUMNS = (
+    "client_updates", "version", "round", "sim_time", "wall_time", "test_loss", "test_accuracy",
+    "mean_staleness", "max_staleness", "train_loss", "train_accuracy", "dropped_updates",
+)
+# metrics.csv column -> W&B key (W&B groups charts by the prefix before "/")
+WANDB_KEYS = {
+    "test_loss": "test/loss", "test_accuracy": "test/accuracy", "mean_staleness": "staleness/mean",
+    "max_staleness": "staleness/max", "train_loss": "train/loss", "train_accuracy": "train/accuracy",
+}
+VOLATILE_SUMMARY_KEYS = ("wall_time_s", "output_dir")
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: the summary, the evaluation rows, where it wrote, the final model."""
+
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    output_dir: Path
+    final_state: State
+    config: DictConfig
+
+
+def algorithm_name(cfg: DictConfig) -> str:
+    """The label of a run's algorithm (its aggregator), e.g. ``afl`` or ``fedavg``."""
+    return str(cfg.server.aggregator.name)
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if cfg.output_dir is not None:
+        out = Path(cfg.output_dir)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ConfigError("output_dir", f"{out} already exists and is not empty; runs are never "
+                                            "overwritten: choose another folder (or leave output_dir unset)")
+        return out
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / cfg.experiment / f"{algorithm_name(cfg)}-seed{cfg.seed}-{stamp}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return not (isinstance(value, float) and math.isnan(value))
+
+
+def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResult:
+    """Train one federated run and write its outputs (DESIGN §5).
+
+    Args:
+        cfg: a config from :func:`afl.config.load_config`; if omitted, one is composed from ``overrides``.
+        overrides: ``key=value`` strings (including ``experiment=NAME``), used when ``cfg`` is None.
+
+    Returns:
+        The :class:`RunResult`.
+
+    Raises:
+        ConfigError: bad input; nothing has been written.
+    """
+    if cfg is None:
+        cfg = load_config(overrides)
+    else:
+        validate(cfg)
+    components = build_components(cfg)
+    torch.set_num_threads(cfg.federation.torch_threads)
+
+    # ------------------------------------------------------------------ data, partition, model
+    ds = cfg.dataset
+    synthetic = OmegaConf.to_container(ds.synthetic, resolve=True)
+    data = load_dataset(ds.name, root=ds.root, download=ds.download, train_subset=ds.train_subset,
+                        test_subset=ds.test_subset, synthetic=synthetic)  # type: ignore[arg-type]
+    p = cfg.partition
+    labels = data.train.y.numpy()
+    parts = partition(labels, p.num_clients, p.scheme, rng=derive_rng(cfg.seed, "partition"), alpha=p.alpha,
+                      min_samples=p.min_samples, shards_per_client=p.shards_per_client)
+    channels, height, _ = data.train.input_shape
+
+    def model_factory() -> torch.nn.Module:
+        return build_model(cfg.model.name, in_channels=channels, num_classes=data.num_classes,
+                           image_size=height)
+
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(derive_seed(cfg.seed, "init"))
+            model = model_factory()
+    except ValueError as err:
+        raise ConfigError("model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{height})") from None
+    global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    # ------------------------------------------------------------------ outputs (input is valid now)
+    out = _output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(to_yaml(cfg))
+    counts = class_counts(labels, parts, data.num_classes)
+    (out / "partition.json").write_text(json.dumps(
+        {"scheme": p.scheme, "num_clients": p.num_clients, "alpha": p.alpha,
+         "samples": [int(len(ix)) for ix in parts], "class_counts": counts}, indent=1))
+
+    algorithm = algorithm_name(cfg)
+    tracker = WandbTracker(
+        mode=cfg.logging.wandb.mode, project=cfg.logging.wandb.project, entity=cfg.logging.wandb.entity,
+        group=cfg.experiment, job_type=algorithm, name=f"{algorithm}-{cfg.federation.mode}-seed{cfg.seed}",
+        config=OmegaConf.to_container(cfg, resolve=True), dir=out,  # type: ignore[arg-type]
+        tags=list(cfg.logging.wandb.tags),
+    )
+    csv_file = (out / "metrics.csv").open("w", newline="")
+    writer = csv.DictWriter(csv_file, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+
+    def on_eval(row: dict[str, Any]) -> None:
+        writer.writerow(row)
+        csv_file.flush()
+        tracker.log({WANDB_KEYS.get(k, k): v for k, v in row.items() if _finite(v)})
+
+    eval_model = model_factory()
+
+    def evaluate_state(state: State) -> dict[str, float]:
+        eval_model.load_state_dict(state)
+        return evaluate(eval_model, data.test.x, data.test.y)
+
+    runtime = ClientRuntime(
+        [(data.train.x[torch.as_tensor(ix)], data.train.y[torch.as_tensor(ix)]) for ix in parts],
+        model_factory, num_classes=data.num_classes, local_epochs=cfg.client.local_epochs,
+        batch_size=cfg.client.batch_size, optimizer=cfg.client.optimizer, momentum=cfg.client.momentum,
+        weight_decay=cfg.client.weight_decay,
+    )
+    fed = cfg.federation
+    delay = DelayModel(speed=components["speed"], comm=components["comm"],
+                       time_per_sample=cfg.delay.time_per_sample, num_clients=p.num_clients, seed=cfg.seed)
+    loop_cfg = LoopConfig(
+        mode=fed.mode, concurrency=fed.concurrency, max_updates=fed.max_updates, eval_every=fed.eval_every,
+        base_lr=cfg.client.lr, local_epochs=cfg.client.local_epochs, seed=cfg.seed,
+        max_staleness=cfg.delay.max_staleness, staleness_policy=cfg.delay.staleness_policy,
+        progress=cfg.logging.progress,
+    )
+    start = time.perf_counter()
+    try:
+        with EXECUTORS[fed.executor](runtime, fed.workers) as executor:
+            loop = FederatedLoop(
+                loop_cfg, global_state=global_state, num_samples=[len(ix) for ix in parts],
+                aggregator=components["aggregator"], lr_schedule=components["lr_schedule"], delay=delay,
+                executor=executor, evaluate=evaluate_state, on_eval=on_eval,
+            )
+            history = loop.run()
+    except BaseException:
+        csv_file.close()
+        tracker.finish(exit_code=1)
+        raise
+    csv_file.close()
+    state = loop.state
+    final = history[-1]
+    summary = {
+        "experiment": cfg.experiment,
+        "algorithm": algorithm,
+        "mode": fed.mode,
+        "seed": cfg.seed,
+        "dataset": ds.name,
+        "model": cfg.model.name,
+        "num_parameters": count_parameters(model),
+        "final_test_accuracy": final["test_accuracy"],
+        "final_test_loss": final["test_loss"],
+        "best_test_accuracy": max(r["test_accuracy"] for r in history),
+        "client_updates": state.client_updates,
+        "version": state.version,
+        "rounds": final["round"],
+        "sim_time": state.clock,
+        "mean_staleness": state.staleness_sum / max(state.client_updates, 1),
+        "dropped_updates": state.dropped_updates,
+        "stale_updates": state.stale_updates,
+        "wall_time_s": time.perf_counter() - start,
+        "output_dir": str(out),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    torch.save(state.global_state, out / "final_model.pt")
+    tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
+    tracker.finish()
+    return RunResult(summary=summary, history=history, output_dir=out, final_state=state.global_state,
+                     config=cfg)
+

@@ -1,0 +1,72 @@
+"""Executors run client jobs; the event loop alone decides the order in which results are applied.
+
+An executor takes plain :class:`~afl.client.ClientJob` descriptions and hands back plain
+:class:`~afl.client.ClientResult` objects, so the results are the same for any executor and any
+number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from afl.client import ClientJob, ClientResult
+
+TrainFn = Callable[[ClientJob], ClientResult]
+
+
+class Executor:
+    """Interface: ``submit`` a job as soon as it is dispatched, ``result`` when the loop needs it."""
+
+    def submit(self, job: ClientJob) -> None:
+        raise NotImplementedError
+
+    def result(self, job_id: int) -> ClientResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SerialExecutor(Executor):
+    """Trains each job in the calling thread when its result is asked for (debugging, profiling)."""
+
+    def __init__(self, train: TrainFn, workers: int = 1) -> None:
+        self.train = train
+        self._pending: dict[int, ClientJob] = {}
+
+    def submit(self, job: ClientJob) -> None:
+        self._pending[job.job_id] = job
+
+    def result(self, job_id: int) -> ClientResult:
+        return self.train(self._pending.pop(job_id))
+
+
+class ThreadExecutor(Executor):
+    """Trains in-flight jobs in parallel on a pool of ``workers`` threads (torch releases the GIL in
+    its kernels). Jobs start at dispatch, so every in-flight job trains while the server waits."""
+
+    def __init__(self, train: TrainFn, workers: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="afl-client")
+        self.train = train
+        self._futures: dict[int, Future[ClientResult]] = {}
+
+    def submit(self, job: ClientJob) -> None:
+        self._futures[job.job_id] = self._pool.submit(self.train, job)
+
+    def result(self, job_id: int) -> ClientResult:
+        return self._futures.pop(job_id).result()
+
+    def close(self) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+EXECUTORS: dict[str, type[Executor]] = {"thread": ThreadExecutor, "serial": SerialExecutor}

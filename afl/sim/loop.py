@@ -1,0 +1,255 @@
+"""The federated loop: a virtual-clock, discrete-event simulation of asynchronous (or synchronous) FL.
+
+*When* things happen is decided here: a job's finish time is fixed at dispatch by the delay model and
+arrivals are applied in order of simulated finish time (ties broken by dispatch index). *What* a job
+computes is left to an executor, which may train every in-flight job in parallel. All loop state lives
+in a plain :class:`LoopState` so that a run can later be checkpointed and resumed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from afl.client import ClientJob, ClientResult
+from afl.rng import derive_rng, derive_seed
+from afl.server.aggregators import Aggregator, ClientUpdate, State
+from afl.server.lr_schedules import LRSchedule
+from afl.sim.delays import DelayModel
+from afl.sim.executors import Executor
+
+MODES = ("async", "sync")
+STALENESS_POLICIES = ("keep", "drop")
+
+
+@dataclass
+class InFlight:
+    """A dispatched job that has not arrived yet."""
+
+    job: ClientJob
+    version: int
+    dispatch_time: float
+    finish_time: float
+
+
+@dataclass
+class LoopState:
+    """Everything the loop knows, in plain serialisable values."""
+
+    global_state: State
+    version: int = 0
+    clock: float = 0.0
+    client_updates: int = 0
+    dispatched: int = 0
+    rounds: int = 0
+    dropped_updates: int = 0
+    stale_updates: int = 0
+    staleness_sum: int = 0
+    in_flight: list[InFlight] = field(default_factory=list)
+    last_staleness: list[int] = field(default_factory=list)
+    window: dict[str, list[float]] = field(default_factory=lambda: {"staleness": [], "loss": [], "acc": []})
+
+
+@dataclass
+class LoopConfig:
+    """The loop's settings (``federation.*`` and ``delay.max_staleness`` of the config)."""
+
+    mode: str = "async"
+    concurrency: int = 5
+    max_updates: int = 100
+    eval_every: int = 10
+    base_lr: float = 1e-3
+    local_epochs: int = 1
+    seed: int = 0
+    max_staleness: int | None = None
+    staleness_policy: str = "keep"
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.staleness_policy not in STALENESS_POLICIES:
+            raise ValueError(f"staleness_policy must be one of {STALENESS_POLICIES}")
+
+
+class FederatedLoop:
+    """Runs the simulation to its budget of ``max_updates`` client updates.
+
+    Args:
+        config: the loop settings.
+        global_state: the initial global model (state dict; the loop owns and changes it).
+        num_samples: training samples per client ``n_c``.
+        aggregator: the server rule.
+        lr_schedule: client LR at dispatch, from the base LR, the round and the client's last staleness.
+        delay: job durations in simulated time.
+        executor: where jobs train.
+        evaluate: global state → ``{"test_loss": ..., "test_accuracy": ...}``.
+        on_eval: called with each evaluation row (for CSV, W&B, ...).
+    """
+
+    def __init__(
+        self,
+        config: LoopConfig,
+        *,
+        global_state: State,
+        num_samples: list[int],
+        aggregator: Aggregator,
+        lr_schedule: LRSchedule,
+        delay: DelayModel,
+        executor: Executor,
+        evaluate: Callable[[State], dict[str, float]],
+        on_eval: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if not 1 <= config.concurrency <= len(num_samples):
+            raise ValueError(f"concurrency must be in [1, {len(num_samples)}], got {config.concurrency}")
+        self.cfg = config
+        self.num_samples = num_samples
+        self.num_clients = len(num_samples)
+        self.aggregator = aggregator
+        self.lr_schedule = lr_schedule
+        self.delay = delay
+        self.executor = executor
+        self.evaluate = evaluate
+        self.on_eval = on_eval
+        self.state = LoopState(global_state=global_state, last_staleness=[0] * self.num_clients)
+        self.history: list[dict[str, Any]] = []
+        self.aggregator.setup(concurrency=config.concurrency)
+        self._t0 = 0.0
+
+    # ----------------------------------------------------------------------------------------- dispatch
+    def _round(self) -> int:
+        if self.cfg.mode == "sync":
+            return self.state.rounds
+        return self.state.client_updates // self.cfg.concurrency
+
+    def _dispatch(self, client_id: int) -> None:
+        s = self.state
+        job_id = s.dispatched
+        lr = self.lr_schedule(self.cfg.base_lr, self._round(), s.last_staleness[client_id])
+        job = ClientJob(
+            job_id=job_id,
+            client_id=client_id,
+            state={k: v.clone() for k, v in s.global_state.items()},
+            lr=lr,
+            seed=derive_seed(self.cfg.seed, "shuffle", client_id, job_id),
+        )
+        samples = self.num_samples[client_id] * self.cfg.local_epochs
+        finish = s.clock + self.delay.duration(client_id, samples, job_id)
+        s.in_flight.append(InFlight(job=job, version=s.version, dispatch_time=s.clock, finish_time=finish))
+        s.dispatched += 1
+        self.executor.submit(job)
+
+    def _dispatch_async(self) -> None:
+        """Refill a slot with a client drawn uniformly from the idle ones."""
+        busy = {f.job.client_id for f in self.state.in_flight}
+        idle = [c for c in range(self.num_clients) if c not in busy]
+        rng = derive_rng(self.cfg.seed, "select", self.state.dispatched)
+        self._dispatch(int(idle[rng.integers(len(idle))]))
+
+    def _dispatch_round(self) -> None:
+        """Sync: J clients sampled uniformly without replacement, all at the current version."""
+        count = min(self.cfg.concurrency, self.cfg.max_updates - self.state.dispatched)
+        rng = derive_rng(self.cfg.seed, "select-round", self.state.rounds)
+        for c in sorted(rng.choice(self.num_clients, size=count, replace=False).tolist()):
+            self._dispatch(int(c))
+
+    # ----------------------------------------------------------------------------------------- arrival
+    def _next_arrival(self) -> InFlight:
+        s = self.state
+        i = min(range(len(s.in_flight)), key=lambda j: (s.in_flight[j].finish_time, s.in_flight[j].job.job_id))
+        return s.in_flight.pop(i)
+
+    def _apply(self, flight: InFlight, result: ClientResult) -> None:
+        s = self.state
+        tau = s.version - flight.version
+        s.clock = flight.finish_time
+        s.client_updates += 1
+        s.last_staleness[flight.job.client_id] = tau
+        s.staleness_sum += tau
+        s.window["staleness"].append(tau)
+        s.window["loss"].append(result.train_loss)
+        s.window["acc"].append(result.train_accuracy)
+        too_stale = self.cfg.max_staleness is not None and tau > self.cfg.max_staleness
+        s.stale_updates += int(too_stale)
+        if too_stale and self.cfg.staleness_policy == "drop":
+            s.dropped_updates += 1
+            return
+        dispatched = flight.job.state
+        delta = {k: v - dispatched[k] for k, v in result.state.items() if v.is_floating_point()}
+        update = ClientUpdate(
+            client_id=result.client_id,
+            num_samples=result.num_samples,
+            staleness=tau,
+            state=result.state,
+            delta=delta,
+        )
+        if self.aggregator.on_arrival(update, s.global_state):
+            s.version += 1
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _eval_row(self) -> dict[str, Any]:
+        s = self.state
+        window = s.window
+        staleness = window["staleness"]
+        row: dict[str, Any] = {
+            "client_updates": s.client_updates,
+            "version": s.version,
+            "round": self._round(),
+            "sim_time": s.clock,
+            "wall_time": time.perf_counter() - self._t0,
+            **self.evaluate(s.global_state),
+            "mean_staleness": sum(staleness) / len(staleness) if staleness else math.nan,
+            "max_staleness": max(staleness) if staleness else math.nan,
+            "train_loss": sum(window["loss"]) / len(window["loss"]) if window["loss"] else math.nan,
+            "train_accuracy": sum(window["acc"]) / len(window["acc"]) if window["acc"] else math.nan,
+            "dropped_updates": s.dropped_updates,
+        }
+        s.window = {k: [] for k in window}
+        self.history.append(row)
+        if self.on_eval is not None:
+            self.on_eval(row)
+        return row
+
+    # ----------------------------------------------------------------------------------------- run
+    def run(self) -> list[dict[str, Any]]:
+        """Run to the budget; returns the evaluation rows (the last one is the final model)."""
+        cfg, s = self.cfg, self.state
+        self._t0 = time.perf_counter()
+        torch_grad = torch.is_grad_enabled()
+        bar = tqdm(total=cfg.max_updates, unit="update", disable=not cfg.progress, dynamic_ncols=True)
+        try:
+            if cfg.mode == "sync":
+                self._dispatch_round()
+            else:
+                for _ in range(min(cfg.concurrency, cfg.max_updates)):
+                    self._dispatch_async()
+            while s.in_flight:
+                flight = self._next_arrival()
+                result = self.executor.result(flight.job.job_id)
+                self._apply(flight, result)
+                bar.update(1)
+                if cfg.mode == "sync" and not s.in_flight:
+                    if self.aggregator.flush(s.global_state):
+                        s.version += 1
+                    s.rounds += 1
+                if s.client_updates % cfg.eval_every == 0 and s.client_updates < cfg.max_updates:
+                    row = self._eval_row()
+                    bar.set_postfix(acc=f"{row['test_accuracy']:.3f}", t=f"{s.clock:.0f}s")
+                if s.dispatched < cfg.max_updates:
+                    if cfg.mode == "async":
+                        self._dispatch_async()
+                    elif not s.in_flight:
+                        self._dispatch_round()
+            if self.aggregator.flush(s.global_state):
+                s.version += 1
+            self._eval_row()
+        finally:
+            bar.close()
+            torch.set_grad_enabled(torch_grad)
+        return self.history

@@ -1,0 +1,170 @@
+"""Splitting sample indices among clients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from afl.data import SCHEMES, class_counts, partition
+from afl.errors import ConfigError
+
+LABELS = np.arange(2000) % 10  # 200 of each of 10 classes
+
+
+def assert_exact_cover(parts: list[np.ndarray], n: int) -> None:
+    """Every index 0..n-1 appears in exactly one part; parts are sorted int64."""
+    for part in parts:
+        assert part.dtype == np.int64
+        assert np.all(np.diff(part) > 0)
+    joined = np.concatenate(parts)
+    assert len(joined) == n
+    assert np.array_equal(np.sort(joined), np.arange(n))
+
+
+def mean_class_entropy(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> float:
+    """Mean over clients of the entropy of the client's label distribution, as a fraction of log(C)."""
+    counts = np.array(class_counts(labels, parts, num_classes), dtype=float)
+    p = counts / counts.sum(1, keepdims=True)
+    terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return float(-terms.sum(1).mean() / np.log(num_classes))
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.5, 1.0, 10.0, 1000.0])
+@pytest.mark.parametrize("num_clients", [1, 7, 50])
+def test_dirichlet_assigns_every_sample_once(alpha: float, num_clients: int) -> None:
+    parts = partition(
+        LABELS, num_clients, "dirichlet", rng=np.random.default_rng(3), alpha=alpha, min_samples=0
+    )
+    assert len(parts) == num_clients
+    assert_exact_cover(parts, len(LABELS))
+
+
+def test_dirichlet_imbalanced_labels_cover() -> None:
+    labels = np.random.default_rng(0).choice(5, size=777, p=[0.5, 0.3, 0.1, 0.07, 0.03])
+    parts = partition(labels, 13, "dirichlet", rng=np.random.default_rng(1), alpha=0.3)
+    assert_exact_cover(parts, 777)
+    assert min(len(p) for p in parts) >= 1
+
+
+def test_dirichlet_shuffles_within_a_class() -> None:
+    # A client's share of a class is a random sample of it, not a contiguous run of the data order.
+    labels = np.zeros(400, dtype=np.int64)
+    parts = partition(labels, 4, "dirichlet", rng=np.random.default_rng(0), alpha=5.0)
+    assert_exact_cover(parts, 400)
+    assert all(p[-1] - p[0] + 1 > len(p) for p in parts if len(p) > 1)
+
+
+def test_smaller_alpha_is_more_skewed() -> None:
+    def entropy(alpha: float) -> float:
+        parts = partition(LABELS, 20, "dirichlet", rng=np.random.default_rng(0), alpha=alpha, min_samples=1)
+        return mean_class_entropy(LABELS, parts, 10)
+
+    skewed, mild, uniform = entropy(0.1), entropy(1.0), entropy(100.0)
+    assert skewed < mild < uniform
+    assert skewed < 0.6  # most clients see a few classes
+    assert uniform > 0.97  # every client sees nearly all classes equally
+
+
+def test_min_samples_is_enforced() -> None:
+    labels = LABELS[:1000]
+    rng_seed = 5
+    unconstrained = partition(
+        labels, 40, "dirichlet", rng=np.random.default_rng(rng_seed), alpha=0.5, min_samples=0
+    )
+    assert min(len(p) for p in unconstrained) < 10  # so the constraint below has something to do
+    parts = partition(labels, 40, "dirichlet", rng=np.random.default_rng(rng_seed), alpha=0.5, min_samples=10)
+    assert min(len(p) for p in parts) >= 10
+    assert_exact_cover(parts, 1000)
+
+
+def test_impossible_min_samples_raises() -> None:
+    # Exactly n / num_clients for every client: a Dirichlet draw essentially never does that.
+    with pytest.raises(ConfigError) as info:
+        partition(
+            LABELS[:200],
+            20,
+            "dirichlet",
+            rng=np.random.default_rng(0),
+            alpha=0.01,
+            min_samples=10,
+            max_redraws=5,
+        )
+    assert info.value.key == "partition.min_samples"
+    assert "alpha=0.01" in info.value.message and "num_clients=20" in info.value.message
+    assert "5 draws" in info.value.message and "partition.alpha" in info.value.message
+    # More than the data can give at all is refused before drawing.
+    with pytest.raises(ConfigError) as info:
+        partition(LABELS[:200], 20, "iid", rng=np.random.default_rng(0), min_samples=11)
+    assert info.value.key == "partition.min_samples"
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_same_seed_same_partition(scheme: str) -> None:
+    np.random.seed(1)  # the global RNG must play no part
+    a = partition(LABELS, 10, scheme, rng=np.random.default_rng(42))
+    np.random.seed(2)
+    b = partition(LABELS, 10, scheme, rng=np.random.default_rng(42))
+    c = partition(LABELS, 10, scheme, rng=np.random.default_rng(43))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_iid_sizes_differ_by_at_most_one() -> None:
+    labels = np.arange(1003) % 10
+    parts = partition(labels, 10, "iid", rng=np.random.default_rng(0))
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 1003
+    assert_exact_cover(parts, 1003)
+    # A random split, not contiguous blocks: each client sees every class.
+    assert all(min(row) > 0 for row in class_counts(labels, parts, 10))
+
+
+def test_shards_give_few_classes() -> None:
+    labels = np.arange(1000) % 10  # sorted by label, 100 shards of 10 each fall inside one class
+    parts = partition(labels, 50, "shards", rng=np.random.default_rng(0), shards_per_client=2)
+    assert_exact_cover(parts, 1000)
+    assert all(len(p) == 20 for p in parts)
+    assert all(len(set(labels[p].tolist())) <= 2 for p in parts)
+    assert any(len(set(labels[p].tolist())) == 2 for p in parts)
+
+    # Unbalanced classes: a shard may straddle two classes, so at most 2 * shards_per_client per client.
+    uneven = np.random.default_rng(1).choice(10, size=3001)
+    parts = partition(uneven, 30, "shards", rng=np.random.default_rng(0), shards_per_client=3)
+    assert_exact_cover(parts, 3001)
+    assert all(len(set(uneven[p].tolist())) <= 6 for p in parts)
+    assert np.mean([len(set(uneven[p].tolist())) for p in parts]) < 5
+
+
+def test_class_counts_sum_up() -> None:
+    parts = partition(LABELS, 9, "dirichlet", rng=np.random.default_rng(0), alpha=0.5)
+    counts = class_counts(LABELS, parts, 10)
+    assert len(counts) == 9 and all(len(row) == 10 for row in counts)
+    assert all(isinstance(v, int) for row in counts for v in row)
+    assert [sum(row) for row in counts] == [len(p) for p in parts]
+    assert np.array(counts).sum(0).tolist() == np.bincount(LABELS).tolist()
+    # A class absent from the data still gets a column.
+    assert class_counts(np.array([0, 0, 1]), [np.array([0, 2]), np.array([1])], 4) == [
+        [1, 1, 0, 0],
+        [1, 0, 0, 0],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"scheme": "pathological"}, "partition.scheme"),
+        ({"alpha": 0.0}, "partition.alpha"),
+        ({"alpha": -1.0}, "partition.alpha"),
+        ({"num_clients": 0}, "partition.num_clients"),
+        ({"num_clients": 2001}, "partition.num_clients"),
+        ({"min_samples": -1}, "partition.min_samples"),
+        ({"scheme": "shards", "num_clients": 1000, "shards_per_client": 3}, "partition.shards_per_client"),
+    ],
+)
+def test_invalid_arguments(kwargs: dict, key: str) -> None:
+    arguments = {"num_clients": 10, "scheme": "dirichlet", **kwargs}
+    with pytest.raises(ConfigError) as info:
+        partition(LABELS, rng=np.random.default_rng(0), **arguments)
+    assert info.value.key == key
+    if key == "partition.scheme":
+        assert all(name in info.value.message for name in ("dirichlet", "iid", "shards"))

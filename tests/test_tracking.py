@@ -1,0 +1,376 @@
+"""Tests for afl.tracking: real W&B runs in offline mode, read back with read_offline_run (no mocks)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from afl.tracking import ALLOWED_MODES, OfflineRun, WandbTracker, read_offline_run
+
+# Environment variables that would change what wandb.init does if a developer has them set.
+_WANDB_ENV_TO_CLEAR = (
+    "WANDB_MODE",
+    "WANDB_DIR",
+    "WANDB_API_KEY",
+    "WANDB_BASE_URL",
+    "WANDB_RUN_ID",
+    "WANDB_RESUME",
+    "WANDB_RUN_GROUP",
+    "WANDB_JOB_TYPE",
+    "WANDB_NAME",
+    "WANDB_TAGS",
+    "WANDB_PROJECT",
+    "WANDB_ENTITY",
+    "WANDB_NOTES",
+    "WANDB_CONSOLE",
+)
+
+CONFIG = {
+    "experiment": {"name": "mnist-noniid", "seed": 7},
+    "federation": {"num_clients": 20, "concurrency": 4, "alpha": 0.5, "staleness_fn": "polynomial"},
+    "optim": {"lr": 0.05, "momentum": 0.0, "nesterov": False},
+    "data": {"sizes": [10, 20, 30], "root": None},
+}
+
+ROWS = [
+    {
+        "client_updates": 20, "version": 18, "round": 4, "sim_time": 61.25, "wall_time": 2.5,
+        "test/loss": 1.875, "test/accuracy": 0.5625, "staleness/mean": 1.5, "staleness/max": 4,
+        "train/loss": 2.125, "train/accuracy": 0.4375,
+    },
+    {
+        "client_updates": 40, "version": 38, "round": 8, "sim_time": 123.4, "wall_time": 5.1,
+        "test/loss": 0.96875, "test/accuracy": 0.8125, "staleness/mean": 2.25, "staleness/max": 6,
+        "train/loss": 1.0625, "train/accuracy": 0.78125,
+    },
+    {
+        "client_updates": 60, "version": 57, "round": 12, "sim_time": 190.0, "wall_time": 7.75,
+        "test/loss": 1.03125, "test/accuracy": 0.75, "staleness/mean": 2.0, "staleness/max": 5,
+        "train/loss": 0.90625, "train/accuracy": 0.84375,
+    },
+]  # fmt: skip
+
+
+@pytest.fixture
+def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keeps W&B quiet and local; runs each test from an empty working folder, which it returns."""
+    for name in _WANDB_ENV_TO_CLEAR:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "wandb_home"
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(home / "cache"))  # wandb-core writes its debug log here
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(home / "data"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def make_tracker(
+    out: Path,
+    *,
+    job_type: str = "afl",
+    name: str = "afl-seed7",
+    config: dict | None = None,
+    mode: str = "offline",
+) -> WandbTracker:
+    return WandbTracker(
+        mode=mode,
+        project="afl-tests",
+        group="mnist-noniid",
+        job_type=job_type,
+        name=name,
+        config=CONFIG if config is None else config,
+        dir=out,
+        tags=("test", job_type),
+    )
+
+
+def assert_rows(run: OfflineRun, rows: list[dict]) -> None:
+    assert len(run.history) == len(rows)
+    for step, (got, want) in enumerate(zip(run.history, rows, strict=True)):
+        assert {key: got[key] for key in want} == want
+        assert got["_step"] == step
+        assert set(got) == set(want) | {"_step", "_runtime", "_timestamp"}
+
+
+def test_offline_run_round_trip(wandb_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "outputs" / "afl"
+    tracker = make_tracker(out)
+    for row in ROWS:
+        tracker.log(row)
+    tracker.set_summary({"final/test_accuracy": 0.75, "final/wall_time": 7.75, "stopped": "max_updates"})
+    tracker.finish()
+    tracker.finish()  # a second finish does nothing
+
+    run_dir = tracker.run_dir
+    assert run_dir is not None
+    assert run_dir.parent == out / "wandb"
+    assert run_dir.name.startswith("offline-run-")
+    wandb_file = run_dir / f"run-{tracker.run_id}.wandb"
+    assert wandb_file.is_file()
+    # File header: ident ":W&B", magic 0xBEE1 little-endian, version 0.
+    assert wandb_file.read_bytes()[:7] == b":W&B\xe1\xbe\x00"
+
+    run = read_offline_run(run_dir)
+    assert run.run_id == tracker.run_id
+    assert run.config == CONFIG
+    assert (run.group, run.job_type, run.name, run.project) == (
+        "mnist-noniid",
+        "afl",
+        "afl-seed7",
+        "afl-tests",
+    )
+    assert run.tags == ["test", "afl"]
+    assert run.exit_code == 0 and run.finished
+    assert run.truncated is False
+    assert_rows(run, ROWS)
+
+    summary = run.summary
+    assert summary["test/accuracy"] == {"max": 0.8125, "last": 0.75}
+    assert summary["test/loss"] == {"min": 0.96875, "last": 1.03125}
+    assert summary["train/loss"] == 0.90625
+    assert summary["staleness/max"] == 5
+    assert summary["client_updates"] == 60
+    assert summary["_step"] == 2
+    assert summary["best/test_accuracy"] == 0.8125
+    assert summary["best/client_updates"] == 40
+    assert summary["best/sim_time"] == 123.4
+    assert summary["final/test_accuracy"] == 0.75
+    assert summary["final/wall_time"] == 7.75
+    assert summary["stopped"] == "max_updates"
+    assert "_wandb" not in summary
+
+    # The same run is found from the wandb/ folder, the output folder, and the file itself.
+    for where in (out / "wandb", out, wandb_file):
+        again = read_offline_run(where)
+        assert again.run_id == run.run_id
+        assert again.history == run.history
+
+    # Nothing is written in the working folder.
+    assert list(wandb_env.iterdir()) == []
+
+
+def test_two_runs_one_after_another(wandb_env: Path, tmp_path: Path) -> None:
+    afl_out, sync_out = tmp_path / "exp" / "afl", tmp_path / "exp" / "sync"
+    afl_rows = ROWS[:2]
+    sync_rows = [
+        {"client_updates": 20 * i, "round": i, "sim_time": 100.0 * i, "test/accuracy": 0.25 * i}
+        for i in (1, 2, 3)
+    ]
+
+    afl = make_tracker(afl_out, job_type="afl", name="afl", config={"algorithm": "afl", "lr": 0.05})
+    for row in afl_rows:
+        afl.log(row)
+    afl.finish()
+    sync = make_tracker(sync_out, job_type="sync", name="sync", config={"algorithm": "sync", "lr": 0.1})
+    for row in sync_rows:
+        sync.log(row)
+    sync.finish()
+
+    assert afl.run_id != sync.run_id
+    a, s = read_offline_run(afl_out), read_offline_run(sync_out)
+    assert (a.run_id, a.job_type, a.name, a.group) == (afl.run_id, "afl", "afl", "mnist-noniid")
+    assert (s.run_id, s.job_type, s.name, s.group) == (sync.run_id, "sync", "sync", "mnist-noniid")
+    assert a.config == {"algorithm": "afl", "lr": 0.05}
+    assert s.config == {"algorithm": "sync", "lr": 0.1}
+    assert_rows(a, afl_rows)
+    assert_rows(s, sync_rows)
+    assert s.summary["test/accuracy"] == {"max": 0.75, "last": 0.75}
+    assert s.summary["best/sim_time"] == 300.0
+    assert a.exit_code == s.exit_code == 0
+
+
+def test_run_left_open_is_finished_by_the_next_tracker(wandb_env: Path, tmp_path: Path) -> None:
+    first = make_tracker(tmp_path / "first", name="first")
+    first.log(ROWS[0])
+    second = make_tracker(tmp_path / "second", name="second")  # reinit="finish_previous"
+    second.log(ROWS[1])
+    second.finish()
+
+    one, two = read_offline_run(tmp_path / "first"), read_offline_run(tmp_path / "second")
+    assert one.exit_code == 0
+    assert_rows(one, ROWS[:1])
+    assert_rows(two, ROWS[1:2])
+
+
+def test_context_manager_marks_failure(wandb_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(KeyError), make_tracker(out) as tracker:
+        tracker.log(ROWS[0])
+        raise KeyError("boom")
+    assert tracker.finished
+    run = read_offline_run(out)
+    assert run.exit_code == 1
+    assert_rows(run, ROWS[:1])
+    with pytest.raises(RuntimeError, match="after finish"):
+        tracker.log(ROWS[1])
+
+
+def test_numpy_scalars_and_non_finite_values(wandb_env: Path, tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    tracker = make_tracker(tmp_path / "out")
+    tracker.log(
+        {
+            "client_updates": np.int64(5),
+            "test/accuracy": np.float32(0.5),
+            "test/loss": float("nan"),
+            "train/loss": float("inf"),
+        }
+    )
+    tracker.finish()
+    (row,) = read_offline_run(tmp_path / "out").history
+    assert row["client_updates"] == 5 and isinstance(row["client_updates"], int)
+    assert row["test/accuracy"] == 0.5
+    assert math.isnan(row["test/loss"])
+    assert row["train/loss"] == math.inf
+
+
+def test_records_spanning_several_blocks(wandb_env: Path, tmp_path: Path) -> None:
+    # A 100 kB config value makes the run record span four 32 KiB blocks (FIRST, MIDDLE, MIDDLE, LAST);
+    # 150 rows add many more block boundaries and zero-padded block tails.
+    big = "".join(chr(ord("a") + i % 26) for i in range(100_000))
+    rows = [
+        {
+            "client_updates": i,
+            "sim_time": i * 0.5,
+            "test/accuracy": i / 256,
+            "test/loss": 1 / (i + 1),
+            "staleness/mean": i % 7 / 4,
+            "train/loss": 2.0 - i / 128,
+        }
+        for i in range(150)
+    ]
+    tracker = make_tracker(tmp_path / "out", config={"blob": big, "n": 150})
+    for row in rows:
+        tracker.log(row)
+    tracker.finish()
+
+    assert tracker.run_dir is not None
+    (wandb_file,) = tracker.run_dir.glob("run-*.wandb")
+    assert wandb_file.stat().st_size > 5 * 32 * 1024
+    run = read_offline_run(tracker.run_dir)
+    assert run.config == {"blob": big, "n": 150}
+    assert_rows(run, rows)
+    assert run.truncated is False and run.exit_code == 0
+
+
+def test_truncated_and_corrupt_logs(wandb_env: Path, tmp_path: Path) -> None:
+    tracker = make_tracker(tmp_path / "out")
+    for row in ROWS:
+        tracker.log(row)
+    tracker.finish()
+    assert tracker.run_dir is not None
+    (wandb_file,) = tracker.run_dir.glob("run-*.wandb")
+    data = wandb_file.read_bytes()
+    full = read_offline_run(wandb_file)
+    assert len(full.history) == 3
+
+    cut_dir = tmp_path / "cut"
+    cut_dir.mkdir()
+    cut_file = cut_dir / wandb_file.name
+    rows_seen = []
+    # A killed run can stop anywhere: cut every 23 bytes, and at each of the last 12 bytes.
+    for size in sorted({*range(7, len(data), 23), *range(len(data) - 12, len(data))}):
+        cut_file.write_bytes(data[:size])
+        run = read_offline_run(cut_dir)
+        assert run.history == full.history[: len(run.history)]
+        assert run.exit_code is None
+        rows_seen.append(len(run.history))
+    assert rows_seen == sorted(rows_seen)
+    assert rows_seen[0] == 0 and rows_seen[-1] == 3
+
+    # A chunk torn in the middle is reported as truncated.
+    cut_file.write_bytes(data[: len(data) - 3])
+    assert read_offline_run(cut_dir).truncated is True
+
+    # A flipped byte fails the checksum: reading stops there, earlier records survive.
+    broken = bytearray(data)
+    broken[len(data) // 2] ^= 0xFF
+    cut_file.write_bytes(bytes(broken))
+    run = read_offline_run(cut_dir)
+    assert run.truncated is True and run.exit_code is None
+    assert run.config == CONFIG
+    assert run.history == full.history[: len(run.history)]
+    assert len(run.history) < 3
+
+    cut_file.write_bytes(b"PK\x03\x04" + data[4:])
+    with pytest.raises(ValueError, match="not a W&B run log"):
+        read_offline_run(cut_dir)
+
+
+def test_reading_a_run_that_is_still_open(wandb_env: Path, tmp_path: Path) -> None:
+    tracker = make_tracker(tmp_path / "out")
+    for row in ROWS[:2]:
+        tracker.log(row)
+    partial = read_offline_run(tmp_path / "out")
+    assert partial.exit_code is None
+    assert partial.history == [] or partial.history[0]["test/accuracy"] == 0.5625
+    assert len(partial.history) <= 2
+    tracker.finish()
+    assert_rows(read_offline_run(tmp_path / "out"), ROWS[:2])
+
+
+def test_where_runs_are_looked_for(wandb_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    tracker = make_tracker(out)
+    tracker.log(ROWS[0])
+    tracker.finish()
+    assert tracker.run_dir is not None
+
+    with pytest.raises(FileNotFoundError, match="no such W&B run folder"):
+        read_offline_run(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no W&B offline run"):
+        read_offline_run(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="not a W&B run log"):
+        read_offline_run(tracker.run_dir / "logs" / "debug.log")
+
+    # A second run in the same output folder makes the folder ambiguous; each run folder still works.
+    shutil.copytree(tracker.run_dir, out / "wandb" / "offline-run-20000101_000000-copyrun1")
+    for where in (out, out / "wandb"):
+        with pytest.raises(FileNotFoundError, match="holds 2 offline runs"):
+            read_offline_run(where)
+    for run_dir in (out / "wandb").glob("offline-run-*"):
+        assert read_offline_run(run_dir).history[0]["client_updates"] == 20
+
+
+def test_disabled_mode_writes_nothing(wandb_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    tracker = make_tracker(out, mode="disabled")
+    assert tracker.run_dir is None
+    for row in ROWS:
+        tracker.log(row)
+    tracker.set_summary({"final/test_accuracy": 0.75})
+    tracker.finish()
+    assert not out.exists()
+    assert list(wandb_env.iterdir()) == []
+
+
+def test_bad_mode_names_allowed_values(wandb_env: Path, tmp_path: Path) -> None:
+    assert ALLOWED_MODES == ("offline", "online", "disabled")
+    with pytest.raises(ValueError, match="'offline', 'online', 'disabled'; got 'dryrun'"):
+        make_tracker(tmp_path / "out", mode="dryrun")
+    assert not (tmp_path / "out").exists()
+
+
+def test_main_thread_only(wandb_env: Path, tmp_path: Path) -> None:
+    tracker = make_tracker(tmp_path / "out", mode="disabled")
+    errors: list[BaseException] = []
+
+    def log_from_worker() -> None:
+        try:
+            tracker.log(ROWS[0])
+        except RuntimeError as error:
+            errors.append(error)
+
+    worker = threading.Thread(target=log_from_worker)
+    worker.start()
+    worker.join()
+    assert len(errors) == 1 and "main thread" in str(errors[0])
+    tracker.finish()
