@@ -46,10 +46,12 @@ VOLATILE_SUMMARY_KEYS = ("wall_time_s", "output_dir")
 
 @dataclass
 class RunResult:
-    """What :func:`run` returns: the summary, the evaluation rows, where it wrote, the final model."""
+    """What :func:`run` returns: the summary, the evaluation rows (metrics.csv), one row per client
+    update (updates.csv), where it wrote, and the final global model."""
 
     summary: dict[str, Any]
     history: list[dict[str, Any]]
+    updates: list[dict[str, Any]]
     output_dir: Path
     final_state: State
     config: DictConfig
@@ -207,9 +209,13 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
         "output_dir": str(out),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    with (out / "updates.csv").open("w", newline="") as f:
+        updates = csv.DictWriter(f, fieldnames=list(state.arrivals[0]))
+        updates.writeheader()
+        updates.writerows(state.arrivals)
     torch.save(state.global_state, out / "final_model.pt")
     tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
     tracker.finish()
-    return RunResult(summary=summary, history=history, output_dir=out, final_state=state.global_state,
+    return RunResult(summary=summary, history=history, updates=state.arrivals, output_dir=out, final_state=state.global_state,
                      config=cfg)
 

@@ -54,6 +54,7 @@ class LoopState:
     in_flight: list[InFlight] = field(default_factory=list)
     last_staleness: list[int] = field(default_factory=list)
     window: dict[str, list[float]] = field(default_factory=lambda: {"staleness": [], "loss": [], "acc": []})
+    arrivals: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -177,7 +178,15 @@ class FederatedLoop:
         s.window["acc"].append(result.train_accuracy)
         too_stale = self.cfg.max_staleness is not None and tau > self.cfg.max_staleness
         s.stale_updates += int(too_stale)
-        if too_stale and self.cfg.staleness_policy == "drop":
+        dropped = too_stale and self.cfg.staleness_policy == "drop"
+        s.arrivals.append({
+            "client_updates": s.client_updates, "job_id": flight.job.job_id, "client_id": result.client_id,
+            "dispatched_version": flight.version, "staleness": tau, "dispatch_time": flight.dispatch_time,
+            "arrival_time": flight.finish_time, "lr": flight.job.lr, "num_samples": result.num_samples,
+            "steps": result.steps, "train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
+            "dropped": int(dropped),
+        })
+        if dropped:
             s.dropped_updates += 1
             return
         dispatched = flight.job.state

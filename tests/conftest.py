@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny real configs composed from the project's own configs/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from afl.config import load_config
+
+
+@pytest.fixture(autouse=True)
+def _quiet_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """W&B stays local and quiet; nothing a developer has set in the environment leaks in."""
+    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_API_KEY", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT",
+                 "WANDB_ENTITY", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_NAME", "WANDB_TAGS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_home" / "cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_home" / "config"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_home" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> None:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = [
+    "dataset.name=synthetic",
+    "dataset.synthetic.train_size=480",
+    "dataset.synthetic.test_size=200",
+    "dataset.synthetic.noise=2.0",
+    "partition.num_clients=6",
+    "partition.min_samples=5",
+    "model.name=cnn",
+    "client.local_epochs=1",
+    "client.batch_size=32",
+    "client.lr=0.003",
+    "federation.concurrency=3",
+    "federation.max_updates=12",
+    "federation.eval_every=4",
+    "logging.wandb.mode=disabled",
+    "logging.progress=false",
+]
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    """``tiny(*overrides)`` → a validated config of a seconds-long run writing under ``tmp_path``."""
+    counter = iter(range(1_000_000))
+
+    def make(*overrides: str):
+        return load_config([*TINY, f"output_dir={tmp_path / f'run{next(counter)}'}", *overrides])
+
+    return make
