@@ -16,10 +16,12 @@ from afl.config import load_config
 from afl.errors import ConfigError
 from afl.run import RunResult, run
 
-# Each arm: the overrides that make it that algorithm. AFL uses the paper's delay-aware LR; FedAvg the
-# plain base LR, as in the paper's comparison.
+# Each arm: the overrides that make it that algorithm. "afl" is the paper's method (staleness-aware
+# aggregation and the delay-aware LR); "afl-const" is the same aggregation at the constant base LR (an
+# ablation of the LR rule); "sync" is synchronous FedAvg at the base LR, the paper's baseline.
 ARMS: dict[str, list[str]] = {
     "afl": ["federation.mode=async", "server.aggregator.name=afl", "server.lr_schedule.name=paper"],
+    "afl-const": ["federation.mode=async", "server.aggregator.name=afl", "server.lr_schedule.name=constant"],
     "sync": ["federation.mode=sync", "server.aggregator.name=fedavg", "server.lr_schedule.name=constant"],
 }
 
@@ -40,8 +42,18 @@ def time_to_accuracy(history: Sequence[Mapping[str, Any]], target: float, key: s
     return None
 
 
-def compare(overrides: Sequence[str] = (), arms: Mapping[str, Sequence[str]] = ARMS) -> Comparison:
-    """Run every arm with the same base overrides; all configs are checked before any run starts."""
+def compare(overrides: Sequence[str] = (), arms: Mapping[str, Sequence[str]] | Sequence[str] = ARMS) -> Comparison:
+    """Run every arm with the same base overrides; all configs are checked before any run starts.
+
+    Args:
+        overrides: ``key=value`` strings for every arm (``output_dir`` names the comparison's folder).
+        arms: name → overrides of each arm, or names of arms from :data:`ARMS`.
+    """
+    if not isinstance(arms, Mapping):
+        unknown = [a for a in arms if a not in ARMS]
+        if unknown:
+            raise ConfigError("--arms", f"unknown arm {unknown[0]!r}; allowed: {', '.join(ARMS)}")
+        arms = {a: ARMS[a] for a in arms}
     overrides = list(overrides)
     root_override = [o for o in overrides if o.startswith("output_dir=")]
     overrides = [o for o in overrides if not o.startswith("output_dir=")]
@@ -85,12 +97,12 @@ def format_table(table: Sequence[Mapping[str, Any]], target: float) -> str:
         return "-" if v is None else format(v, spec)
 
     lines = [
-        f"{'arm':<6} {'algorithm':<9} {'mode':<5} {'final acc':>9} {'best acc':>8} {'sim time':>9} "
+        f"{'arm':<9} {'algorithm':<9} {'mode':<5} {'final acc':>9} {'best acc':>8} {'sim time':>9} "
         f"{'t→' + format(target, '.3f'):>9} {'upd→tgt':>7} {'staleness':>9} {'wall s':>7}"
     ]
     for r in table:
         lines.append(
-            f"{r['arm']:<6} {r['algorithm']:<9} {r['mode']:<5} {r['final_acc']:>9.4f} {r['best_acc']:>8.4f} "
+            f"{r['arm']:<9} {r['algorithm']:<9} {r['mode']:<5} {r['final_acc']:>9.4f} {r['best_acc']:>8.4f} "
             f"{r['sim_time']:>9.1f} {fmt(r['sim_time_to_target'], '.1f'):>9} "
             f"{fmt(r['updates_to_target'], '.0f'):>7} {r['mean_staleness']:>9.2f} {r['wall_time_s']:>7.1f}"
         )

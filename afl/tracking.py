@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # wandb takes about a second to import: only import it when it is used.
-    from wandb.proto.wandb_internal_pb2 import Record
+    from wandb.proto.wandb_internal_pb2 import Record  # type: ignore[attr-defined]
 
 __all__ = ["ALLOWED_MODES", "OfflineRun", "WandbTracker", "read_offline_run"]
 
@@ -123,7 +123,7 @@ class WandbTracker:
         name: display name of the run.
         config: the full resolved config, stored as the run's config.
         dir: the training run's output folder. W&B writes ``<dir>/wandb/...``; the folder is created
-            if missing (not in disabled mode, which writes nothing).
+            if missing (in disabled mode too, but left empty).
         tags: run tags.
         entity: W&B entity (user or team); ``None`` uses W&B's default.
 
@@ -156,8 +156,7 @@ class WandbTracker:
             tracker.finish()
 
         out_dir = Path(dir).absolute()
-        if mode != "disabled":
-            out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)  # wandb.init creates it anyway, even when disabled
         self._mode = mode
         self._finished = False
         self._best: float | None = None
@@ -287,7 +286,7 @@ class WandbTracker:
 def _wait_for_exit_record(wandb_file: Path, timeout: float) -> None:
     """Polls ``wandb_file`` until its last records include the run's exit record."""
     from google.protobuf.message import DecodeError
-    from wandb.proto.wandb_internal_pb2 import Record
+    from wandb.proto.wandb_internal_pb2 import Record  # type: ignore[attr-defined]
 
     deadline = time.monotonic() + timeout
     delay = 0.002
@@ -463,7 +462,7 @@ def _read_records(wandb_file: Path) -> tuple[list[Record], bool]:
         The records in order, and whether reading stopped early (see ``OfflineRun.truncated``).
     """
     from google.protobuf.message import DecodeError
-    from wandb.proto.wandb_internal_pb2 import Record
+    from wandb.proto.wandb_internal_pb2 import Record  # type: ignore[attr-defined]
 
     payloads, truncated = _read_payloads(wandb_file.read_bytes(), wandb_file)
     records: list[Record] = []
@@ -611,9 +610,10 @@ def _apply_items(target: dict, updates: Iterable[Any], removes: Iterable[Any]) -
         path = _item_path(item)
         node = target
         for part in path[:-1]:
-            node = node.get(part)
-            if not isinstance(node, dict):
+            child = node.get(part)
+            if not isinstance(child, dict):
                 break
+            node = child
         else:
             if path:
                 node.pop(path[-1], None)

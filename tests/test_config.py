@@ -1,0 +1,142 @@
+"""Config composition and the bad-input contract: one clear line naming the key, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from afl.config import Config, experiments, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import train  # noqa: E402  (scripts/train.py)
+
+
+def _schema_keys(cls: type, prefix: str = "") -> set[str]:
+    keys = set()
+    for f in fields(cls):
+        default = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        if is_dataclass(default):
+            keys |= _schema_keys(type(default), f"{prefix}{f.name}.")
+        else:
+            keys.add(f"{prefix}{f.name}")
+    return keys
+
+
+def test_defaults_give_every_schema_key_a_value() -> None:
+    cfg = load_config([])
+    assert OmegaConf.missing_keys(cfg) == set()
+    for key in _schema_keys(Config):
+        OmegaConf.select(cfg, key, throw_on_missing=True)
+    assert cfg.server.aggregator.name == "afl" and cfg.federation.mode == "async"
+
+
+@pytest.mark.parametrize("name", ["demo", "fmnist", "paper_mnist", "paper_cifar10"])
+def test_presets_exist_and_validate(name: str) -> None:
+    assert name in experiments()
+    cfg = load_config([f"experiment={name}"])
+    assert cfg.experiment == name
+
+
+def test_paper_presets_hold_the_papers_settings() -> None:
+    for name, dataset, model in (("paper_mnist", "mnist", "cnn"), ("paper_cifar10", "cifar10", "resnet20")):
+        cfg = load_config([f"experiment={name}"])
+        assert (cfg.dataset.name, cfg.model.name) == (dataset, model)
+        assert (cfg.partition.num_clients, cfg.federation.concurrency, cfg.client.local_epochs) == (10, 5, 10)
+        assert (cfg.client.lr, cfg.client.optimizer, cfg.partition.alpha) == (1e-3, "adam", 0.5)
+        assert cfg.partition.scheme == "dirichlet" and cfg.server.lr_schedule.name == "paper"
+
+
+def test_overrides_from_the_readme_compose() -> None:
+    cfg = load_config(["experiment=fmnist", "server.aggregator.name=fedbuff", "federation.concurrency=8"])
+    assert cfg.dataset.name == "fashion_mnist"
+    assert cfg.server.aggregator.name == "fedbuff"
+    assert cfg.federation.concurrency == 8
+    cfg = load_config(["server.aggregator.name=fedasync", "server.aggregator.alpha=0.9",
+                       "server.aggregator.staleness.name=hinge", "server.aggregator.staleness.b=3"])
+    assert OmegaConf.to_container(cfg.server.aggregator) == {
+        "name": "fedasync", "alpha": 0.9, "staleness": {"name": "hinge", "b": 3}}
+
+
+def test_picking_another_component_drops_the_old_ones_options() -> None:
+    # defaults: delay.speed = lognormal with sigma; uniform has no sigma, and that is not an error
+    cfg = load_config(["delay.speed.name=uniform", "delay.speed.low=0.5"])
+    assert OmegaConf.to_container(cfg.delay.speed) == {"name": "uniform", "low": 0.5}
+    cfg = load_config(["delay.comm.name=exponential"])
+    assert OmegaConf.to_container(cfg.delay.comm) == {"name": "exponential"}
+
+
+BAD_INPUT = [
+    (["federation.concurency=3"], "federation.concurency", "unknown key"),
+    (["federation.concurrency=abc"], "federation.concurrency", "wrong type"),
+    (["client.lr=fast"], "client.lr", "wrong type"),
+    (["federation.concurrency=11"], "federation.concurrency", "cannot exceed partition.num_clients=10"),
+    (["client.lr=-0.01"], "client.lr", "must be > 0"),
+    (["partition.alpha=0"], "partition.alpha", "must be > 0"),
+    (["partition.alpha=-1"], "partition.alpha", "must be > 0"),
+    (["server.aggregator.name=fedprox"], "server.aggregator.name", "allowed: afl, fedasync, fedavg, fedbuff"),
+    (["server.aggregator.buffer_sise=3"], "server.aggregator.buffer_sise", "options: buffer_size"),
+    (["server.lr_schedule.name=cosine"], "server.lr_schedule.name", "allowed: constant, paper"),
+    (["delay.speed.name=gamma"], "delay.speed.name", "allowed: constant, lognormal, uniform"),
+    (["federation.mode=semi"], "federation.mode", "allowed: async, sync"),
+    (["federation.mode=sync"], "federation.mode", "server.aggregator.name=fedavg"),
+    (["dataset.name=imagenet"], "dataset.name", "allowed:"),
+    (["experiment=nope"], "experiment", "available: demo"),
+    (["federation.concurrency"], "federation.concurrency", "expected key=value"),
+    (["logging.wandb.mode=cloud"], "logging.wandb.mode", "offline, online, disabled"),
+]
+
+
+@pytest.mark.parametrize(("argv", "key", "text"), BAD_INPUT, ids=[a[0] for a, _, _ in BAD_INPUT])
+def test_bad_input_exits_2_naming_the_key(argv, key, text, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = train.main([*argv, f"output_dir={out}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"error: {key}: ")
+    assert text in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_missing_dataset_offline_names_the_key_and_where_it_looked(tmp_path, capsys) -> None:
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    out = tmp_path / "out"
+    code = train.main(["dataset.name=mnist", f"dataset.root={empty}", f"output_dir={out}",
+                       "logging.wandb.mode=disabled"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: dataset.root: ")
+    assert str(empty) in err and "dataset.download=true" in err
+    assert not out.exists()
+
+
+def test_output_dir_is_never_overwritten(tmp_path, capsys) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    code = train.main([f"output_dir={out}", "logging.wandb.mode=disabled"])
+    assert code == 2
+    assert "error: output_dir: " in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "{}"
+
+
+def test_the_script_exits_2_without_a_traceback(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "partition.alpha=0",
+                           f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: partition.alpha: must be > 0, got 0.0"
+    assert not (tmp_path / "out").exists()
+
+
+def test_show_config_prints_the_resolved_config(capsys) -> None:
+    assert train.main(["experiment=fmnist", "client.lr=0.01", "--show-config"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed.client.lr == 0.01 and printed.dataset.name == "fashion_mnist"

@@ -1,0 +1,102 @@
+"""A whole run through run(): its files, its W&B offline run read back, and the comparison script."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import TINY
+
+from afl.compare import compare, format_table, time_to_accuracy
+from afl.errors import ConfigError
+from afl.run import METRIC_COLUMNS, run
+from afl.tracking import read_offline_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_run_writes_its_outputs(tiny) -> None:
+    result = run(tiny("federation.max_updates=12", "federation.eval_every=4"))
+    out = result.output_dir
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.yaml", "final_model.pt", "metrics.csv", "partition.json", "summary.json", "updates.csv"]
+    saved = OmegaConf.load(out / "config.yaml")
+    assert saved == result.config
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == METRIC_COLUMNS
+    assert [int(r["client_updates"]) for r in rows] == [4, 8, 12]
+    assert [float(r["test_accuracy"]) for r in rows] == [h["test_accuracy"] for h in result.history]
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("algorithm", "mode", "seed", "final_test_accuracy", "final_test_loss", "best_test_accuracy",
+                "client_updates", "version", "sim_time", "wall_time_s", "dropped_updates"):
+        assert key in summary
+    assert summary["algorithm"] == "afl" and summary["mode"] == "async" and summary["client_updates"] == 12
+    assert summary["best_test_accuracy"] == max(float(r["test_accuracy"]) for r in rows)
+    assert summary["final_test_accuracy"] == float(rows[-1]["test_accuracy"])
+    partition = json.loads((out / "partition.json").read_text())
+    assert sum(partition["samples"]) == 480  # every training sample is some client's
+    assert [sum(c) for c in partition["class_counts"]] == partition["samples"]
+    final = torch.load(out / "final_model.pt")
+    assert all(torch.equal(final[k], v) for k, v in result.final_state.items())
+    with (out / "updates.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 12
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(tiny) -> None:
+    result = run(tiny("logging.wandb.mode=offline", "logging.wandb.project=afl-test", "federation.max_updates=8",
+                      "federation.eval_every=4"))
+    wb = read_offline_run(result.output_dir)
+    assert wb.finished
+    assert wb.group == result.config.experiment
+    assert wb.job_type == "afl"
+    assert wb.project == "afl-test"
+    assert wb.config["federation"]["concurrency"] == 3
+    assert wb.config["dataset"]["name"] == "synthetic"
+    assert len(wb.history) == len(result.history) == 2
+    for logged, row in zip(wb.history, result.history):
+        assert logged["client_updates"] == row["client_updates"]
+        assert logged["sim_time"] == pytest.approx(row["sim_time"])
+        assert logged["test/accuracy"] == pytest.approx(row["test_accuracy"])
+        assert logged["test/loss"] == pytest.approx(row["test_loss"])
+        assert logged["staleness/mean"] == pytest.approx(row["mean_staleness"])
+    assert wb.summary["final_test_accuracy"] == pytest.approx(result.summary["final_test_accuracy"])
+
+
+def test_compare_runs_every_arm_and_plots(tmp_path: Path) -> None:
+    overrides = [*TINY, "federation.max_updates=9", "federation.eval_every=3", f"output_dir={tmp_path / 'cmp'}"]
+    result = compare(overrides)
+    assert list(result.results) == ["afl", "afl-const", "sync"]
+    assert result.results["afl-const"].config.server.lr_schedule.name == "constant"
+    assert result.results["afl"].summary["mode"] == "async"
+    assert result.results["sync"].summary["algorithm"] == "fedavg"
+    # heterogeneous speeds: a barrier round waits for its slowest client
+    assert result.results["sync"].summary["sim_time"] > result.results["afl"].summary["sim_time"]
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert [r["arm"] for r in saved["table"]] == ["afl", "afl-const", "sync"]
+    assert saved["target_accuracy"] == min(r["best_acc"] for r in saved["table"])
+    text = format_table(result.table, result.target_accuracy)
+    assert [line.split()[0] for line in text.splitlines()[1:]] == ["afl", "afl-const", "sync"]
+
+
+def test_compare_checks_every_arm_before_running_any(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="server.aggregator.buffer_size"):
+        compare([*TINY, "server.aggregator.buffer_size=0", f"output_dir={tmp_path / 'cmp'}"])
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_time_to_accuracy() -> None:
+    history = [{"test_accuracy": 0.2, "sim_time": 1.0, "client_updates": 5},
+               {"test_accuracy": 0.6, "sim_time": 2.5, "client_updates": 10},
+               {"test_accuracy": 0.5, "sim_time": 4.0, "client_updates": 15}]
+    assert time_to_accuracy(history, 0.55) == 2.5
+    assert time_to_accuracy(history, 0.55, "client_updates") == 10
+    assert time_to_accuracy(history, 0.9) is None
+    assert not math.isnan(time_to_accuracy(history, 0.1))
