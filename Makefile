@@ -25,6 +25,7 @@ test-fast: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check afl callbacks scripts tests
+	$(VENV)/bin/mypy afl callbacks
 
 bench: $(VENV)/.installed
 	$(PY) scripts/bench.py

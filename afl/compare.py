@@ -34,7 +34,9 @@ class Comparison:
     output_dir: Path
 
 
-def time_to_accuracy(history: Sequence[Mapping[str, Any]], target: float, key: str = "sim_time") -> float | None:
+def time_to_accuracy(
+    history: Sequence[Mapping[str, Any]], target: float, key: str = "sim_time"
+) -> float | None:
     """The first ``key`` (sim_time or client_updates) at which test accuracy reached ``target``."""
     for row in history:
         if row["test_accuracy"] >= target:
@@ -42,7 +44,9 @@ def time_to_accuracy(history: Sequence[Mapping[str, Any]], target: float, key: s
     return None
 
 
-def compare(overrides: Sequence[str] = (), arms: Mapping[str, Sequence[str]] | Sequence[str] = ARMS) -> Comparison:
+def compare(
+    overrides: Sequence[str] = (), arms: Mapping[str, Sequence[str]] | Sequence[str] = ARMS
+) -> Comparison:
     """Run every arm with the same base overrides; all configs are checked before any run starts.
 
     Args:
@@ -73,18 +77,20 @@ def compare(overrides: Sequence[str] = (), arms: Mapping[str, Sequence[str]] | S
     table = []
     for name, r in results.items():
         s = r.summary
-        table.append({
-            "arm": name,
-            "algorithm": s["algorithm"],
-            "mode": s["mode"],
-            "final_acc": s["final_test_accuracy"],
-            "best_acc": s["best_test_accuracy"],
-            "sim_time": s["sim_time"],
-            "sim_time_to_target": time_to_accuracy(r.history, target),
-            "updates_to_target": time_to_accuracy(r.history, target, "client_updates"),
-            "mean_staleness": s["mean_staleness"],
-            "wall_time_s": s["wall_time_s"],
-        })
+        table.append(
+            {
+                "arm": name,
+                "algorithm": s["algorithm"],
+                "mode": s["mode"],
+                "final_acc": s["final_test_accuracy"],
+                "best_acc": s["best_test_accuracy"],
+                "sim_time": s["sim_time"],
+                "sim_time_to_target": time_to_accuracy(r.history, target),
+                "updates_to_target": time_to_accuracy(r.history, target, "client_updates"),
+                "mean_staleness": s["mean_staleness"],
+                "wall_time_s": s["wall_time_s"],
+            }
+        )
     (root / "comparison.json").write_text(json.dumps({"target_accuracy": target, "table": table}, indent=1))
     plot_comparison(results, root / "comparison.png")
     return Comparison(results=results, table=table, target_accuracy=target, output_dir=root)
@@ -126,8 +132,10 @@ def plot_comparison(results: Mapping[str, RunResult], path: Path) -> None:
     axes[1].set_xlabel("client updates")
     axes[0].set_ylabel("test accuracy")
     first = next(iter(results.values())).config
-    fig.suptitle(f"{first.experiment}: {first.dataset.name}, {first.model.name}, C={first.partition.num_clients}, "
-                 f"J={first.federation.concurrency}, {first.partition.scheme} α={first.partition.alpha}")
+    fig.suptitle(
+        f"{first.experiment}: {first.dataset.name}, {first.model.name}, C={first.partition.num_clients}, "
+        f"J={first.federation.concurrency}, {first.partition.scheme} α={first.partition.alpha}"
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()

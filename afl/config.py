@@ -120,8 +120,11 @@ def _omegaconf_error(err: OmegaConfBaseException, source: str) -> ConfigError:
     key = str(getattr(err, "full_key", "") or "") or "config"
     if isinstance(err, ConfigKeyError):
         parent = key.rsplit(".", 1)[0] if "." in key else ""
-        return ConfigError(key, f"unknown key (from {source}); see the keys under "
-                                f"{parent or 'the top level'} in configs/defaults.yaml")
+        return ConfigError(
+            key,
+            f"unknown key (from {source}); see the keys under "
+            f"{parent or 'the top level'} in configs/defaults.yaml",
+        )
     if isinstance(err, ValidationError):
         msg = str(err).splitlines()[0]
         return ConfigError(key, f"wrong type (from {source}): {msg}")
@@ -130,8 +133,13 @@ def _omegaconf_error(err: OmegaConfBaseException, source: str) -> ConfigError:
 
 # Config nodes that name a pluggable component: picking another ``name`` in a later layer (preset or
 # command line) starts that node afresh, so options of the old component do not leak into the new one.
-COMPONENT_KEYS = ("server.aggregator", "server.aggregator.staleness", "server.lr_schedule", "delay.speed",
-                  "delay.comm")
+COMPONENT_KEYS = (
+    "server.aggregator",
+    "server.aggregator.staleness",
+    "server.lr_schedule",
+    "delay.speed",
+    "delay.comm",
+)
 
 
 def _merge(cfg: DictConfig, other: Any, source: str) -> DictConfig:
@@ -175,8 +183,10 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) ->
     if experiment is not None:
         path = config_dir / "experiment" / f"{experiment}.yaml"
         if not path.is_file():
-            raise ConfigError("experiment", f"unknown experiment {experiment!r}; available: "
-                                            f"{', '.join(experiments(config_dir))}")
+            raise ConfigError(
+                "experiment",
+                f"unknown experiment {experiment!r}; available: {', '.join(experiments(config_dir))}",
+            )
         cfg = _merge(cfg, OmegaConf.load(path), f"configs/experiment/{experiment}.yaml")
         cfg.experiment = experiment
     try:
@@ -204,10 +214,10 @@ def _at_least(cfg: DictConfig, key: str, low: float, strict: bool = False) -> No
 
 def validate(cfg: DictConfig) -> None:
     """Check every value that a type cannot: choices, ranges, relations, and the components' options."""
+    from afl.client import OPTIMIZERS
     from afl.data.datasets import DATASET_LOADERS as DATASETS
     from afl.data.partition import SCHEMES as PARTITIONERS
     from afl.models import MODELS
-    from afl.client import OPTIMIZERS
     from afl.sim.executors import EXECUTORS
     from afl.sim.loop import MODES, STALENESS_POLICIES
 
@@ -222,22 +232,43 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "federation.executor", sorted(EXECUTORS))
     _choice(cfg, "delay.staleness_policy", STALENESS_POLICIES)
     _choice(cfg, "logging.wandb.mode", ("offline", "online", "disabled"))
-    for key in ("seed", "partition.min_samples", "client.momentum", "client.weight_decay",
-                "delay.time_per_sample", "delay.max_staleness"):
+    for key in (
+        "seed",
+        "partition.min_samples",
+        "client.momentum",
+        "client.weight_decay",
+        "delay.time_per_sample",
+        "delay.max_staleness",
+    ):
         _at_least(cfg, key, 0)
-    for key in ("partition.num_clients", "partition.shards_per_client", "client.local_epochs",
-                "client.batch_size", "federation.concurrency", "federation.max_updates",
-                "federation.eval_every", "federation.workers", "federation.torch_threads",
-                "dataset.train_subset", "dataset.test_subset"):
+    for key in (
+        "partition.num_clients",
+        "partition.shards_per_client",
+        "client.local_epochs",
+        "client.batch_size",
+        "federation.concurrency",
+        "federation.max_updates",
+        "federation.eval_every",
+        "federation.workers",
+        "federation.torch_threads",
+        "dataset.train_subset",
+        "dataset.test_subset",
+    ):
         _at_least(cfg, key, 1)
     for key in ("client.lr", "partition.alpha"):
         _at_least(cfg, key, 0, strict=True)
     if cfg.federation.concurrency > cfg.partition.num_clients:
-        raise ConfigError("federation.concurrency", f"J={cfg.federation.concurrency} clients in flight cannot "
-                          f"exceed partition.num_clients={cfg.partition.num_clients}")
+        raise ConfigError(
+            "federation.concurrency",
+            f"J={cfg.federation.concurrency} clients in flight cannot "
+            f"exceed partition.num_clients={cfg.partition.num_clients}",
+        )
     if cfg.federation.mode == "sync" and cfg.server.aggregator.get("name") != "fedavg":
-        raise ConfigError("federation.mode", "sync runs synchronous FedAvg: also set "
-                          f"server.aggregator.name=fedavg (got {cfg.server.aggregator.get('name')!r})")
+        raise ConfigError(
+            "federation.mode",
+            "sync runs synchronous FedAvg: also set "
+            f"server.aggregator.name=fedavg (got {cfg.server.aggregator.get('name')!r})",
+        )
     build_components(cfg)
 
 

@@ -86,12 +86,15 @@ class Registry(Generic[T]):
                 continue
             if opt not in options:
                 allowed = ", ".join(sorted(options)) or "none"
-                raise ConfigError(f"{key}.{opt}", f"not an option of {self.kind} {name!r} (options: {allowed})")
+                raise ConfigError(
+                    f"{key}.{opt}", f"not an option of {self.kind} {name!r} (options: {allowed})"
+                )
             if opt in self.nested and isinstance(value, Mapping):
                 value = self.nested[opt].build(value, f"{key}.{opt}")
             elif opt in hints and not _matches(value, hints[opt]):
                 raise ConfigError(
-                    f"{key}.{opt}", f"expected {_type_name(hints[opt])}, got {value!r} ({type(value).__name__})"
+                    f"{key}.{opt}",
+                    f"expected {_type_name(hints[opt])}, got {value!r} ({type(value).__name__})",
                 )
             kwargs[opt] = value
         try:

@@ -33,13 +33,27 @@ from afl.sim.loop import FederatedLoop, LoopConfig
 from afl.tracking import WandbTracker
 
 METRIC_COLUMNS = (
-    "client_updates", "version", "round", "sim_time", "wall_time", "test_loss", "test_accuracy",
-    "mean_staleness", "max_staleness", "train_loss", "train_accuracy", "dropped_updates",
+    "client_updates",
+    "version",
+    "round",
+    "sim_time",
+    "wall_time",
+    "test_loss",
+    "test_accuracy",
+    "mean_staleness",
+    "max_staleness",
+    "train_loss",
+    "train_accuracy",
+    "dropped_updates",
 )
 # metrics.csv column -> W&B key (W&B groups charts by the prefix before "/")
 WANDB_KEYS = {
-    "test_loss": "test/loss", "test_accuracy": "test/accuracy", "mean_staleness": "staleness/mean",
-    "max_staleness": "staleness/max", "train_loss": "train/loss", "train_accuracy": "train/accuracy",
+    "test_loss": "test/loss",
+    "test_accuracy": "test/accuracy",
+    "mean_staleness": "staleness/mean",
+    "max_staleness": "staleness/max",
+    "train_loss": "train/loss",
+    "train_accuracy": "train/accuracy",
 }
 VOLATILE_SUMMARY_KEYS = ("wall_time_s", "output_dir")
 
@@ -66,8 +80,11 @@ def _output_dir(cfg: DictConfig) -> Path:
     if cfg.output_dir is not None:
         out = Path(cfg.output_dir)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ConfigError("output_dir", f"{out} already exists and is not empty; runs are never "
-                                            "overwritten: choose another folder (or leave output_dir unset)")
+            raise ConfigError(
+                "output_dir",
+                f"{out} already exists and is not empty; runs are never "
+                "overwritten: choose another folder (or leave output_dir unset)",
+            )
         return out
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / cfg.experiment / f"{algorithm_name(cfg)}-seed{cfg.seed}-{stamp}"
@@ -76,6 +93,13 @@ def _output_dir(cfg: DictConfig) -> Path:
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict."""
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
 
 
 def _finite(value: Any) -> bool:
@@ -104,25 +128,41 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
 
     # ------------------------------------------------------------------ data, partition, model
     ds = cfg.dataset
-    synthetic = OmegaConf.to_container(ds.synthetic, resolve=True)
-    data = load_dataset(ds.name, root=ds.root, download=ds.download, train_subset=ds.train_subset,
-                        test_subset=ds.test_subset, synthetic=synthetic)  # type: ignore[arg-type]
+    synthetic = _plain(ds.synthetic)
+    data = load_dataset(
+        ds.name,
+        root=ds.root,
+        download=ds.download,
+        train_subset=ds.train_subset,
+        test_subset=ds.test_subset,
+        synthetic=synthetic,
+    )
     p = cfg.partition
     labels = data.train.y.numpy()
-    parts = partition(labels, p.num_clients, p.scheme, rng=derive_rng(cfg.seed, "partition"), alpha=p.alpha,
-                      min_samples=p.min_samples, shards_per_client=p.shards_per_client)
+    parts = partition(
+        labels,
+        p.num_clients,
+        p.scheme,
+        rng=derive_rng(cfg.seed, "partition"),
+        alpha=p.alpha,
+        min_samples=p.min_samples,
+        shards_per_client=p.shards_per_client,
+    )
     channels, height, _ = data.train.input_shape
 
     def model_factory() -> torch.nn.Module:
-        return build_model(cfg.model.name, in_channels=channels, num_classes=data.num_classes,
-                           image_size=height)
+        return build_model(
+            cfg.model.name, in_channels=channels, num_classes=data.num_classes, image_size=height
+        )
 
     try:
         with torch.random.fork_rng():
             torch.manual_seed(derive_seed(cfg.seed, "init"))
             model = model_factory()
     except ValueError as err:
-        raise ConfigError("model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{height})") from None
+        raise ConfigError(
+            "model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{height})"
+        ) from None
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     # ------------------------------------------------------------------ outputs (input is valid now)
@@ -130,15 +170,29 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
     counts = class_counts(labels, parts, data.num_classes)
-    (out / "partition.json").write_text(json.dumps(
-        {"scheme": p.scheme, "num_clients": p.num_clients, "alpha": p.alpha,
-         "samples": [int(len(ix)) for ix in parts], "class_counts": counts}, indent=1))
+    (out / "partition.json").write_text(
+        json.dumps(
+            {
+                "scheme": p.scheme,
+                "num_clients": p.num_clients,
+                "alpha": p.alpha,
+                "samples": [int(len(ix)) for ix in parts],
+                "class_counts": counts,
+            },
+            indent=1,
+        )
+    )
 
     algorithm = algorithm_name(cfg)
     tracker = WandbTracker(
-        mode=cfg.logging.wandb.mode, project=cfg.logging.wandb.project, entity=cfg.logging.wandb.entity,
-        group=cfg.experiment, job_type=algorithm, name=f"{algorithm}-{cfg.federation.mode}-seed{cfg.seed}",
-        config=OmegaConf.to_container(cfg, resolve=True), dir=out,  # type: ignore[arg-type]
+        mode=cfg.logging.wandb.mode,
+        project=cfg.logging.wandb.project,
+        entity=cfg.logging.wandb.entity,
+        group=cfg.experiment,
+        job_type=algorithm,
+        name=f"{algorithm}-{cfg.federation.mode}-seed{cfg.seed}",
+        config=_plain(cfg),
+        dir=out,
         tags=list(cfg.logging.wandb.tags),
     )
     csv_file = (out / "metrics.csv").open("w", newline="")
@@ -158,26 +212,47 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
 
     runtime = ClientRuntime(
         [(data.train.x[torch.as_tensor(ix)], data.train.y[torch.as_tensor(ix)]) for ix in parts],
-        model_factory, num_classes=data.num_classes, local_epochs=cfg.client.local_epochs,
-        batch_size=cfg.client.batch_size, optimizer=cfg.client.optimizer, momentum=cfg.client.momentum,
+        model_factory,
+        num_classes=data.num_classes,
+        local_epochs=cfg.client.local_epochs,
+        batch_size=cfg.client.batch_size,
+        optimizer=cfg.client.optimizer,
+        momentum=cfg.client.momentum,
         weight_decay=cfg.client.weight_decay,
     )
     fed = cfg.federation
-    delay = DelayModel(speed=components["speed"], comm=components["comm"],
-                       time_per_sample=cfg.delay.time_per_sample, num_clients=p.num_clients, seed=cfg.seed)
+    delay = DelayModel(
+        speed=components["speed"],
+        comm=components["comm"],
+        time_per_sample=cfg.delay.time_per_sample,
+        num_clients=p.num_clients,
+        seed=cfg.seed,
+    )
     loop_cfg = LoopConfig(
-        mode=fed.mode, concurrency=fed.concurrency, max_updates=fed.max_updates, eval_every=fed.eval_every,
-        base_lr=cfg.client.lr, local_epochs=cfg.client.local_epochs, seed=cfg.seed,
-        max_staleness=cfg.delay.max_staleness, staleness_policy=cfg.delay.staleness_policy,
+        mode=fed.mode,
+        concurrency=fed.concurrency,
+        max_updates=fed.max_updates,
+        eval_every=fed.eval_every,
+        base_lr=cfg.client.lr,
+        local_epochs=cfg.client.local_epochs,
+        seed=cfg.seed,
+        max_staleness=cfg.delay.max_staleness,
+        staleness_policy=cfg.delay.staleness_policy,
         progress=cfg.logging.progress,
     )
     start = time.perf_counter()
     try:
         with EXECUTORS[fed.executor](runtime, fed.workers) as executor:
             loop = FederatedLoop(
-                loop_cfg, global_state=global_state, num_samples=[len(ix) for ix in parts],
-                aggregator=components["aggregator"], lr_schedule=components["lr_schedule"], delay=delay,
-                executor=executor, evaluate=evaluate_state, on_eval=on_eval,
+                loop_cfg,
+                global_state=global_state,
+                num_samples=[len(ix) for ix in parts],
+                aggregator=components["aggregator"],
+                lr_schedule=components["lr_schedule"],
+                delay=delay,
+                executor=executor,
+                evaluate=evaluate_state,
+                on_eval=on_eval,
             )
             history = loop.run()
     except BaseException:
@@ -216,6 +291,11 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
     torch.save(state.global_state, out / "final_model.pt")
     tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
     tracker.finish()
-    return RunResult(summary=summary, history=history, updates=state.arrivals, output_dir=out, final_state=state.global_state,
-                     config=cfg)
-
+    return RunResult(
+        summary=summary,
+        history=history,
+        updates=state.arrivals,
+        output_dir=out,
+        final_state=state.global_state,
+        config=cfg,
+    )

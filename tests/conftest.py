@@ -13,8 +13,19 @@ from afl.config import load_config
 @pytest.fixture(autouse=True)
 def _quiet_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """W&B stays local and quiet; nothing a developer has set in the environment leaks in."""
-    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_API_KEY", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT",
-                 "WANDB_ENTITY", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_NAME", "WANDB_TAGS"):
+    for name in (
+        "WANDB_MODE",
+        "WANDB_DIR",
+        "WANDB_API_KEY",
+        "WANDB_RUN_ID",
+        "WANDB_RESUME",
+        "WANDB_PROJECT",
+        "WANDB_ENTITY",
+        "WANDB_RUN_GROUP",
+        "WANDB_JOB_TYPE",
+        "WANDB_NAME",
+        "WANDB_TAGS",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_home" / "cache"))

@@ -57,10 +57,19 @@ def test_overrides_from_the_readme_compose() -> None:
     assert cfg.dataset.name == "fashion_mnist"
     assert cfg.server.aggregator.name == "fedbuff"
     assert cfg.federation.concurrency == 8
-    cfg = load_config(["server.aggregator.name=fedasync", "server.aggregator.alpha=0.9",
-                       "server.aggregator.staleness.name=hinge", "server.aggregator.staleness.b=3"])
+    cfg = load_config(
+        [
+            "server.aggregator.name=fedasync",
+            "server.aggregator.alpha=0.9",
+            "server.aggregator.staleness.name=hinge",
+            "server.aggregator.staleness.b=3",
+        ]
+    )
     assert OmegaConf.to_container(cfg.server.aggregator) == {
-        "name": "fedasync", "alpha": 0.9, "staleness": {"name": "hinge", "b": 3}}
+        "name": "fedasync",
+        "alpha": 0.9,
+        "staleness": {"name": "hinge", "b": 3},
+    }
 
 
 def test_picking_another_component_drops_the_old_ones_options() -> None:
@@ -108,8 +117,9 @@ def test_missing_dataset_offline_names_the_key_and_where_it_looked(tmp_path, cap
     empty = tmp_path / "nothing-here"
     empty.mkdir()
     out = tmp_path / "out"
-    code = train.main(["dataset.name=mnist", f"dataset.root={empty}", f"output_dir={out}",
-                       "logging.wandb.mode=disabled"])
+    code = train.main(
+        ["dataset.name=mnist", f"dataset.root={empty}", f"output_dir={out}", "logging.wandb.mode=disabled"]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: dataset.root: ")
@@ -128,8 +138,17 @@ def test_output_dir_is_never_overwritten(tmp_path, capsys) -> None:
 
 
 def test_the_script_exits_2_without_a_traceback(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "partition.alpha=0",
-                           f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "partition.alpha=0",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "error: partition.alpha: must be > 0, got 0.0"

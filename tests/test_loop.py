@@ -105,8 +105,14 @@ def test_max_staleness_drop_rejects_and_counts_stale_updates(tiny) -> None:
 
 
 def test_exponential_delays_are_unbounded_and_drawn_per_job(tiny) -> None:
-    result = run(tiny("delay.comm.name=exponential", "delay.comm.mean=50.0", "delay.time_per_sample=0.0",
-                      "federation.max_updates=15"))
+    result = run(
+        tiny(
+            "delay.comm.name=exponential",
+            "delay.comm.mean=50.0",
+            "delay.time_per_sample=0.0",
+            "federation.max_updates=15",
+        )
+    )
     comm = [u["arrival_time"] - u["dispatch_time"] for u in result.updates]
     assert len(set(comm)) == len(comm)
     assert max(comm) > 50.0  # well past the mean: an unbounded tail (15 draws; P(max < 50) ≈ 0.1%)
@@ -114,22 +120,36 @@ def test_exponential_delays_are_unbounded_and_drawn_per_job(tiny) -> None:
 
 def test_j1_afl_constant_lr_equals_plain_sequential_training(tiny) -> None:
     """With one client in flight, no delay and τ = 0, AFL is sequential training of the same clients."""
-    cfg = tiny("federation.concurrency=1", "server.lr_schedule.name=constant", "delay.comm.name=constant",
-               "delay.comm.value=0.0", "federation.max_updates=6", "client.local_epochs=2")
+    cfg = tiny(
+        "federation.concurrency=1",
+        "server.lr_schedule.name=constant",
+        "delay.comm.name=constant",
+        "delay.comm.value=0.0",
+        "federation.max_updates=6",
+        "client.local_epochs=2",
+    )
     result = run(cfg)
     assert all(u["staleness"] == 0 for u in result.updates)
 
     # the same clients, data, init and shuffles, trained with a plain PyTorch loop (no Lightning, no server)
     data = load_dataset("synthetic", root="data", synthetic=dict(cfg.dataset.synthetic))
-    parts = partition(data.train.y.numpy(), 6, "dirichlet", rng=derive_rng(cfg.seed, "partition"),
-                      alpha=cfg.partition.alpha, min_samples=cfg.partition.min_samples)
+    parts = partition(
+        data.train.y.numpy(),
+        6,
+        "dirichlet",
+        rng=derive_rng(cfg.seed, "partition"),
+        alpha=cfg.partition.alpha,
+        min_samples=cfg.partition.min_samples,
+    )
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     model = build_model("cnn", in_channels=1, num_classes=10, image_size=8)
     for u in result.updates:
         idx = torch.as_tensor(parts[u["client_id"]])
         x, y = data.train.x[idx], data.train.y[idx]
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.client.lr)  # Adam, fresh per job
-        batches = batch_loader(x, y, cfg.client.batch_size, derive_seed(cfg.seed, "shuffle", u["client_id"], u["job_id"]))
+        batches = batch_loader(
+            x, y, cfg.client.batch_size, derive_seed(cfg.seed, "shuffle", u["client_id"], u["job_id"])
+        )
         for _ in range(cfg.client.local_epochs):  # one loader: every epoch draws a new shuffle
             for xb, yb in batches:
                 optimizer.zero_grad()

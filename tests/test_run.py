@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import TINY
+from omegaconf import OmegaConf
 
 from afl.compare import compare, format_table, time_to_accuracy
 from afl.errors import ConfigError
@@ -25,7 +24,13 @@ def test_run_writes_its_outputs(tiny) -> None:
     result = run(tiny("federation.max_updates=12", "federation.eval_every=4"))
     out = result.output_dir
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "final_model.pt", "metrics.csv", "partition.json", "summary.json", "updates.csv"]
+        "config.yaml",
+        "final_model.pt",
+        "metrics.csv",
+        "partition.json",
+        "summary.json",
+        "updates.csv",
+    ]
     saved = OmegaConf.load(out / "config.yaml")
     assert saved == result.config
     with (out / "metrics.csv").open() as f:
@@ -34,8 +39,19 @@ def test_run_writes_its_outputs(tiny) -> None:
     assert [int(r["client_updates"]) for r in rows] == [4, 8, 12]
     assert [float(r["test_accuracy"]) for r in rows] == [h["test_accuracy"] for h in result.history]
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("algorithm", "mode", "seed", "final_test_accuracy", "final_test_loss", "best_test_accuracy",
-                "client_updates", "version", "sim_time", "wall_time_s", "dropped_updates"):
+    for key in (
+        "algorithm",
+        "mode",
+        "seed",
+        "final_test_accuracy",
+        "final_test_loss",
+        "best_test_accuracy",
+        "client_updates",
+        "version",
+        "sim_time",
+        "wall_time_s",
+        "dropped_updates",
+    ):
         assert key in summary
     assert summary["algorithm"] == "afl" and summary["mode"] == "async" and summary["client_updates"] == 12
     assert summary["best_test_accuracy"] == max(float(r["test_accuracy"]) for r in rows)
@@ -50,8 +66,14 @@ def test_run_writes_its_outputs(tiny) -> None:
 
 
 def test_wandb_offline_run_holds_the_logged_metrics(tiny) -> None:
-    result = run(tiny("logging.wandb.mode=offline", "logging.wandb.project=afl-test", "federation.max_updates=8",
-                      "federation.eval_every=4"))
+    result = run(
+        tiny(
+            "logging.wandb.mode=offline",
+            "logging.wandb.project=afl-test",
+            "federation.max_updates=8",
+            "federation.eval_every=4",
+        )
+    )
     wb = read_offline_run(result.output_dir)
     assert wb.finished
     assert wb.group == result.config.experiment
@@ -70,7 +92,12 @@ def test_wandb_offline_run_holds_the_logged_metrics(tiny) -> None:
 
 
 def test_compare_runs_every_arm_and_plots(tmp_path: Path) -> None:
-    overrides = [*TINY, "federation.max_updates=9", "federation.eval_every=3", f"output_dir={tmp_path / 'cmp'}"]
+    overrides = [
+        *TINY,
+        "federation.max_updates=9",
+        "federation.eval_every=3",
+        f"output_dir={tmp_path / 'cmp'}",
+    ]
     result = compare(overrides)
     assert list(result.results) == ["afl", "afl-const", "sync"]
     assert result.results["afl-const"].config.server.lr_schedule.name == "constant"
@@ -93,9 +120,11 @@ def test_compare_checks_every_arm_before_running_any(tmp_path: Path) -> None:
 
 
 def test_time_to_accuracy() -> None:
-    history = [{"test_accuracy": 0.2, "sim_time": 1.0, "client_updates": 5},
-               {"test_accuracy": 0.6, "sim_time": 2.5, "client_updates": 10},
-               {"test_accuracy": 0.5, "sim_time": 4.0, "client_updates": 15}]
+    history = [
+        {"test_accuracy": 0.2, "sim_time": 1.0, "client_updates": 5},
+        {"test_accuracy": 0.6, "sim_time": 2.5, "client_updates": 10},
+        {"test_accuracy": 0.5, "sim_time": 4.0, "client_updates": 15},
+    ]
     assert time_to_accuracy(history, 0.55) == 2.5
     assert time_to_accuracy(history, 0.55, "client_updates") == 10
     assert time_to_accuracy(history, 0.9) is None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from afl.errors import ConfigError
-from afl.server.aggregators import AGGREGATORS, AFL, ClientUpdate, FedAsync, FedAvg, FedBuff
+from afl.server.aggregators import AFL, AGGREGATORS, ClientUpdate, FedAsync, FedAvg, FedBuff
 from afl.server.lr_schedules import LR_SCHEDULES, ConstantLR, PaperLR
 from afl.server.staleness import STALENESS, Constant, Hinge, Inverse, Polynomial
 
@@ -81,7 +81,9 @@ def test_fedavg_is_the_sample_weighted_average_of_the_round() -> None:
     assert not agg.on_arrival(_update(0, 30, 0, _g([1.0, 2.0], 7), start), g)
     assert torch.equal(g["w"], start["w"])  # nothing moves before the round is complete
     assert agg.on_arrival(_update(1, 10, 0, _g([5.0, -2.0], 9), start), g)
-    assert torch.allclose(g["w"], torch.tensor([(30 * 1 + 10 * 5) / 40, (30 * 2 - 10 * 2) / 40], dtype=torch.float64))
+    assert torch.allclose(
+        g["w"], torch.tensor([(30 * 1 + 10 * 5) / 40, (30 * 2 - 10 * 2) / 40], dtype=torch.float64)
+    )
     assert int(g["bn.num_batches_tracked"]) == 9  # integer buffers: the counter, not a float average
     assert g["bn.num_batches_tracked"].dtype == torch.int64
 
@@ -159,8 +161,10 @@ def test_unknown_aggregator_and_options_are_errors_naming_the_key() -> None:
 
 
 def test_nested_staleness_is_built_from_its_registry() -> None:
-    agg = AGGREGATORS.build({"name": "fedasync", "alpha": 0.9, "staleness": {"name": "hinge", "a": 3.0, "b": 1}},
-                            "server.aggregator")
+    agg = AGGREGATORS.build(
+        {"name": "fedasync", "alpha": 0.9, "staleness": {"name": "hinge", "a": 3.0, "b": 1}},
+        "server.aggregator",
+    )
     assert isinstance(agg, FedAsync)
     assert agg.staleness == Hinge(a=3.0, b=1)
     assert math.isclose(agg.staleness(2), 0.25)

@@ -105,7 +105,7 @@ class _Buffer:
         self.count += 1
 
     def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.sum, self.int_max, self.weight, self.count = {}, {}, 0.0, 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"sum": self.sum, "int_max": self.int_max, "weight": self.weight, "count": self.count}

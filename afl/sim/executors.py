@@ -16,7 +16,16 @@ TrainFn = Callable[[ClientJob], ClientResult]
 
 
 class Executor:
-    """Interface: ``submit`` a job as soon as it is dispatched, ``result`` when the loop needs it."""
+    """Interface: ``submit`` a job as soon as it is dispatched, ``result`` when the loop needs it.
+
+    Args:
+        train: the job function (a :class:`~afl.client.ClientRuntime`).
+        workers: how many jobs may train at once.
+    """
+
+    def __init__(self, train: TrainFn, workers: int = 1) -> None:
+        self.train = train
+        self.workers = workers
 
     def submit(self, job: ClientJob) -> None:
         raise NotImplementedError
@@ -38,7 +47,7 @@ class SerialExecutor(Executor):
     """Trains each job in the calling thread when its result is asked for (debugging, profiling)."""
 
     def __init__(self, train: TrainFn, workers: int = 1) -> None:
-        self.train = train
+        super().__init__(train, workers)
         self._pending: dict[int, ClientJob] = {}
 
     def submit(self, job: ClientJob) -> None:
@@ -53,8 +62,8 @@ class ThreadExecutor(Executor):
     its kernels). Jobs start at dispatch, so every in-flight job trains while the server waits."""
 
     def __init__(self, train: TrainFn, workers: int = 2) -> None:
+        super().__init__(train, workers)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="afl-client")
-        self.train = train
         self._futures: dict[int, Future[ClientResult]] = {}
 
     def submit(self, job: ClientJob) -> None:

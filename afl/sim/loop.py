@@ -163,7 +163,9 @@ class FederatedLoop:
     # ----------------------------------------------------------------------------------------- arrival
     def _next_arrival(self) -> InFlight:
         s = self.state
-        i = min(range(len(s.in_flight)), key=lambda j: (s.in_flight[j].finish_time, s.in_flight[j].job.job_id))
+        i = min(
+            range(len(s.in_flight)), key=lambda j: (s.in_flight[j].finish_time, s.in_flight[j].job.job_id)
+        )
         return s.in_flight.pop(i)
 
     def _apply(self, flight: InFlight, result: ClientResult) -> None:
@@ -179,13 +181,23 @@ class FederatedLoop:
         too_stale = self.cfg.max_staleness is not None and tau > self.cfg.max_staleness
         s.stale_updates += int(too_stale)
         dropped = too_stale and self.cfg.staleness_policy == "drop"
-        s.arrivals.append({
-            "client_updates": s.client_updates, "job_id": flight.job.job_id, "client_id": result.client_id,
-            "dispatched_version": flight.version, "staleness": tau, "dispatch_time": flight.dispatch_time,
-            "arrival_time": flight.finish_time, "lr": flight.job.lr, "num_samples": result.num_samples,
-            "steps": result.steps, "train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
-            "dropped": int(dropped),
-        })
+        s.arrivals.append(
+            {
+                "client_updates": s.client_updates,
+                "job_id": flight.job.job_id,
+                "client_id": result.client_id,
+                "dispatched_version": flight.version,
+                "staleness": tau,
+                "dispatch_time": flight.dispatch_time,
+                "arrival_time": flight.finish_time,
+                "lr": flight.job.lr,
+                "num_samples": result.num_samples,
+                "steps": result.steps,
+                "train_loss": result.train_loss,
+                "train_accuracy": result.train_accuracy,
+                "dropped": int(dropped),
+            }
+        )
         if dropped:
             s.dropped_updates += 1
             return
@@ -231,7 +243,13 @@ class FederatedLoop:
         cfg, s = self.cfg, self.state
         self._t0 = time.perf_counter()
         torch_grad = torch.is_grad_enabled()
-        bar = tqdm(total=cfg.max_updates, unit="update", disable=not cfg.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_updates,
+            unit="update",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
         try:
             if cfg.mode == "sync":
                 self._dispatch_round()

@@ -1,0 +1,76 @@
+"""GradientNormMonitor: the squared norm of the gradient, step by step and averaged per epoch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import lightning as L
+import torch
+
+
+def squared_grad_norm(parameters: Iterable[torch.nn.Parameter], norm_type: float = 2.0) -> float:
+    """``‖g‖_p^p``-style total over all parameters with a gradient (``‖g‖₂²`` for ``norm_type=2``).
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
+        >>> squared_grad_norm([p])
+        25.0
+    """
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g, norm_type) for g in grads]), norm_type
+    )
+    return float(norm) ** 2
+
+
+class GradientNormMonitor(L.Callback):
+    """Records ``‖∇L‖²`` after every backward pass and its mean over each training epoch.
+
+    With ``log=True`` the epoch mean is logged as ``{prefix}/sq_norm_epoch`` through the module's logger
+    (nothing happens without a logger). ``history`` keeps the epoch means for use without any logger.
+
+    Args:
+        norm_type: the p of the norm (2 for the Euclidean norm); must be positive or ``inf``.
+        log: log the epoch mean with ``pl_module.log``.
+        prefix: metric name prefix.
+
+    Example:
+        >>> monitor = GradientNormMonitor()
+        >>> monitor.history
+        []
+    """
+
+    def __init__(self, norm_type: float = 2.0, log: bool = True, prefix: str = "grad") -> None:
+        if not (norm_type > 0 or math.isinf(norm_type)):
+            raise ValueError(f"norm_type must be > 0 or inf, got {norm_type}")
+        self.norm_type = float(norm_type)
+        self.log = log
+        self.prefix = prefix
+        self.history: list[float] = []
+        self._sum = 0.0
+        self._steps = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sum, self._steps = 0.0, 0
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sum += squared_grad_norm(pl_module.parameters(), self.norm_type)
+        self._steps += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._steps == 0:
+            return
+        mean = self._sum / self._steps
+        self.history.append(mean)
+        if self.log and trainer.logger is not None:
+            pl_module.log(f"{self.prefix}/sq_norm_epoch", mean, on_step=False, on_epoch=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
