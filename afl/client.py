@@ -4,6 +4,7 @@ function that turns a plain job description into a plain result (so any executor
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,20 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 State = dict[str, torch.Tensor]
 OPTIMIZERS = ("adam", "sgd")
 
-# Client Trainers are many and short: keep Lightning's per-Trainer chatter out of the console.
-logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+_job = threading.local()
+
+
+class _QuietClientTrainers(logging.Filter):
+    """Drops Lightning's INFO lines ("GPU available: ...") logged while a client job runs, and only then:
+    a user's own Trainers in the same process still say everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not getattr(_job, "active", False)
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_QuietClientTrainers())
+# Warnings that are noise for short client jobs fed from in-memory tensors (narrowly matched).
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # Lightning vs newer torch
@@ -192,8 +204,12 @@ class ClientRuntime:
             momentum=self.momentum,
             weight_decay=self.weight_decay,
         )
-        trainer = make_client_trainer(self.local_epochs)
-        trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed))
+        _job.active = True
+        try:
+            trainer = make_client_trainer(self.local_epochs)
+            trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed))
+        finally:
+            _job.active = False
         return ClientResult(
             job_id=job.job_id,
             client_id=job.client_id,

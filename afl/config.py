@@ -212,8 +212,12 @@ def _at_least(cfg: DictConfig, key: str, low: float, strict: bool = False) -> No
         raise ConfigError(key, f"must be {'>' if strict else '>='} {low}, got {value}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every value that a type cannot: choices, ranges, relations, and the components' options."""
+def validate(cfg: DictConfig) -> dict[str, Any]:
+    """Check every value that a type cannot: choices, ranges, relations, and the components' options.
+
+    Returns:
+        The pluggable components, built (see :func:`build_components`).
+    """
     from afl.client import OPTIMIZERS
     from afl.data.datasets import DATASET_LOADERS as DATASETS
     from afl.data.partition import SCHEMES as PARTITIONERS
@@ -269,7 +273,7 @@ def validate(cfg: DictConfig) -> None:
             "sync runs synchronous FedAvg: also set "
             f"server.aggregator.name=fedavg (got {cfg.server.aggregator.get('name')!r})",
         )
-    build_components(cfg)
+    return build_components(cfg)
 
 
 def build_components(cfg: DictConfig) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from afl.client import ClientRuntime
-from afl.config import build_components, load_config, to_yaml, validate
+from afl.config import load_config, to_yaml, validate
 from afl.data.datasets import load_dataset
 from afl.data.partition import class_counts, partition
 from afl.errors import ConfigError
@@ -121,10 +121,16 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
     """
     if cfg is None:
         cfg = load_config(overrides)
-    else:
-        validate(cfg)
-    components = build_components(cfg)
-    torch.set_num_threads(cfg.federation.torch_threads)
+    components = validate(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.federation.torch_threads)  # process-wide: restored when the run ends
+    try:
+        return _run(cfg, components)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
 
     # ------------------------------------------------------------------ data, partition, model
     ds = cfg.dataset

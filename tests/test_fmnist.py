@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from afl.config import load_config
 from afl.data.datasets import DEBIAN_FASHION_MNIST_DIR
 from afl.run import run
 
@@ -20,8 +21,9 @@ pytestmark = [
     ),
 ]
 
-# Measured on 2 cores (seed 0, see the README): AFL 0.xx, sync 0.xx. The floors sit well below.
-FLOORS = {"afl": 0.0, "sync": 0.0}
+# Measured on 2 cores (seed 0, 240 updates, see the README): AFL 0.7896, sync 0.8512 final test accuracy
+# (chance: 0.10). The floors sit about ten points below.
+FLOORS = {"afl": 0.70, "sync": 0.75}
 
 
 @pytest.mark.parametrize(
@@ -42,9 +44,7 @@ FLOORS = {"afl": 0.0, "sync": 0.0}
         ),
     ],
 )
-def test_afl_and_sync_both_learn_fashion_mnist(arm: str, overrides: list[str], tmp_path: Path, tiny) -> None:
-    from afl.config import load_config
-
+def test_afl_and_sync_both_learn_fashion_mnist(arm: str, overrides: list[str], tmp_path: Path) -> None:
     cfg = load_config(
         [
             "experiment=fmnist",

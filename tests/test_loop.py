@@ -131,7 +131,9 @@ def test_j1_afl_constant_lr_equals_plain_sequential_training(tiny) -> None:
     result = run(cfg)
     assert all(u["staleness"] == 0 for u in result.updates)
 
-    # the same clients, data, init and shuffles, trained with a plain PyTorch loop (no Lightning, no server)
+    # the same clients, data, init and shuffles, trained with a plain PyTorch loop (no Lightning, no server),
+    # at the run's torch thread count (a different count changes float summation order, not the algorithm)
+    torch.set_num_threads(cfg.federation.torch_threads)
     data = load_dataset("synthetic", root="data", synthetic=dict(cfg.dataset.synthetic))
     parts = partition(
         data.train.y.numpy(),

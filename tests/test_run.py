@@ -129,3 +129,10 @@ def test_time_to_accuracy() -> None:
     assert time_to_accuracy(history, 0.55, "client_updates") == 10
     assert time_to_accuracy(history, 0.9) is None
     assert not math.isnan(time_to_accuracy(history, 0.1))
+
+
+def test_run_restores_the_process_torch_thread_count(tiny) -> None:
+    torch.set_num_threads(2)
+    result = run(tiny("federation.torch_threads=1", "federation.max_updates=3"))
+    assert result.summary["client_updates"] == 3
+    assert torch.get_num_threads() == 2

@@ -65,8 +65,13 @@ def test_paper_lr_falls_with_rounds_and_constant_does_not() -> None:
 
 # ----------------------------------------------------------------------------- aggregators
 def _update(client: int, n: int, tau: int, state: dict, dispatched: dict) -> ClientUpdate:
-    delta = {k: v - dispatched[k] for k, v in state.items() if v.is_floating_point()}
-    return ClientUpdate(client_id=client, num_samples=n, staleness=tau, state=state, delta=delta)
+    return ClientUpdate(client_id=client, num_samples=n, staleness=tau, state=state, dispatched=dispatched)
+
+
+def test_update_delta_is_float_entries_only() -> None:
+    u = _update(0, 1, 0, _g([3.0, 1.0], counter=4), _g([1.0, 1.5], counter=2))
+    assert list(u.delta) == ["w"]
+    assert torch.equal(u.delta["w"], torch.tensor([2.0, -0.5], dtype=torch.float64))
 
 
 def _g(w: list[float], counter: int = 0) -> dict[str, torch.Tensor]:

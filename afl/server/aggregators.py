@@ -12,7 +12,8 @@ Add an aggregator by subclassing :class:`Aggregator` and decorating it with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -34,14 +35,20 @@ class ClientUpdate:
         num_samples: the client's number of training samples ``n_c``.
         staleness: ``τ`` = global version at arrival minus the version dispatched.
         state: the client's model after local training, ``θ_c``.
-        delta: ``θ_c - θ_dispatched`` for floating-point entries (integer entries are absent).
+        dispatched: the global model the client was handed, ``θ_dispatched``.
+        delta: ``θ_c - θ_dispatched`` for floating-point entries (integer entries are absent); computed
+            on first use, so rules that only need ``state`` do not pay for it.
     """
 
     client_id: int
     num_samples: int
     staleness: int
     state: State
-    delta: State
+    dispatched: State = field(repr=False)
+
+    @cached_property
+    def delta(self) -> State:
+        return {k: v - self.dispatched[k] for k, v in self.state.items() if v.is_floating_point()}
 
 
 def is_float(t: torch.Tensor) -> bool:

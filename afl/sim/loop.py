@@ -201,14 +201,12 @@ class FederatedLoop:
         if dropped:
             s.dropped_updates += 1
             return
-        dispatched = flight.job.state
-        delta = {k: v - dispatched[k] for k, v in result.state.items() if v.is_floating_point()}
         update = ClientUpdate(
             client_id=result.client_id,
             num_samples=result.num_samples,
             staleness=tau,
             state=result.state,
-            delta=delta,
+            dispatched=flight.job.state,
         )
         if self.aggregator.on_arrival(update, s.global_state):
             s.version += 1
