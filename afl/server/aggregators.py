@@ -115,7 +115,12 @@ class _Buffer:
         self.sum, self.int_max, self.weight, self.count = {}, {}, 0.0, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sum": self.sum, "int_max": self.int_max, "weight": self.weight, "count": self.count}
+        return {
+            "sum": {k: v.clone() for k, v in self.sum.items()},
+            "int_max": {k: v.clone() for k, v in self.int_max.items()},
+            "weight": self.weight,
+            "count": self.count,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sum = {k: v.clone() for k, v in state["sum"].items()}
@@ -123,33 +128,34 @@ class _Buffer:
         self.weight, self.count = float(state["weight"]), int(state["count"])
 
 
-@AGGREGATORS.register("fedavg")
-class FedAvg(Aggregator):
-    """Synchronous FedAvg: ``θ ← Σ_c (n_c / Σ n) θ_c`` over the clients of a round.
+class _Buffered(Aggregator):
+    """An aggregator that sums weighted entries over a buffer and applies them when it is full.
 
-    Args:
-        buffer_size: arrivals per aggregation; ``None`` means the concurrency J (one round).
+    Subclasses say what an arrival adds (:meth:`_entry`) and how a full buffer changes the model
+    (:meth:`_apply`); buffering, flushing, integer buffers and ``state_dict`` are shared.
     """
 
-    def __init__(self, *, buffer_size: int | None = None) -> None:
-        require(buffer_size is None or buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
-        self.buffer_size = buffer_size
+    buffer_size: int | None
+
+    def __init__(self) -> None:
         self._buffer = _Buffer()
 
-    def setup(self, *, concurrency: int) -> None:
-        if self.buffer_size is None:
-            self.buffer_size = concurrency
+    def _entry(self, update: ClientUpdate) -> tuple[State, float]:
+        raise NotImplementedError
+
+    def _apply(self, buf: _Buffer, global_state: State) -> None:
+        raise NotImplementedError
 
     def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
-        self._buffer.add(update.state, float(update.num_samples), update.state)
+        tensors, weight = self._entry(update)
+        self._buffer.add(tensors, weight, update.state)
         return self._buffer.count >= (self.buffer_size or 1) and self.flush(global_state)
 
     def flush(self, global_state: State) -> bool:
         buf = self._buffer
         if buf.count == 0:
             return False
-        for k, s in buf.sum.items():
-            global_state[k].copy_(s / buf.weight)
+        self._apply(buf, global_state)
         max_int_entries(global_state, buf.int_max)
         buf.clear()
         return True
@@ -162,8 +168,33 @@ class FedAvg(Aggregator):
         self._buffer.load_state_dict(state["buffer"])
 
 
+@AGGREGATORS.register("fedavg")
+class FedAvg(_Buffered):
+    """Synchronous FedAvg: ``θ ← Σ_c (n_c / Σ n) θ_c`` over the clients of a round.
+
+    Args:
+        buffer_size: arrivals per aggregation; ``None`` means the concurrency J (one round).
+    """
+
+    def __init__(self, *, buffer_size: int | None = None) -> None:
+        require(buffer_size is None or buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
+        super().__init__()
+        self.buffer_size = buffer_size
+
+    def setup(self, *, concurrency: int) -> None:
+        if self.buffer_size is None:
+            self.buffer_size = concurrency
+
+    def _entry(self, update: ClientUpdate) -> tuple[State, float]:
+        return update.state, float(update.num_samples)
+
+    def _apply(self, buf: _Buffer, global_state: State) -> None:
+        for k, s in buf.sum.items():
+            global_state[k].copy_(s / buf.weight)
+
+
 @AGGREGATORS.register("afl")
-class AFL(Aggregator):
+class AFL(_Buffered):
     """The paper's staleness-aware rule: ``θ ← θ + η_g Σ_c w_c Δ_c`` with ``w_c ∝ n_c s(τ_c)``
     normalised over a buffer of ``buffer_size`` arrivals (1 by default: every arrival moves the model).
 
@@ -181,32 +212,18 @@ class AFL(Aggregator):
     ) -> None:
         require(server_lr > 0, "server_lr", f"must be > 0, got {server_lr}")
         require(buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
+        super().__init__()
         self.server_lr = server_lr
         self.buffer_size = buffer_size
         self.staleness = staleness if staleness is not None else Inverse(a=0.5)
-        self._buffer = _Buffer()
 
-    def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
-        weight = update.num_samples * self.staleness(update.staleness)
-        self._buffer.add(update.delta, weight, update.state)
-        return self._buffer.count >= self.buffer_size and self.flush(global_state)
+    def _entry(self, update: ClientUpdate) -> tuple[State, float]:
+        return update.delta, update.num_samples * self.staleness(update.staleness)
 
-    def flush(self, global_state: State) -> bool:
-        buf = self._buffer
-        if buf.count == 0:
-            return False
+    def _apply(self, buf: _Buffer, global_state: State) -> None:
         scale = self.server_lr / buf.weight if buf.weight > 0 else 0.0
         for k, s in buf.sum.items():
             global_state[k].add_(s, alpha=scale)
-        max_int_entries(global_state, buf.int_max)
-        buf.clear()
-        return True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self._buffer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._buffer.load_state_dict(state["buffer"])
 
 
 @AGGREGATORS.register("fedasync")
@@ -233,7 +250,7 @@ class FedAsync(Aggregator):
 
 
 @AGGREGATORS.register("fedbuff")
-class FedBuff(Aggregator):
+class FedBuff(_Buffered):
     """FedBuff (Nguyen et al. 2022): accumulate ``s(τ) Δ_c``; after ``K`` arrivals
     ``θ ← θ + η_g (Σ s Δ) / K`` and clear. A partly filled buffer at the end is applied with its size.
 
@@ -248,27 +265,14 @@ class FedBuff(Aggregator):
     ) -> None:
         require(buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
         require(server_lr > 0, "server_lr", f"must be > 0, got {server_lr}")
+        super().__init__()
         self.buffer_size = buffer_size
         self.server_lr = server_lr
         self.staleness = staleness if staleness is not None else Polynomial(a=0.5)
-        self._buffer = _Buffer()
 
-    def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
-        self._buffer.add(update.delta, self.staleness(update.staleness), update.state)
-        return self._buffer.count >= self.buffer_size and self.flush(global_state)
+    def _entry(self, update: ClientUpdate) -> tuple[State, float]:
+        return update.delta, self.staleness(update.staleness)
 
-    def flush(self, global_state: State) -> bool:
-        buf = self._buffer
-        if buf.count == 0:
-            return False
+    def _apply(self, buf: _Buffer, global_state: State) -> None:
         for k, s in buf.sum.items():
             global_state[k].add_(s, alpha=self.server_lr / buf.count)
-        max_int_entries(global_state, buf.int_max)
-        buf.clear()
-        return True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self._buffer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._buffer.load_state_dict(state["buffer"])
