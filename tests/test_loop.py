@@ -81,8 +81,15 @@ def test_same_seed_same_run_whatever_the_executor(tiny) -> None:
         assert _comparable(other) == _comparable(base)
         for k, v in base.final_state.items():
             assert torch.equal(v, other.final_state[k]), k
+        assert _summary_file(other) == _summary_file(base)
+        assert (other.output_dir / "metrics.csv").read_text().count("\n") == len(base.history) + 1
     saved = json.loads((base.output_dir / "summary.json").read_text())
     assert saved["final_test_accuracy"] == base.summary["final_test_accuracy"]
+
+
+def _summary_file(result) -> dict:
+    saved = json.loads((result.output_dir / "summary.json").read_text())
+    return {k: v for k, v in saved.items() if k not in VOLATILE_SUMMARY_KEYS}
 
 
 def test_another_seed_gives_another_run(tiny) -> None:
