@@ -117,28 +117,54 @@ def format_table(table: Sequence[Mapping[str, Any]], target: float) -> str:
 
 def plot_comparison(results: Mapping[str, RunResult], path: Path) -> None:
     """Test accuracy against simulated time and against client updates, one line per arm."""
+    curves = {
+        f"{name} ({r.summary['algorithm']}, {r.summary['mode']})": r.history for name, r in results.items()
+    }
+    plot_curves(curves, path, title=describe(next(iter(results.values())).config))
+
+
+def describe(cfg: Any) -> str:
+    """A one-line description of a run's setting, for plot titles."""
+    return (
+        f"{cfg.experiment}: {cfg.dataset.name}, {cfg.model.name}, C={cfg.partition.num_clients}, "
+        f"J={cfg.federation.concurrency}, {cfg.partition.scheme} α={cfg.partition.alpha}"
+    )
+
+
+def plot_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str = "") -> None:
+    """Plot evaluation rows (``test_accuracy`` against ``sim_time`` and ``client_updates``) per label."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for name, r in results.items():
-        label = f"{name} ({r.summary['algorithm']}, {r.summary['mode']})"
-        acc = [row["test_accuracy"] for row in r.history]
-        axes[0].plot([row["sim_time"] for row in r.history], acc, marker=".", label=label)
-        axes[1].plot([row["client_updates"] for row in r.history], acc, marker=".", label=label)
+    for label, history in curves.items():
+        acc = [float(row["test_accuracy"]) for row in history]
+        axes[0].plot([float(row["sim_time"]) for row in history], acc, marker=".", label=label)
+        axes[1].plot([int(row["client_updates"]) for row in history], acc, marker=".", label=label)
     axes[0].set_xlabel("simulated time (s)")
     axes[1].set_xlabel("client updates")
     axes[0].set_ylabel("test accuracy")
-    first = next(iter(results.values())).config
-    fig.suptitle(
-        f"{first.experiment}: {first.dataset.name}, {first.model.name}, C={first.partition.num_clients}, "
-        f"J={first.federation.concurrency}, {first.partition.scheme} α={first.partition.alpha}"
-    )
+    fig.suptitle(title)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def load_run(output_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, str]], Any]:
+    """Read a finished run's ``summary.json``, ``metrics.csv`` rows and ``config.yaml``."""
+    import csv
+
+    from omegaconf import OmegaConf
+
+    out = Path(output_dir)
+    missing = [f for f in ("summary.json", "metrics.csv", "config.yaml") if not (out / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out} is not a finished run folder (missing {', '.join(missing)})")
+    with (out / "metrics.csv").open() as f:
+        history = list(csv.DictReader(f))
+    return json.loads((out / "summary.json").read_text()), history, OmegaConf.load(out / "config.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from conftest import TINY
 from omegaconf import OmegaConf
 
-from afl.compare import compare, format_table, time_to_accuracy
+from afl.compare import compare, format_table, load_run, time_to_accuracy
 from afl.errors import ConfigError
 from afl.run import METRIC_COLUMNS, run
 from afl.tracking import read_offline_run
@@ -136,3 +137,24 @@ def test_run_restores_the_process_torch_thread_count(tiny) -> None:
     result = run(tiny("federation.torch_threads=1", "federation.max_updates=3"))
     assert result.summary["client_updates"] == 3
     assert torch.get_num_threads() == 2
+
+
+def test_plot_script_reads_finished_runs(tiny, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import plot
+
+    a = run(tiny("federation.max_updates=6", "federation.eval_every=3"))
+    b = run(
+        tiny(
+            "server.aggregator.name=fedbuff",
+            "server.aggregator.buffer_size=2",
+            "federation.max_updates=6",
+            "federation.eval_every=3",
+        )
+    )
+    out = tmp_path / "both.png"
+    assert plot.main([str(a.output_dir), str(b.output_dir), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    summary, history, config = load_run(b.output_dir)
+    assert summary["algorithm"] == "fedbuff" and len(history) == 2 and config.federation.max_updates == 6
+    assert plot.main([str(tmp_path), "--out", str(out)]) == 2  # not a run folder
