@@ -283,7 +283,7 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         "version": state.version,
         "rounds": final["round"],
         "sim_time": state.clock,
-        "mean_staleness": state.staleness_sum / max(state.client_updates, 1),
+        "mean_staleness": sum(a["staleness"] for a in state.arrivals) / max(len(state.arrivals), 1),
         "dropped_updates": state.dropped_updates,
         "stale_updates": state.stale_updates,
         "wall_time_s": time.perf_counter() - start,

@@ -50,11 +50,10 @@ class LoopState:
     rounds: int = 0
     dropped_updates: int = 0
     stale_updates: int = 0
-    staleness_sum: int = 0
     in_flight: list[InFlight] = field(default_factory=list)
     last_staleness: list[int] = field(default_factory=list)
-    window: dict[str, list[float]] = field(default_factory=lambda: {"staleness": [], "loss": [], "acc": []})
-    arrivals: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[dict[str, Any]] = field(default_factory=list)  # one row per client update
+    evaluated_upto: int = 0  # arrivals covered by the evaluation rows so far
 
 
 @dataclass
@@ -174,10 +173,6 @@ class FederatedLoop:
         s.clock = flight.finish_time
         s.client_updates += 1
         s.last_staleness[flight.job.client_id] = tau
-        s.staleness_sum += tau
-        s.window["staleness"].append(tau)
-        s.window["loss"].append(result.train_loss)
-        s.window["acc"].append(result.train_accuracy)
         too_stale = self.cfg.max_staleness is not None and tau > self.cfg.max_staleness
         s.stale_updates += int(too_stale)
         dropped = too_stale and self.cfg.staleness_policy == "drop"
@@ -214,8 +209,9 @@ class FederatedLoop:
     # ----------------------------------------------------------------------------------------- evaluation
     def _eval_row(self) -> dict[str, Any]:
         s = self.state
-        window = s.window
-        staleness = window["staleness"]
+        window = s.arrivals[s.evaluated_upto :]
+        s.evaluated_upto = len(s.arrivals)
+        staleness = [a["staleness"] for a in window]
         row: dict[str, Any] = {
             "client_updates": s.client_updates,
             "version": s.version,
@@ -223,13 +219,12 @@ class FederatedLoop:
             "sim_time": s.clock,
             "wall_time": time.perf_counter() - self._t0,
             **self.evaluate(s.global_state),
-            "mean_staleness": sum(staleness) / len(staleness) if staleness else math.nan,
+            "mean_staleness": _mean(staleness),
             "max_staleness": max(staleness) if staleness else math.nan,
-            "train_loss": sum(window["loss"]) / len(window["loss"]) if window["loss"] else math.nan,
-            "train_accuracy": sum(window["acc"]) / len(window["acc"]) if window["acc"] else math.nan,
+            "train_loss": _mean([a["train_loss"] for a in window]),
+            "train_accuracy": _mean([a["train_accuracy"] for a in window]),
             "dropped_updates": s.dropped_updates,
         }
-        s.window = {k: [] for k in window}
         self.history.append(row)
         if self.on_eval is not None:
             self.on_eval(row)
@@ -278,3 +273,7 @@ class FederatedLoop:
             bar.close()
             torch.set_grad_enabled(torch_grad)
         return self.history
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
