@@ -199,6 +199,16 @@ def _check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
         )
 
 
+def _download(dataset_class: Any, root: Path, what: str) -> None:
+    """Let torchvision download a data set into ``root``; a failure is the user's ``dataset.download``."""
+    try:
+        dataset_class(str(root), train=True, download=True)
+    except Exception as error:  # torchvision raises URLError, RuntimeError, OSError, ...
+        raise ConfigError(
+            "dataset.download", f"downloading {what} into {root} failed: {_one_line(error)}"
+        ) from None
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -285,12 +295,7 @@ def _load_idx_dataset(
                 "dataset.root",
                 _missing_message(class_name, "the idx files " + ", ".join(IDX_FILES), searched, hint),
             )
-        try:
-            dataset_class(str(root), train=True, download=True)
-        except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ...
-            raise ConfigError(
-                "dataset.download", f"downloading {class_name} into {root} failed: {_one_line(error)}"
-            ) from None
+        _download(dataset_class, root, class_name)
 
     raw = root / class_name / "raw"
     splits = []
@@ -378,12 +383,7 @@ def _load_cifar10(root: Path, download: bool, options: Mapping[str, Any]) -> Dat
                     "a folder holding cifar-10-batches-py/ (the extracted cifar-10-python.tar.gz)",
                 ),
             )
-        try:
-            dataset_class(str(root), train=True, download=True)
-        except Exception as error:  # torchvision raises URLError, RuntimeError, OSError, ...
-            raise ConfigError(
-                "dataset.download", f"downloading CIFAR-10 into {root} failed: {_one_line(error)}"
-            ) from None
+        _download(dataset_class, root, "CIFAR-10")
 
     splits = []
     for train in (True, False):
