@@ -190,26 +190,6 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
     )
 
     algorithm = algorithm_name(cfg)
-    tracker = WandbTracker(
-        mode=cfg.logging.wandb.mode,
-        project=cfg.logging.wandb.project,
-        entity=cfg.logging.wandb.entity,
-        group=cfg.experiment,
-        job_type=algorithm,
-        name=f"{algorithm}-{cfg.federation.mode}-seed{cfg.seed}",
-        config=_plain(cfg),
-        dir=out,
-        tags=list(cfg.logging.wandb.tags),
-    )
-    csv_file = (out / "metrics.csv").open("w", newline="")
-    writer = csv.DictWriter(csv_file, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-
-    def on_eval(row: dict[str, Any]) -> None:
-        writer.writerow(row)
-        csv_file.flush()
-        tracker.log({WANDB_KEYS.get(k, k): v for k, v in row.items() if _finite(v)})
-
     eval_model = model_factory()
 
     def evaluate_state(state: State) -> dict[str, float]:
@@ -246,8 +226,28 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         staleness_policy=cfg.delay.staleness_policy,
         progress=cfg.logging.progress,
     )
-    start = time.perf_counter()
-    try:
+    tracker = WandbTracker(
+        mode=cfg.logging.wandb.mode,
+        project=cfg.logging.wandb.project,
+        entity=cfg.logging.wandb.entity,
+        group=cfg.experiment,
+        job_type=algorithm,
+        name=f"{algorithm}-{cfg.federation.mode}-seed{cfg.seed}",
+        config=_plain(cfg),
+        dir=out,
+        tags=list(cfg.logging.wandb.tags),
+    )
+    # the W&B run finishes as failed, and metrics.csv is closed, if anything below raises
+    with tracker, (out / "metrics.csv").open("w", newline="") as csv_file:
+        writer = csv.DictWriter(csv_file, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+
+        def on_eval(row: dict[str, Any]) -> None:
+            writer.writerow(row)
+            csv_file.flush()
+            tracker.log({WANDB_KEYS.get(k, k): v for k, v in row.items() if _finite(v)})
+
+        start = time.perf_counter()
         with EXECUTORS[fed.executor](runtime, fed.workers) as executor:
             loop = FederatedLoop(
                 loop_cfg,
@@ -261,42 +261,36 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
                 on_eval=on_eval,
             )
             history = loop.run()
-    except BaseException:
-        csv_file.close()
-        tracker.finish(exit_code=1)
-        raise
-    csv_file.close()
-    state = loop.state
-    final = history[-1]
-    summary = {
-        "experiment": cfg.experiment,
-        "algorithm": algorithm,
-        "mode": fed.mode,
-        "seed": cfg.seed,
-        "dataset": ds.name,
-        "model": cfg.model.name,
-        "num_parameters": count_parameters(model),
-        "final_test_accuracy": final["test_accuracy"],
-        "final_test_loss": final["test_loss"],
-        "best_test_accuracy": max(r["test_accuracy"] for r in history),
-        "client_updates": state.client_updates,
-        "version": state.version,
-        "rounds": final["round"],
-        "sim_time": state.clock,
-        "mean_staleness": sum(a["staleness"] for a in state.arrivals) / max(len(state.arrivals), 1),
-        "dropped_updates": state.dropped_updates,
-        "stale_updates": state.stale_updates,
-        "wall_time_s": time.perf_counter() - start,
-        "output_dir": str(out),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    with (out / "updates.csv").open("w", newline="") as f:
-        updates = csv.DictWriter(f, fieldnames=list(state.arrivals[0]))
-        updates.writeheader()
-        updates.writerows(state.arrivals)
-    torch.save(state.global_state, out / "final_model.pt")
-    tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
-    tracker.finish()
+        state = loop.state
+        final = history[-1]
+        summary = {
+            "experiment": cfg.experiment,
+            "algorithm": algorithm,
+            "mode": fed.mode,
+            "seed": cfg.seed,
+            "dataset": ds.name,
+            "model": cfg.model.name,
+            "num_parameters": count_parameters(model),
+            "final_test_accuracy": final["test_accuracy"],
+            "final_test_loss": final["test_loss"],
+            "best_test_accuracy": max(r["test_accuracy"] for r in history),
+            "client_updates": state.client_updates,
+            "version": state.version,
+            "rounds": final["round"],
+            "sim_time": state.clock,
+            "mean_staleness": sum(a["staleness"] for a in state.arrivals) / max(len(state.arrivals), 1),
+            "dropped_updates": state.dropped_updates,
+            "stale_updates": state.stale_updates,
+            "wall_time_s": time.perf_counter() - start,
+            "output_dir": str(out),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        with (out / "updates.csv").open("w", newline="") as f:
+            updates = csv.DictWriter(f, fieldnames=list(state.arrivals[0]))
+            updates.writeheader()
+            updates.writerows(state.arrivals)
+        torch.save(state.global_state, out / "final_model.pt")
+        tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
     return RunResult(
         summary=summary,
         history=history,
