@@ -206,8 +206,11 @@ class ClientRuntime:
         )
         _job.active = True
         try:
-            trainer = make_client_trainer(self.local_epochs)
-            trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed))
+            # enable_grad restores the caller's grad mode on exit: Lightning's fit leaves grad enabled
+            # in its thread, which would leak into the server's thread under the serial executor
+            with torch.enable_grad():
+                trainer = make_client_trainer(self.local_epochs)
+                trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed))
         finally:
             _job.active = False
         return ClientResult(

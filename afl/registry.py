@@ -54,9 +54,6 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._classes)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._classes
-
     def get(self, name: str, key: str = "name") -> Callable[..., T]:
         if name not in self._classes:
             raise ConfigError(key, f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}")

@@ -170,3 +170,20 @@ def test_j1_afl_constant_lr_equals_plain_sequential_training(tiny) -> None:
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     init = build_model("cnn", in_channels=1, num_classes=10, image_size=8).state_dict()
     assert (result.final_state["classifier.weight"] - init["classifier.weight"]).abs().max() > 1e-2
+
+
+def test_a_client_job_trains_under_no_grad_and_leaves_the_callers_grad_mode() -> None:
+    from afl.client import ClientJob, ClientRuntime
+
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+
+    def factory():
+        return build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+
+    state = factory().state_dict()
+    runtime = ClientRuntime([(x, y)], factory, num_classes=10, local_epochs=1, batch_size=16)
+    with torch.no_grad():
+        result = runtime(ClientJob(0, 0, state, 1e-2, 0))
+        assert not torch.is_grad_enabled()  # Lightning's fit alone would leave it enabled here
+    assert result.steps == 3
+    assert not torch.equal(result.state["classifier.weight"], state["classifier.weight"])

@@ -25,7 +25,6 @@ class Executor:
 
     def __init__(self, train: TrainFn, workers: int = 1) -> None:
         self.train = train
-        self.workers = workers
 
     def submit(self, job: ClientJob) -> None:
         raise NotImplementedError

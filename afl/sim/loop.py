@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from afl.client import ClientJob, ClientResult
@@ -235,7 +234,6 @@ class FederatedLoop:
         """Run to the budget; returns the evaluation rows (the last one is the final model)."""
         cfg, s = self.cfg, self.state
         self._t0 = time.perf_counter()
-        torch_grad = torch.is_grad_enabled()
         bar = tqdm(
             total=cfg.max_updates,
             unit="update",
@@ -271,7 +269,6 @@ class FederatedLoop:
             self._eval_row()
         finally:
             bar.close()
-            torch.set_grad_enabled(torch_grad)
         return self.history
 
 
