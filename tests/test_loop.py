@@ -164,12 +164,21 @@ def test_j1_afl_constant_lr_equals_plain_sequential_training(tiny) -> None:
                 optimizer.zero_grad()
                 torch.nn.functional.cross_entropy(model(xb), yb).backward()
                 optimizer.step()
+    # Two float32 code paths (the server's θ + (θ_c − θ) against the plain loop's weights; kernels picked
+    # per CPU) agree up to rounding, not bit for bit. Bound: one Adam step moves a parameter by about lr at
+    # most (|m̂/√v̂| ≲ 1); a reordered float32 sum of K terms changes a gradient entry, and so the normalised
+    # step, by a relative ≲ K · 2^-24 (K ≲ 10^3 here: ≈ 6e-5). Allowing 1e-4 · lr per step, S steps
+    # deviate by ≤ S · lr · 1e-4, plus about one ulp of θ per job for the delta round trip (rtol).
+    # Measured on an AMD EPYC: 3.6e-6 over S = 36 steps at lr 3e-3, where the bound is 1.1e-5.
+    steps = sum(u["steps"] for u in result.updates)
+    atol = steps * cfg.client.lr * 1e-4
     for k, v in model.state_dict().items():
-        torch.testing.assert_close(result.final_state[k], v, rtol=1e-5, atol=1e-6)
-    # and it did train: the model moved well away from its initialisation
+        torch.testing.assert_close(result.final_state[k], v, rtol=1e-6, atol=atol)
+    # and it did train: the model moved from its initialisation by far more than the tolerance
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     init = build_model("cnn", in_channels=1, num_classes=10, image_size=8).state_dict()
-    assert (result.final_state["classifier.weight"] - init["classifier.weight"]).abs().max() > 1e-2
+    moved = (result.final_state["classifier.weight"] - init["classifier.weight"]).abs().max()
+    assert moved > 1e-2 and moved > 500 * atol
 
 
 def test_a_client_job_trains_under_no_grad_and_leaves_the_callers_grad_mode() -> None:
