@@ -27,6 +27,7 @@ class DatasetConfig:
     download: bool = MISSING
     train_subset: int | None = None
     test_subset: int | None = None
+    val_fraction: float = MISSING
     synthetic: dict[str, Any] = field(default_factory=dict)
 
 
@@ -261,19 +262,43 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         _at_least(cfg, key, 1)
     for key in ("client.lr", "partition.alpha"):
         _at_least(cfg, key, 0, strict=True)
+    if not 0 <= cfg.dataset.val_fraction < 1:
+        raise ConfigError("dataset.val_fraction", f"must be in [0, 1), got {cfg.dataset.val_fraction}")
     if cfg.federation.concurrency > cfg.partition.num_clients:
         raise ConfigError(
             "federation.concurrency",
             f"J={cfg.federation.concurrency} clients in flight cannot "
             f"exceed partition.num_clients={cfg.partition.num_clients}",
         )
-    if cfg.federation.mode == "sync" and cfg.server.aggregator.get("name") != "fedavg":
+    if cfg.server.aggregator.get("name") == "fedavg" and "buffer_size" in cfg.server.aggregator:
+        raise ConfigError(
+            "server.aggregator.buffer_size",
+            "fedavg aggregates whole barrier rounds of J = federation.concurrency clients and takes no "
+            "buffer_size; for buffered asynchronous aggregation use fedbuff, or afl with buffer_size",
+        )
+    components = build_components(cfg)
+    _check_mode(cfg.federation.mode, str(cfg.server.aggregator.name), components["aggregator"])
+    return components
+
+
+def _check_mode(mode: str, name: str, aggregator: Any) -> None:
+    """Each aggregator names the federation modes its rule is for (``Aggregator.modes``)."""
+    from afl.server.aggregators import AGGREGATORS
+
+    if mode in aggregator.modes:
+        return
+    fitting = [n for n in AGGREGATORS.names() if mode in AGGREGATORS.get(n).modes]  # type: ignore[attr-defined]
+    if mode == "sync":
         raise ConfigError(
             "federation.mode",
-            "sync runs synchronous FedAvg: also set "
-            f"server.aggregator.name=fedavg (got {cfg.server.aggregator.get('name')!r})",
+            f"sync runs synchronous FedAvg: also set server.aggregator.name={' or '.join(fitting)} "
+            f"(got {name!r})",
         )
-    return build_components(cfg)
+    raise ConfigError(
+        "server.aggregator.name",
+        f"{name} is the synchronous barrier rule: set federation.mode=sync, or pick an aggregator for "
+        f"{mode} mode: {', '.join(fitting)}",
+    )
 
 
 def build_components(cfg: DictConfig) -> dict[str, Any]:

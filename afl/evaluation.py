@@ -1,4 +1,4 @@
-"""Evaluation of the global model on the held-out test set."""
+"""Evaluation of the global model on the held-out test set (and the validation split, if any)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from torch import nn
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, prefix: str = "test"
+) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode (BatchNorm uses its
-    running statistics)."""
+    running statistics), as ``{prefix}_loss`` and ``{prefix}_accuracy``."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
@@ -20,4 +22,4 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         correct += int((logits.argmax(dim=1) == target).sum())
     model.train(was_training)
     n = max(len(y), 1)
-    return {"test_loss": loss_sum / n, "test_accuracy": correct / n}
+    return {f"{prefix}_loss": loss_sum / n, f"{prefix}_accuracy": correct / n}

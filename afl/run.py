@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from afl.client import ClientRuntime
 from afl.config import load_config, to_yaml, validate
 from afl.data.datasets import load_dataset
-from afl.data.partition import class_counts, partition
+from afl.data.partition import class_counts, partition, stratified_split
 from afl.errors import ConfigError
 from afl.evaluation import evaluate
 from afl.models import build_model, count_parameters
@@ -40,6 +40,8 @@ METRIC_COLUMNS = (
     "wall_time",
     "test_loss",
     "test_accuracy",
+    "val_loss",
+    "val_accuracy",
     "mean_staleness",
     "max_staleness",
     "train_loss",
@@ -50,6 +52,8 @@ METRIC_COLUMNS = (
 WANDB_KEYS = {
     "test_loss": "test/loss",
     "test_accuracy": "test/accuracy",
+    "val_loss": "val/loss",
+    "val_accuracy": "val/accuracy",
     "mean_staleness": "staleness/mean",
     "max_staleness": "staleness/max",
     "train_loss": "train/loss",
@@ -143,8 +147,12 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         test_subset=ds.test_subset,
         synthetic=synthetic,
     )
+    train, val = data.train, None
+    if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set
+        kept, held = stratified_split(train.y.numpy(), ds.val_fraction, derive_rng(cfg.seed, "val-split"))
+        train, val = train.subset(kept), train.subset(held)
     p = cfg.partition
-    labels = data.train.y.numpy()
+    labels = train.y.numpy()
     parts = partition(
         labels,
         p.num_clients,
@@ -154,7 +162,7 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         min_samples=p.min_samples,
         shards_per_client=p.shards_per_client,
     )
-    channels, height, _ = data.train.input_shape
+    channels, height, _ = train.input_shape
 
     def model_factory() -> torch.nn.Module:
         return build_model(
@@ -194,10 +202,13 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
 
     def evaluate_state(state: State) -> dict[str, float]:
         eval_model.load_state_dict(state)
-        return evaluate(eval_model, data.test.x, data.test.y)
+        metrics = evaluate(eval_model, data.test.x, data.test.y)
+        if val is not None:
+            metrics.update(evaluate(eval_model, val.x, val.y, prefix="val"))
+        return metrics
 
     runtime = ClientRuntime(
-        [(data.train.x[torch.as_tensor(ix)], data.train.y[torch.as_tensor(ix)]) for ix in parts],
+        [(train.x[torch.as_tensor(ix)], train.y[torch.as_tensor(ix)]) for ix in parts],
         model_factory,
         num_classes=data.num_classes,
         local_epochs=cfg.client.local_epochs,
@@ -274,6 +285,9 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
             "final_test_accuracy": final["test_accuracy"],
             "final_test_loss": final["test_loss"],
             "best_test_accuracy": max(r["test_accuracy"] for r in history),
+            "final_val_accuracy": final.get("val_accuracy"),
+            "best_val_accuracy": max(r["val_accuracy"] for r in history) if val is not None else None,
+            "val_samples": 0 if val is None else len(val),
             "client_updates": state.client_updates,
             "version": state.version,
             "rounds": final["round"],

@@ -94,6 +94,20 @@ BAD_INPUT = [
     (["delay.speed.name=gamma"], "delay.speed.name", "allowed: constant, lognormal, uniform"),
     (["federation.mode=semi"], "federation.mode", "allowed: async, sync"),
     (["federation.mode=sync"], "federation.mode", "server.aggregator.name=fedavg"),
+    (
+        ["federation.mode=sync", "server.aggregator.name=fedavg", "server.aggregator.buffer_size=2"],
+        "server.aggregator.buffer_size",
+        "whole barrier rounds of J = federation.concurrency clients",
+    ),
+    (
+        ["server.aggregator.name=fedavg"],
+        "server.aggregator.name",
+        "fedavg is the synchronous barrier rule: set federation.mode=sync, or pick an aggregator for async "
+        "mode: afl, fedasync, fedbuff",
+    ),
+    (["server.lr_schedule.delay_at=both"], "server.lr_schedule.delay_at", "allowed: arrival, dispatch"),
+    (["server.lr_schedule.decay=cosine"], "server.lr_schedule.decay", "allowed: sqrt, none"),
+    (["dataset.val_fraction=1.0"], "dataset.val_fraction", "must be in [0, 1)"),
     (["dataset.name=imagenet"], "dataset.name", "allowed:"),
     (["experiment=nope"], "experiment", "available: demo"),
     (["federation.concurrency"], "federation.concurrency", "expected key=value"),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from afl.data import SCHEMES, class_counts, partition
+from afl.data.partition import stratified_split
 from afl.errors import ConfigError
 
 LABELS = np.arange(2000) % 10  # 200 of each of 10 classes
@@ -168,3 +169,16 @@ def test_invalid_arguments(kwargs: dict, key: str) -> None:
     assert info.value.key == key
     if key == "partition.scheme":
         assert all(name in info.value.message for name in ("dirichlet", "iid", "shards"))
+
+
+def test_stratified_split_holds_out_the_fraction_of_every_class() -> None:
+    labels = np.repeat(np.arange(4), [100, 50, 10, 3])
+    kept, held = stratified_split(labels, 0.2, np.random.default_rng(7))
+    assert np.bincount(labels[held], minlength=4).tolist() == [20, 10, 2, 1]  # round(0.2 n) per class
+    assert np.intersect1d(kept, held).size == 0
+    assert np.array_equal(np.sort(np.concatenate([kept, held])), np.arange(len(labels)))
+    again, _ = stratified_split(labels, 0.2, np.random.default_rng(7))
+    other, _ = stratified_split(labels, 0.2, np.random.default_rng(8))
+    assert np.array_equal(again, kept) and not np.array_equal(other, kept)
+    everything, none = stratified_split(labels, 0.0, np.random.default_rng(7))
+    assert none.size == 0 and np.array_equal(everything, np.arange(len(labels)))

@@ -43,72 +43,139 @@ def test_staleness_functions_do_not_increase_with_staleness() -> None:
 
 
 # ----------------------------------------------------------------------------- LR schedules
-def test_paper_lr_matches_formula() -> None:
-    lr = PaperLR(alpha=0.5)
-    assert lr(1e-3, round=0, staleness=0) == pytest.approx(1e-3)
-    assert lr(1e-3, round=3, staleness=2) == pytest.approx(1e-3 / (2.0 * 2.0))
-    assert lr(2e-3, round=8, staleness=1) == pytest.approx(2e-3 / (3.0 * 1.5))
+def test_paper_lr_at_arrival_decays_with_rounds_at_dispatch_and_scales_the_delta_by_its_own_tau() -> None:
+    lr = PaperLR(alpha=0.5)  # delay_at=arrival, decay=sqrt: the defaults
+    assert lr.at_dispatch(1e-3, round=0, previous_staleness=0) == pytest.approx(1e-3)
+    # at dispatch only γ0 / sqrt(r+1): the previous τ plays no part
+    assert lr.at_dispatch(1e-3, round=3, previous_staleness=2) == pytest.approx(1e-3 / 2.0)
+    assert lr.at_dispatch(2e-3, round=8, previous_staleness=7) == pytest.approx(2e-3 / 3.0)
+    # at arrival the update's own τ: 1 / (1 + 0.5 τ)
+    assert [lr.at_arrival(t) for t in (0, 1, 2, 6)] == pytest.approx([1.0, 1 / 1.5, 0.5, 0.25])
+
+
+def test_paper_lr_at_dispatch_uses_the_previous_tau_and_leaves_the_delta_alone() -> None:
+    lr = PaperLR(alpha=0.5, delay_at="dispatch")
+    assert lr.at_dispatch(1e-3, round=3, previous_staleness=2) == pytest.approx(1e-3 / (2.0 * 2.0))
+    assert lr.at_dispatch(2e-3, round=8, previous_staleness=1) == pytest.approx(2e-3 / (3.0 * 1.5))
+    assert lr.at_arrival(9) == 1.0
+
+
+def test_paper_lr_without_decay_keeps_gamma0_across_rounds() -> None:
+    assert PaperLR(decay="none").at_dispatch(1e-3, round=99, previous_staleness=4) == 1e-3
+    assert PaperLR(decay="none", delay_at="dispatch", alpha=0.25).at_dispatch(1e-3, 99, 4) == pytest.approx(5e-4)
+    assert PaperLR(decay="none").at_arrival(10) == pytest.approx(1 / 2.0)  # α = 0.1 by default
 
 
 def test_paper_lr_falls_as_staleness_grows() -> None:
     lr = PaperLR(alpha=0.1)
-    rates = [lr(1e-3, round=5, staleness=t) for t in range(10)]
+    rates = [lr.at_arrival(t) for t in range(10)]
     assert all(a > b for a, b in zip(rates, rates[1:]))
     assert rates[0] / rates[9] == pytest.approx(1.9)
+    by_dispatch = [PaperLR(alpha=0.1, delay_at="dispatch").at_dispatch(1e-3, 5, t) for t in range(10)]
+    assert all(a > b for a, b in zip(by_dispatch, by_dispatch[1:]))
 
 
 def test_paper_lr_falls_with_rounds_and_constant_does_not() -> None:
-    assert PaperLR()(1e-3, round=99, staleness=0) == pytest.approx(1e-4)
-    assert ConstantLR()(1e-3, round=99, staleness=7) == 1e-3
+    assert PaperLR().at_dispatch(1e-3, round=99, previous_staleness=0) == pytest.approx(1e-4)
+    assert ConstantLR().at_dispatch(1e-3, round=99, previous_staleness=7) == 1e-3
+    assert ConstantLR().at_arrival(7) == 1.0
     assert LR_SCHEDULES.names() == ["constant", "paper"]
 
 
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [({"delay_at": "both"}, "delay_at"), ({"decay": "cosine"}, "decay"), ({"alpha": -0.1}, "alpha")],
+)
+def test_paper_lr_options_are_checked(options: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"server.lr_schedule.{key}: "):
+        LR_SCHEDULES.build({"name": "paper", **options}, "server.lr_schedule")
+
+
 # ----------------------------------------------------------------------------- aggregators
-def _update(client: int, n: int, tau: int, state: dict, dispatched: dict) -> ClientUpdate:
-    return ClientUpdate(client_id=client, num_samples=n, staleness=tau, state=state, dispatched=dispatched)
+def _update(client: int, n: int, tau: int, state: dict, dispatched: dict, scale: float = 1.0) -> ClientUpdate:
+    return ClientUpdate(
+        client_id=client, num_samples=n, staleness=tau, state=state, dispatched=dispatched, delta_scale=scale
+    )
 
 
-def test_update_delta_is_float_entries_only() -> None:
+def test_update_delta_is_parameters_only_and_carries_the_arrival_scale() -> None:
     u = _update(0, 1, 0, _g([3.0, 1.0], counter=4), _g([1.0, 1.5], counter=2))
     assert list(u.delta) == ["w"]
     assert torch.equal(u.delta["w"], torch.tensor([2.0, -0.5], dtype=torch.float64))
+    bn = {**_g([3.0, 1.0]), "bn.running_var": torch.tensor([2.0], dtype=torch.float64)}
+    base = {**_g([1.0, 1.5]), "bn.running_var": torch.tensor([1.0], dtype=torch.float64)}
+    scaled = _update(0, 1, 0, bn, base, scale=0.5)
+    assert list(scaled.delta) == ["w"]  # running statistics are never deltas
+    assert torch.equal(scaled.delta["w"], torch.tensor([1.0, -0.25], dtype=torch.float64))
+    assert torch.equal(scaled.parameters["w"], torch.tensor([2.0, 1.25], dtype=torch.float64))
+    assert list(scaled.stats) == ["bn.running_var"]
 
 
 def _g(w: list[float], counter: int = 0) -> dict[str, torch.Tensor]:
     return {"w": torch.tensor(w, dtype=torch.float64), "bn.num_batches_tracked": torch.tensor(counter)}
 
 
-def test_fedavg_is_the_sample_weighted_average_of_the_round() -> None:
+def test_fedavg_is_the_sample_weighted_average_of_the_round_applied_at_the_barrier() -> None:
     agg = FedAvg()
     agg.setup(concurrency=2)
     g = _g([0.0, 0.0], counter=5)
     start = {k: v.clone() for k, v in g.items()}
     assert not agg.on_arrival(_update(0, 30, 0, _g([1.0, 2.0], 7), start), g)
-    assert torch.equal(g["w"], start["w"])  # nothing moves before the round is complete
-    assert agg.on_arrival(_update(1, 10, 0, _g([5.0, -2.0], 9), start), g)
+    assert not agg.on_arrival(_update(1, 10, 0, _g([5.0, -2.0], 9), start), g)
+    assert torch.equal(g["w"], start["w"])  # nothing moves before the barrier
+    assert agg.flush(g)
     assert torch.allclose(
         g["w"], torch.tensor([(30 * 1 + 10 * 5) / 40, (30 * 2 - 10 * 2) / 40], dtype=torch.float64)
     )
     assert int(g["bn.num_batches_tracked"]) == 9  # integer buffers: the counter, not a float average
     assert g["bn.num_batches_tracked"].dtype == torch.int64
+    assert not agg.flush(g)
 
 
-def test_afl_weights_by_samples_times_staleness_and_normalises_over_the_buffer() -> None:
-    agg = AFL(server_lr=0.5, buffer_size=2, staleness=Inverse(a=1.0))
-    g = _g([1.0, 1.0])
-    d0 = {k: v.clone() for k, v in g.items()}
-    assert not agg.on_arrival(_update(0, 20, 0, _g([3.0, 1.0]), d0), g)  # Δ = (2, 0), w ∝ 20 * 1
-    assert agg.on_arrival(_update(1, 40, 3, _g([1.0, 5.0]), d0), g)  # Δ = (0, 4), w ∝ 40 * 1/4
-    w0, w1 = 20 / 30, 10 / 30
-    assert torch.allclose(g["w"], torch.tensor([1 + 0.5 * w0 * 2, 1 + 0.5 * w1 * 4], dtype=torch.float64))
-
-
-def test_afl_with_buffer_one_adds_the_whole_delta_whatever_the_staleness() -> None:
-    agg = AFL()
+def test_afl_one_arrival_moves_by_server_lr_times_staleness_discount() -> None:
+    """M = 1: θ ← θ + η_g s(τ) Δ; the discount is absolute, not normalised away."""
+    agg = AFL()  # η_g = M/J, s(τ) = 1/(1 + 0.2 τ)
+    agg.setup(concurrency=4)
+    assert agg.server_lr == 0.25
     g = _g([1.0, 2.0])
     dispatched = _g([0.5, 0.5])  # an older version than the current global
-    assert agg.on_arrival(_update(0, 7, 5, _g([1.5, -0.5]), dispatched), g)
-    assert torch.allclose(g["w"], torch.tensor([2.0, 1.0], dtype=torch.float64))
+    assert agg.on_arrival(_update(0, 7, 5, _g([1.5, -0.5]), dispatched), g)  # Δ = (1, -1), s(5) = 1/2
+    assert torch.allclose(g["w"], torch.tensor([1.0 + 0.125, 2.0 - 0.125], dtype=torch.float64))
+    fresh = _g([0.0, 0.0])
+    assert agg.on_arrival(_update(1, 3, 0, _g([4.0, 0.0]), fresh), fresh)  # τ = 0: η_g Δ
+    assert torch.allclose(fresh["w"], torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+
+def test_afl_buffer_of_three_weighs_by_samples_over_the_buffer_times_absolute_discount() -> None:
+    agg = AFL(server_lr=0.6, buffer_size=3, staleness=Inverse(a=1.0))
+    agg.setup(concurrency=5)
+    assert agg.server_lr == 0.6  # an explicit η_g is kept
+    g = _g([1.0, 1.0])
+    d0 = {k: v.clone() for k, v in g.items()}
+    assert not agg.on_arrival(_update(0, 20, 0, _g([3.0, 1.0]), d0), g)  # Δ = (2, 0), s = 1
+    assert not agg.on_arrival(_update(1, 40, 3, _g([1.0, 5.0]), d0), g)  # Δ = (0, 4), s = 1/4
+    assert torch.equal(g["w"], d0["w"])
+    assert agg.on_arrival(_update(2, 40, 1, _g([-1.0, 1.0]), d0), g)  # Δ = (-2, 0), s = 1/2
+    n = 100
+    expected = [1 + 0.6 * (20 / n * 1 * 2 + 40 / n * 0.5 * -2), 1 + 0.6 * (40 / n * 0.25 * 4)]
+    assert torch.allclose(g["w"], torch.tensor(expected, dtype=torch.float64))  # (1.0, 1.24)
+
+
+def test_afl_flushes_a_partial_buffer_with_the_samples_it_holds() -> None:
+    agg = AFL(server_lr=1.0, buffer_size=3, staleness=Inverse(a=1.0))
+    agg.setup(concurrency=3)
+    g = _g([0.0])
+    assert not agg.on_arrival(_update(0, 10, 1, _g([4.0]), _g([0.0])), g)
+    assert agg.flush(g)
+    assert float(g["w"]) == pytest.approx(1.0 * (10 / 10) * 0.5 * 4.0)
+
+
+def test_afl_applies_the_arrival_delta_scale() -> None:
+    agg = AFL(server_lr=1.0, staleness=Constant())
+    agg.setup(concurrency=1)
+    g = _g([0.0])
+    agg.on_arrival(_update(0, 5, 3, _g([2.0]), _g([0.0]), scale=1 / 1.3), g)
+    assert float(g["w"]) == pytest.approx(2.0 / 1.3)
 
 
 def test_fedasync_mixes_with_alpha_times_staleness_each_time() -> None:
@@ -134,10 +201,67 @@ def test_fedbuff_averages_scaled_deltas_over_k_and_flushes_a_partial_buffer() ->
     assert not agg.flush(g)
 
 
+def _bn(w: float, mean: float, var: float, counter: int) -> dict[str, torch.Tensor]:
+    return {
+        "w": torch.tensor([w], dtype=torch.float64),
+        "bn.running_mean": torch.tensor([mean], dtype=torch.float64),
+        "bn.running_var": torch.tensor([var], dtype=torch.float64),
+        "bn.num_batches_tracked": torch.tensor(counter),
+    }
+
+
+@pytest.mark.parametrize(
+    ("make", "weight"),
+    [
+        # effective weight of one update: afl η_g s(τ) = 0.5 · 1/(1+0.2·5) = 0.25; fedbuff η_g s(τ)/K with
+        # K = 1: 0.5 · 1/sqrt(1+3) = 0.25; fedasync α s(τ) = 0.5 · (1+3)^-0.5 = 0.25
+        (lambda: AFL(server_lr=0.5), 0.25),
+        (lambda: FedBuff(buffer_size=1, server_lr=0.5), 0.25),
+        (lambda: FedAsync(alpha=0.5), 0.25),
+    ],
+)
+def test_running_statistics_are_mixed_toward_the_client_never_delta_added(make, weight: float) -> None:
+    """A stale base with a large variance, a client whose variance fell: Δ-adding running_var from the
+    stale base would give 0.2 + (0.1 - 9.0) < 0; the rule mixes toward the client's value instead."""
+    agg = make()
+    agg.setup(concurrency=2)
+    tau = 5 if isinstance(agg, AFL) else 3
+    g = _bn(w=1.0, mean=0.0, var=0.2, counter=3)
+    dispatched = _bn(w=0.0, mean=4.0, var=9.0, counter=1)
+    client = _bn(w=2.0, mean=1.0, var=0.1, counter=6)
+    assert agg.on_arrival(_update(0, 10, tau, client, dispatched), g)
+    assert float(g["bn.running_var"]) == pytest.approx((1 - weight) * 0.2 + weight * 0.1)
+    assert float(g["bn.running_mean"]) == pytest.approx((1 - weight) * 0.0 + weight * 1.0)
+    assert int(g["bn.num_batches_tracked"]) == 6
+    if isinstance(agg, FedAsync):
+        assert float(g["w"]) == pytest.approx(0.75 * 1.0 + 0.25 * 2.0)
+    else:
+        assert float(g["w"]) == pytest.approx(1.0 + weight * 2.0)  # parameters: the Δ rule
+
+
+def test_running_statistics_mix_weight_is_clipped_to_one() -> None:
+    agg = AFL(server_lr=3.0, staleness=Constant())  # effective weight 3 → 1: replaced, not extrapolated
+    agg.setup(concurrency=1)
+    g = _bn(w=0.0, mean=0.0, var=5.0, counter=0)
+    agg.on_arrival(_update(0, 1, 0, _bn(1.0, 2.0, 0.5, 1), _bn(0.0, 0.0, 5.0, 0)), g)
+    assert float(g["bn.running_var"]) == 0.5 and float(g["bn.running_mean"]) == 2.0
+    assert float(g["w"]) == 3.0
+
+
+def test_fedavg_averages_running_statistics_like_parameters() -> None:
+    agg = FedAvg()
+    g = _bn(w=0.0, mean=0.0, var=1.0, counter=0)
+    agg.on_arrival(_update(0, 30, 0, _bn(1.0, 2.0, 4.0, 5), g), g)
+    agg.on_arrival(_update(1, 10, 0, _bn(5.0, 6.0, 8.0, 2), g), g)
+    agg.flush(g)
+    assert [float(g[k]) for k in ("w", "bn.running_mean", "bn.running_var")] == pytest.approx([2.0, 3.0, 5.0])
+
+
 @pytest.mark.parametrize("name", ["afl", "fedbuff", "fedavg"])
 def test_aggregator_state_dict_round_trip_mid_buffer(name: str) -> None:
     def make():
-        agg = AGGREGATORS.build({"name": name, "buffer_size": 3}, "server.aggregator")
+        node = {"name": name} if name == "fedavg" else {"name": name, "buffer_size": 3}
+        agg = AGGREGATORS.build(node, "server.aggregator")
         agg.setup(concurrency=3)
         return agg
 
@@ -149,7 +273,8 @@ def test_aggregator_state_dict_round_trip_mid_buffer(name: str) -> None:
     g_b = {k: v.clone() for k, v in g_a.items()}
     for agg, g in ((a, g_a), (b, g_b)):
         agg.on_arrival(_update(1, 3, 0, _g([0.0, 3.0]), start), g)
-        assert agg.on_arrival(_update(2, 2, 2, _g([4.0, 4.0]), start), g)
+        agg.on_arrival(_update(2, 2, 2, _g([4.0, 4.0]), start), g)
+        assert agg.flush(g) if name == "fedavg" else True
     assert torch.equal(g_a["w"], g_b["w"])
     assert not torch.equal(g_a["w"], start["w"])
 

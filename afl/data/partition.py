@@ -112,6 +112,25 @@ def partition(
     )
 
 
+def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``fraction`` of every class: ``(kept, held_out)`` sorted index arrays.
+
+    Each class gives ``round(fraction · n_class)`` of its samples, drawn by ``rng``; used for the
+    validation split, taken from the training data before partitioning.
+
+    Example:
+        >>> kept, held = stratified_split(np.array([0, 0, 0, 0, 1, 1]), 0.5, np.random.default_rng(0))
+        >>> len(kept), len(held), sorted(np.array([0, 0, 0, 0, 1, 1])[held].tolist())
+        (3, 3, [0, 0, 1])
+    """
+    if not 0 <= fraction < 1:
+        raise ConfigError("dataset.val_fraction", f"must be in [0, 1), got {fraction}")
+    held = [g[: int(round(fraction * len(g)))] for g in _grouped_by_class(np.asarray(labels), rng)]
+    held_out = np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
+    kept = np.setdiff1d(np.arange(len(labels)), held_out, assume_unique=True)
+    return kept.astype(np.int64), held_out.astype(np.int64)
+
+
 def class_counts(labels: np.ndarray, parts: Sequence[np.ndarray], num_classes: int) -> list[list[int]]:
     """Count each client's samples per class (plain ints, ready to save with a run).
 

@@ -1,9 +1,15 @@
 """Server aggregators: how arriving client updates change the global model (DESIGN §4).
 
-One interface, :class:`Aggregator`; the rule of each algorithm is a few lines of tensor arithmetic on
-plain state dicts. Every rule applies to floating-point parameters and buffers alike; integer buffers
-(BatchNorm's ``num_batches_tracked``) are never averaged as floats: the global one becomes the largest
-value seen (global or client), since they are counters.
+One interface, :class:`Aggregator`; the rule of each algorithm is a few lines over the small pure
+functions below (weighted sums, delta steps, convex mixes, integer maxima). A state dict has three kinds
+of entries, treated apart:
+
+* parameters (every floating-point entry that is not a running statistic): moved by the rule;
+* running statistics of normalisation layers (``running_mean``, ``running_var``): never delta-added from
+  a stale base (that drives variances negative); they are mixed convexly toward the arriving client's
+  values with the update's effective weight, clipped to [0, 1];
+* integer buffers (BatchNorm's ``num_batches_tracked``): counters, never averaged; the global one becomes
+  the largest value seen.
 
 Add an aggregator by subclassing :class:`Aggregator` and decorating it with
 ``@AGGREGATORS.register("name")``; its keyword-only constructor arguments become its config options.
@@ -14,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -24,6 +30,18 @@ from afl.server.staleness import STALENESS, Inverse, Polynomial, StalenessFuncti
 State = dict[str, torch.Tensor]
 
 AGGREGATORS: Registry[Aggregator] = Registry("aggregator", nested={"staleness": STALENESS})
+
+RUNNING_STATS = ("running_mean", "running_var")
+
+
+def is_running_stat(key: str) -> bool:
+    """Whether a state-dict entry is a normalisation layer's running statistic (mixed, never stepped)."""
+    return key.rsplit(".", 1)[-1] in RUNNING_STATS
+
+
+def is_parameter(key: str, value: torch.Tensor) -> bool:
+    """Floating-point entries other than running statistics: what a delta step moves."""
+    return value.is_floating_point() and not is_running_stat(key)
 
 
 @dataclass
@@ -36,8 +54,8 @@ class ClientUpdate:
         staleness: ``τ`` = global version at arrival minus the version dispatched.
         state: the client's model after local training, ``θ_c``.
         dispatched: the global model the client was handed, ``θ_dispatched``.
-        delta: ``θ_c - θ_dispatched`` for floating-point entries (integer entries are absent); computed
-            on first use, so rules that only need ``state`` do not pay for it.
+        delta_scale: a factor on the parameter delta decided at arrival (the paper LR's ``1/(1+ατ)``
+            with ``delay_at: arrival``; 1 otherwise).
     """
 
     client_id: int
@@ -45,20 +63,50 @@ class ClientUpdate:
     staleness: int
     state: State
     dispatched: State = field(repr=False)
+    delta_scale: float = 1.0
 
     @cached_property
     def delta(self) -> State:
-        return {k: v - self.dispatched[k] for k, v in self.state.items() if v.is_floating_point()}
+        """``delta_scale · (θ_c − θ_dispatched)`` for the parameters (no running statistics or counters);
+        computed on first use, so rules that only need ``state`` do not pay for it."""
+        out = {k: v - self.dispatched[k] for k, v in self.state.items() if is_parameter(k, v)}
+        if self.delta_scale != 1.0:
+            for d in out.values():
+                d.mul_(self.delta_scale)
+        return out
+
+    @property
+    def stats(self) -> State:
+        """The client's running statistics."""
+        return {k: v for k, v in self.state.items() if is_running_stat(k)}
+
+    @property
+    def parameters(self) -> State:
+        """The client's parameters as the server sees them: ``θ_dispatched + delta`` (``θ_c`` itself
+        when ``delta_scale`` is 1)."""
+        if self.delta_scale == 1.0:
+            return {k: v for k, v in self.state.items() if is_parameter(k, v)}
+        return {k: self.dispatched[k] + d for k, d in self.delta.items()}
 
 
-def is_float(t: torch.Tensor) -> bool:
-    return t.is_floating_point()
+# ----------------------------------------------------------------------------- aggregation arithmetic
+def add_scaled(target: State, tensors: State, alpha: float) -> None:
+    """``target[k] += alpha · tensors[k]`` for every entry of ``tensors`` (in place)."""
+    for k, v in tensors.items():
+        target[k].add_(v, alpha=alpha)
+
+
+def mix(target: State, source: State, weight: float) -> None:
+    """``target[k] ← (1 − w) target[k] + w source[k]`` with ``w`` clipped to [0, 1]: a convex mix."""
+    w = min(max(weight, 0.0), 1.0)
+    for k, v in source.items():
+        target[k].lerp_(v, w)
 
 
 def max_int_entries(target: State, source: State) -> None:
     """Integer entries of ``target`` become the elementwise max of target and source."""
     for k, v in source.items():
-        if not is_float(v):
+        if not v.is_floating_point():
             torch.maximum(target[k], v, out=target[k])
 
 
@@ -68,7 +116,12 @@ class Aggregator(ABC):
     The loop calls :meth:`setup` once, :meth:`on_arrival` for every accepted update (in simulated-time
     order) and :meth:`flush` at a synchronous barrier and at the end of the run. Both return whether the
     global state (changed in place) moved to a new version.
+
+    Attributes:
+        modes: the ``federation.mode`` values the rule is meant for.
     """
+
+    modes: ClassVar[tuple[str, ...]] = ("async",)
 
     def setup(self, *, concurrency: int) -> None:  # noqa: B027 - optional hook
         """Learn the run's concurrency J before the first arrival."""
@@ -88,74 +141,86 @@ class Aggregator(ABC):
 
 
 class _Buffer:
-    """A running weighted sum of tensors, the integer maxima and the count: a buffer that stores no
-    per-client copies."""
+    """Running sums over buffered arrivals, storing no per-client copies: ``params`` (Σ a_c x_c over
+    parameter entries), ``stats`` (Σ a_c stat_c), the raw weights Σ a_c, the samples Σ n_c, the count
+    and the integer maxima."""
 
     def __init__(self) -> None:
-        self.sum: State = {}
+        self.params: State = {}
+        self.stats: State = {}
         self.int_max: State = {}
         self.weight = 0.0
+        self.samples = 0
         self.count = 0
 
-    def add(self, tensors: State, weight: float, ints: State) -> None:
-        for k, v in tensors.items():
-            if not is_float(v):
-                continue
-            if k in self.sum:
-                self.sum[k].add_(v, alpha=weight)
-            else:
-                self.sum[k] = v.mul(weight)
+    def add(self, params: State, stats: State, ints: State, weight: float, samples: int) -> None:
+        for total, tensors in ((self.params, params), (self.stats, stats)):
+            for k, v in tensors.items():
+                if k in total:
+                    total[k].add_(v, alpha=weight)
+                else:
+                    total[k] = v.mul(weight)
         for k, v in ints.items():
-            if not is_float(v):
+            if not v.is_floating_point():
                 self.int_max[k] = torch.maximum(self.int_max[k], v) if k in self.int_max else v.clone()
         self.weight += weight
+        self.samples += samples
         self.count += 1
 
     def clear(self) -> None:
-        self.sum, self.int_max, self.weight, self.count = {}, {}, 0.0, 0
+        self.params, self.stats, self.int_max = {}, {}, {}
+        self.weight, self.samples, self.count = 0.0, 0, 0
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "sum": {k: v.clone() for k, v in self.sum.items()},
+            "params": {k: v.clone() for k, v in self.params.items()},
+            "stats": {k: v.clone() for k, v in self.stats.items()},
             "int_max": {k: v.clone() for k, v in self.int_max.items()},
             "weight": self.weight,
+            "samples": self.samples,
             "count": self.count,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sum = {k: v.clone() for k, v in state["sum"].items()}
+        self.params = {k: v.clone() for k, v in state["params"].items()}
+        self.stats = {k: v.clone() for k, v in state["stats"].items()}
         self.int_max = {k: v.clone() for k, v in state["int_max"].items()}
-        self.weight, self.count = float(state["weight"]), int(state["count"])
+        self.weight, self.samples, self.count = float(state["weight"]), int(state["samples"]), int(state["count"])
 
 
-class _Buffered(Aggregator):
-    """An aggregator that sums weighted entries over a buffer and applies them when it is full.
-
-    Subclasses say what an arrival adds (:meth:`_entry`) and how a full buffer changes the model
-    (:meth:`_apply`); buffering, flushing, integer buffers and ``state_dict`` are shared.
+class _DeltaBuffered(Aggregator):
+    """Buffered delta rules (``afl``, ``fedbuff``): an arrival adds ``a_c Δ_c`` to the buffer (raw weight
+    ``a_c`` from :meth:`_weight`); a full buffer moves ``θ ← θ + f · Σ a_c Δ_c`` with the factor
+    ``f`` from :meth:`_factor`, mixes each running statistic toward the clients' with weights ``f a_c``
+    (total clipped to 1), then clears. A partly filled buffer at the end of the run is applied as it is.
     """
 
-    buffer_size: int | None
+    buffer_size: int
 
     def __init__(self) -> None:
         self._buffer = _Buffer()
 
-    def _entry(self, update: ClientUpdate) -> tuple[State, float]:
+    def _weight(self, update: ClientUpdate) -> float:
         raise NotImplementedError
 
-    def _apply(self, buf: _Buffer, global_state: State) -> None:
+    def _factor(self, buf: _Buffer) -> float:
         raise NotImplementedError
 
     def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
-        tensors, weight = self._entry(update)
-        self._buffer.add(tensors, weight, update.state)
-        return self._buffer.count >= (self.buffer_size or 1) and self.flush(global_state)
+        self._buffer.add(update.delta, update.stats, update.state, self._weight(update), update.num_samples)
+        return self._buffer.count >= self.buffer_size and self.flush(global_state)
 
     def flush(self, global_state: State) -> bool:
         buf = self._buffer
         if buf.count == 0:
             return False
-        self._apply(buf, global_state)
+        factor = self._factor(buf)
+        add_scaled(global_state, buf.params, factor)
+        if buf.stats and buf.weight > 0:
+            # Σ f a_c (stat_c − stat) = W (mean_a stat_c − stat): a convex mix toward the buffer's weighted
+            # mean of client statistics with total weight W = f Σ a_c, clipped to [0, 1]
+            mean = {k: v / buf.weight for k, v in buf.stats.items()}
+            mix(global_state, mean, factor * buf.weight)
         max_int_entries(global_state, buf.int_max)
         buf.clear()
         return True
@@ -169,61 +234,91 @@ class _Buffered(Aggregator):
 
 
 @AGGREGATORS.register("fedavg")
-class FedAvg(_Buffered):
-    """Synchronous FedAvg: ``θ ← Σ_c (n_c / Σ n) θ_c`` over the clients of a round.
-
-    Args:
-        buffer_size: arrivals per aggregation; ``None`` means the concurrency J (one round).
+class FedAvg(Aggregator):
+    """Synchronous FedAvg, the barrier rule: ``θ ← Σ_c (n_c / Σ n) θ_c`` over the J clients of a round,
+    applied at the barrier (:meth:`flush`). Running statistics are averaged the same way. Meant for
+    ``federation.mode=sync`` only; there is no buffer size (a round is J clients).
     """
 
-    def __init__(self, *, buffer_size: int | None = None) -> None:
-        require(buffer_size is None or buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
-        super().__init__()
-        self.buffer_size = buffer_size
+    modes = ("sync",)
 
-    def setup(self, *, concurrency: int) -> None:
-        if self.buffer_size is None:
-            self.buffer_size = concurrency
+    def __init__(self) -> None:
+        self._buffer = _Buffer()
 
-    def _entry(self, update: ClientUpdate) -> tuple[State, float]:
-        return update.state, float(update.num_samples)
+    def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
+        self._buffer.add(update.parameters, update.stats, update.state, float(update.num_samples), 0)
+        return False
 
-    def _apply(self, buf: _Buffer, global_state: State) -> None:
-        for k, s in buf.sum.items():
-            global_state[k].copy_(s / buf.weight)
+    def flush(self, global_state: State) -> bool:
+        buf = self._buffer
+        if buf.count == 0:
+            return False
+        for total in (buf.params, buf.stats):
+            for k, v in total.items():
+                global_state[k].copy_(v / buf.weight)
+        max_int_entries(global_state, buf.int_max)
+        buf.clear()
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self._buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._buffer.load_state_dict(state["buffer"])
 
 
 @AGGREGATORS.register("afl")
-class AFL(_Buffered):
-    """The paper's staleness-aware rule: ``θ ← θ + η_g Σ_c w_c Δ_c`` with ``w_c ∝ n_c s(τ_c)``
-    normalised over a buffer of ``buffer_size`` arrivals (1 by default: every arrival moves the model).
+class AFL(_DeltaBuffered):
+    """The paper's staleness-aware rule (DESIGN §4): on each buffer ``B`` of ``M`` arrivals,
+    ``θ ← θ + η_g Σ_{c∈B} (n_c / Σ_B n) · s(τ_c) · Δ_c``.
 
-    With a buffer of one, the weights normalise to 1 and staleness acts through the client learning
-    rate (the ``paper`` LR schedule) alone.
+    ``s(τ)`` is an absolute discount, not renormalised over the buffer: with ``M = 1`` a stale update
+    moves the model by ``η_g s(τ) Δ``. ``η_g`` defaults to ``M / J``, so J arrivals move the model about
+    as far as one FedAvg round (the mean of J deltas).
 
     Args:
-        server_lr: ``η_g``.
+        server_lr: ``η_g``; ``None`` means ``buffer_size / J``.
         buffer_size: arrivals per aggregation ``M``.
-        staleness: ``s(τ)``; default ``inverse`` with ``a = 0.5``, i.e. ``1 / (1 + 0.5 τ)``.
+        staleness: ``s(τ)``; default ``inverse`` with ``a = 0.2``, i.e. ``1 / (1 + 0.2 τ)``.
+
+    Example:
+        >>> agg = AFL(buffer_size=1)
+        >>> agg.setup(concurrency=4)
+        >>> agg.server_lr, agg.staleness(5)
+        (0.25, 0.5)
     """
 
     def __init__(
-        self, *, server_lr: float = 1.0, buffer_size: int = 1, staleness: StalenessFunction | None = None
+        self,
+        *,
+        server_lr: float | None = None,
+        buffer_size: int = 1,
+        staleness: StalenessFunction | None = None,
     ) -> None:
-        require(server_lr > 0, "server_lr", f"must be > 0, got {server_lr}")
+        require(server_lr is None or server_lr > 0, "server_lr", f"must be > 0, got {server_lr}")
         require(buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
         super().__init__()
         self.server_lr = server_lr
         self.buffer_size = buffer_size
-        self.staleness = staleness if staleness is not None else Inverse(a=0.5)
+        self.staleness = staleness if staleness is not None else Inverse(a=0.2)
 
-    def _entry(self, update: ClientUpdate) -> tuple[State, float]:
-        return update.delta, update.num_samples * self.staleness(update.staleness)
+    def setup(self, *, concurrency: int) -> None:
+        if self.server_lr is None:
+            self.server_lr = self.buffer_size / concurrency
 
-    def _apply(self, buf: _Buffer, global_state: State) -> None:
-        scale = self.server_lr / buf.weight if buf.weight > 0 else 0.0
-        for k, s in buf.sum.items():
-            global_state[k].add_(s, alpha=scale)
+    def _weight(self, update: ClientUpdate) -> float:
+        return update.num_samples * self.staleness(update.staleness)
+
+    def _factor(self, buf: _Buffer) -> float:
+        assert self.server_lr is not None, "setup() sets the default server_lr"
+        return self.server_lr / buf.samples
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "server_lr": self.server_lr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.server_lr = state["server_lr"]
 
 
 @AGGREGATORS.register("fedasync")
@@ -242,15 +337,14 @@ class FedAsync(Aggregator):
 
     def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
         alpha_t = self.alpha * self.staleness(update.staleness)
-        for k, v in update.state.items():
-            if is_float(v):
-                global_state[k].lerp_(v, alpha_t)
+        mix(global_state, update.parameters, alpha_t)
+        mix(global_state, update.stats, alpha_t)
         max_int_entries(global_state, update.state)
         return True
 
 
 @AGGREGATORS.register("fedbuff")
-class FedBuff(_Buffered):
+class FedBuff(_DeltaBuffered):
     """FedBuff (Nguyen et al. 2022): accumulate ``s(τ) Δ_c``; after ``K`` arrivals
     ``θ ← θ + η_g (Σ s Δ) / K`` and clear. A partly filled buffer at the end is applied with its size.
 
@@ -270,9 +364,8 @@ class FedBuff(_Buffered):
         self.server_lr = server_lr
         self.staleness = staleness if staleness is not None else Polynomial(a=0.5)
 
-    def _entry(self, update: ClientUpdate) -> tuple[State, float]:
-        return update.delta, self.staleness(update.staleness)
+    def _weight(self, update: ClientUpdate) -> float:
+        return self.staleness(update.staleness)
 
-    def _apply(self, buf: _Buffer, global_state: State) -> None:
-        for k, s in buf.sum.items():
-            global_state[k].add_(s, alpha=self.server_lr / buf.count)
+    def _factor(self, buf: _Buffer) -> float:
+        return self.server_lr / buf.count

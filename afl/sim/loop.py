@@ -85,7 +85,8 @@ class FederatedLoop:
         global_state: the initial global model (state dict; the loop owns and changes it).
         num_samples: training samples per client ``n_c``.
         aggregator: the server rule.
-        lr_schedule: client LR at dispatch, from the base LR, the round and the client's last staleness.
+        lr_schedule: the client LR at dispatch (base LR, round, the client's last staleness) and the
+            factor on a delta at arrival (its staleness).
         delay: job durations in simulated time.
         executor: where jobs train.
         evaluate: global state → ``{"test_loss": ..., "test_accuracy": ...}``.
@@ -130,7 +131,7 @@ class FederatedLoop:
     def _dispatch(self, client_id: int) -> None:
         s = self.state
         job_id = s.dispatched
-        lr = self.lr_schedule(self.cfg.base_lr, self._round(), s.last_staleness[client_id])
+        lr = self.lr_schedule.at_dispatch(self.cfg.base_lr, self._round(), s.last_staleness[client_id])
         job = ClientJob(
             job_id=job_id,
             client_id=client_id,
@@ -175,6 +176,7 @@ class FederatedLoop:
         too_stale = self.cfg.max_staleness is not None and tau > self.cfg.max_staleness
         s.stale_updates += int(too_stale)
         dropped = too_stale and self.cfg.staleness_policy == "drop"
+        delta_scale = self.lr_schedule.at_arrival(tau)
         s.arrivals.append(
             {
                 "client_updates": s.client_updates,
@@ -185,6 +187,7 @@ class FederatedLoop:
                 "dispatch_time": flight.dispatch_time,
                 "arrival_time": flight.finish_time,
                 "lr": flight.job.lr,
+                "delta_scale": delta_scale,
                 "num_samples": result.num_samples,
                 "steps": result.steps,
                 "train_loss": result.train_loss,
@@ -201,6 +204,7 @@ class FederatedLoop:
             staleness=tau,
             state=result.state,
             dispatched=flight.job.state,
+            delta_scale=delta_scale,
         )
         if self.aggregator.on_arrival(update, s.global_state):
             s.version += 1
