@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) scripts/compare.py experiment=demo
+	$(PY) scripts/compare.py experiment=demo --seeds 0,1,2
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

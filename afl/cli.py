@@ -13,6 +13,5 @@ def usage(script: str) -> str:
         "examples:\n"
         f"  python {script} experiment=demo\n"
         f"  python {script} experiment=fmnist server.aggregator.name=fedbuff federation.concurrency=8\n"
-        "  --show-config prints the resolved config and exits (train.py);\n"
-        "  --arms=afl,afl-const,sync picks the arms to compare (compare.py)."
+        "  --show-config prints the resolved config and exits."
     )

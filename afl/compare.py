@@ -1,37 +1,280 @@
-"""AFL vs synchronous FedAvg on the same config: runs both, prints a table, writes a plot.
+"""A fair comparison of AFL with synchronous FedAvg: named arms, seeds, step sizes chosen on validation
+data, and time to a target accuracy as the headline.
 
-``python scripts/compare.py experiment=demo [key=value ...]`` — the overrides apply to every arm.
+* An **arm** is a name and a few overrides (:data:`ARMS`). Its own options are scoped to it: the
+  preset's ``compare.arms.NAME`` (selected step sizes) and command-line ``NAME:key=value`` apply to that
+  arm only; plain ``key=value`` applies to every arm.
+* **Seeds**: every arm runs on every seed; a seed fixes the partition, the validation split, the client
+  speeds and the delays, so within a seed all arms see the same clients and data.
+* **Selection** (:func:`select`): a grid per arm (``client.lr=3e-4,1e-3`` for every arm, or
+  ``afl:server.aggregator.server_lr=0.1,0.2`` for one); each point runs on the selection seeds with a
+  validation split held out of the training data, and the arm keeps the point with the best mean final
+  *validation* accuracy. The test set is reported, never used to choose.
+* **Table** (:func:`summarise`): mean ± std over seeds of final and best test accuracy, simulated time,
+  simulated time to a target accuracy and its ratio sync ÷ arm, and accuracy at equal simulated time.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 from afl.config import load_config
 from afl.errors import ConfigError
-from afl.run import RunResult, run
 
-# Each arm: the overrides that make it that algorithm. "afl" is the paper's method (staleness-aware
-# aggregation and the delay-aware LR); "afl-const" is the same aggregation at the constant base LR (an
-# ablation of the LR rule); "sync" is synchronous FedAvg at the base LR, the paper's baseline.
+# Each arm: the overrides that make it that algorithm.
 ARMS: dict[str, list[str]] = {
+    # the paper: staleness-aware aggregation s(τ) = 1/(1 + 0.2τ) and the delay-aware LR
     "afl": ["federation.mode=async", "server.aggregator.name=afl", "server.lr_schedule.name=paper"],
-    "afl-const": ["federation.mode=async", "server.aggregator.name=afl", "server.lr_schedule.name=constant"],
+    # ablation: no staleness weighting (s ≡ 1), the paper's LR kept
+    "afl-noweight": [
+        "federation.mode=async",
+        "server.aggregator.name=afl",
+        "server.aggregator.staleness.name=constant",
+        "server.lr_schedule.name=paper",
+    ],
+    # ablation: the paper's aggregation at a constant LR
+    "afl-nolr": ["federation.mode=async", "server.aggregator.name=afl", "server.lr_schedule.name=constant"],
+    "fedasync": [
+        "federation.mode=async",
+        "server.aggregator.name=fedasync",
+        "server.lr_schedule.name=constant",
+    ],
+    "fedbuff": [
+        "federation.mode=async",
+        "server.aggregator.name=fedbuff",
+        "server.lr_schedule.name=constant",
+    ],
+    # the paper's baseline: synchronous FedAvg at the base LR
     "sync": ["federation.mode=sync", "server.aggregator.name=fedavg", "server.lr_schedule.name=constant"],
 }
+DEFAULT_ARMS = ("afl", "afl-noweight", "afl-nolr", "sync")
+BASELINE = "sync"
+DEFAULT_TARGET_FRACTION = 0.95
 
 
 @dataclass
+class Plan:
+    """What a comparison runs: the preset, each arm's overrides, the seeds."""
+
+    base: list[str]  # ["experiment=NAME"] or []
+    arms: dict[str, list[str]]
+    seeds: list[int]
+    experiment: str = "default"
+
+    def arm_overrides(self, arm: str, extra: Sequence[str] = ()) -> list[str]:
+        """Overrides of one arm: the preset, the arm's own, then ``extra`` (e.g. ``seed=1``)."""
+        return [*self.base, *self.arms[arm], *extra]
+
+
+def _scoped(item: str) -> tuple[str | None, str]:
+    """``"afl:client.lr=1e-3"`` → ``("afl", "client.lr=1e-3")``; an unscoped item → ``(None, item)``."""
+    scope, sep, rest = item.partition(":")
+    return (scope, rest) if sep and "=" not in scope else (None, item)
+
+
+def parse_plan(
+    overrides: Sequence[str], arms: Sequence[str] | None = None, seeds: Sequence[int] = (0,)
+) -> Plan:
+    """Compose each arm's overrides, later ones winning: the arm's definition (:data:`ARMS`), the preset's
+    ``compare.arms.ARM``, the shared command-line overrides, then the arm-scoped ones (``ARM:key=value``).
+
+    Raises:
+        ConfigError: an unknown arm, a scoped override for an arm not in the comparison, or no seeds.
+    """
+    if not seeds:
+        raise ConfigError("--seeds", "give at least one seed, e.g. --seeds 0,1,2")
+    names = list(arms) if arms else list(DEFAULT_ARMS)
+    for name in names:
+        if name not in ARMS:
+            raise ConfigError("--arms", f"unknown arm {name!r}; allowed: {', '.join(ARMS)}")
+    base: list[str] = []
+    shared: list[str] = []
+    scoped: dict[str, list[str]] = {name: [] for name in names}
+    for item in overrides:
+        arm, rest = _scoped(item)
+        if arm is not None:
+            if arm not in scoped:
+                raise ConfigError(item, f"arm {arm!r} is not in this comparison ({', '.join(names)})")
+            scoped[arm].append(rest)
+        elif item.split("=", 1)[0].lstrip("+") == "experiment":
+            base = [item]
+        elif not item.startswith("output_dir="):
+            shared.append(item)
+    preset = load_config(base)
+    recorded = {str(k): list(v) for k, v in preset.compare.arms.items()}
+    unknown = sorted(set(recorded) - set(ARMS))
+    if unknown:
+        raise ConfigError(f"compare.arms.{unknown[0]}", f"unknown arm; allowed: {', '.join(ARMS)}")
+    return Plan(
+        base=base,
+        arms={n: [*ARMS[n], *recorded.get(n, []), *shared, *scoped[n]] for n in names},
+        seeds=list(seeds),
+        experiment=str(preset.experiment),
+    )
+
+
+def output_root(overrides: Sequence[str], experiment: str, what: str) -> Path:
+    """The comparison's folder: ``output_dir=`` if given (must be new or empty), else a stamped one."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")]
+    if given and given[-1] not in ("", "null"):
+        root = Path(given[-1])
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise ConfigError("output_dir", f"{root} already exists and is not empty; choose another folder")
+        return root
+    return Path("runs") / experiment / f"{what}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ----------------------------------------------------------------------------- step-size selection
+def grid_points(plan: Plan, arm: str, grid: Sequence[str]) -> list[list[str]]:
+    """The grid points that apply to ``arm``: every combination of the axes it accepts.
+
+    An axis is ``key=v1,v2,...`` (every arm that has the key) or ``ARM:key=v1,...`` (that arm only). An
+    unscoped axis is skipped for an arm whose config rejects that key (e.g. ``server_lr`` for ``sync``).
+    """
+    axes: list[list[str]] = []
+    for item in grid:
+        scope, axis = _scoped(item)
+        if scope is not None:
+            if scope not in plan.arms:
+                raise ConfigError(f"--grid {item}", f"arm {scope!r} is not in this comparison")
+            if scope != arm:
+                continue
+        key, eq, values = axis.partition("=")
+        choices = [v for v in values.split(",") if v]
+        if not eq or not choices:
+            raise ConfigError(f"--grid {axis}", "expected key=v1,v2,... (e.g. client.lr=3e-4,1e-3,3e-3)")
+        probe = [f"{key}={choices[0]}"]
+        try:
+            load_config(plan.arm_overrides(arm, probe))
+        except ConfigError as err:
+            if scope is None and err.key.startswith(key):
+                continue  # this arm has no such option
+            raise
+        axes.append([f"{key}={v}" for v in choices])
+    return [list(p) for p in product(*axes)] if axes else [[]]
+
+
+@dataclass
+class Selection:
+    """Validation results of the grid, per arm, and the chosen point."""
+
+    points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    chosen: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"points": self.points, "chosen": self.chosen}
+
+
+def choose(points: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The point with the best mean final validation accuracy (the first of equals, in grid order)."""
+    best = max(range(len(points)), key=lambda i: (points[i]["mean_val_accuracy"], -i))
+    return list(points[best]["overrides"])
+
+
+def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path) -> Selection:
+    """Run each arm's grid on ``seeds`` and choose its step sizes by validation accuracy."""
+    from afl.run import run
+
+    selection = Selection()
+    jobs = []  # every config is composed and checked before the first run
+    for arm in plan.arms:
+        for point in grid_points(plan, arm, grid):
+            entry: dict[str, Any] = {"overrides": point, "val_accuracy": {}, "test_accuracy": {}}
+            selection.points.setdefault(arm, []).append(entry)
+            label = ",".join(p.replace("server.aggregator.", "").replace("client.", "") for p in point)
+            for seed in seeds:
+                cfg = load_config(plan.arm_overrides(arm, [*point, f"seed={seed}"]))
+                if cfg.dataset.val_fraction <= 0:
+                    raise ConfigError(
+                        "dataset.val_fraction",
+                        "selection needs a validation split held out of the training data: set it > 0 "
+                        "(e.g. dataset.val_fraction=0.1)",
+                    )
+                cfg.output_dir = str(root / "select" / arm / (label or "base") / f"seed{seed}")
+                cfg.logging.wandb.tags = [*cfg.logging.wandb.tags, "selection"]
+                jobs.append((entry, seed, cfg))
+    for entry, seed, cfg in jobs:
+        summary = run(cfg).summary
+        entry["val_accuracy"][str(seed)] = summary["final_val_accuracy"]
+        entry["test_accuracy"][str(seed)] = summary["final_test_accuracy"]  # reported, never used
+        entry["mean_val_accuracy"] = statistics.fmean(entry["val_accuracy"].values())
+    for arm, points in selection.points.items():
+        selection.chosen[arm] = choose(points)
+    (root / "selection.json").write_text(json.dumps(selection.to_json(), indent=1))
+    return selection
+
+
+def preset_snippet(selection: Selection, command: str) -> str:
+    """YAML to paste into a preset so later comparisons reuse the selected step sizes."""
+    lines = [f"# selected by validation accuracy: {command}", "compare:", "  arms:"]
+    for arm, chosen in selection.chosen.items():
+        lines.append(f"    {arm}: [{', '.join(chosen)}]")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the comparison
+@dataclass
 class Comparison:
-    results: dict[str, RunResult]
+    """Every run's summary and evaluation rows, per arm and seed, and the table over seeds."""
+
+    runs: Mapping[str, Mapping[int, Mapping[str, Any]]]  # arm -> seed -> {summary, history, output_dir}
     table: list[dict[str, Any]]
     target_accuracy: float
     output_dir: Path
+    equal_time: dict[int, float]
+
+
+def compare(
+    overrides: Sequence[str] = (),
+    arms: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    grid: Sequence[str] = (),
+    select_seeds: Sequence[int] | None = None,
+    target: float | None = None,
+    target_fraction: float = DEFAULT_TARGET_FRACTION,
+) -> tuple[Comparison, Selection | None]:
+    """Select step sizes (if ``grid``), then run every arm on every seed and summarise.
+
+    Every config is composed and checked before the first run starts.
+    """
+    plan = parse_plan(overrides, arms, seeds)
+    for arm in plan.arms:  # check every arm's config up front
+        load_config(plan.arm_overrides(arm, [f"seed={plan.seeds[0]}"]))
+    root = output_root(overrides, plan.experiment, "compare")
+    root.mkdir(parents=True, exist_ok=True)
+    selection = None
+    if grid:
+        selection = select(plan, grid, list(select_seeds or plan.seeds[:1]), root)
+        plan.arms = {arm: [*o, *selection.chosen[arm]] for arm, o in plan.arms.items()}
+    configs = {
+        (arm, seed): load_config(plan.arm_overrides(arm, [f"seed={seed}"]))
+        for seed in plan.seeds
+        for arm in plan.arms
+    }
+    from afl.run import run
+
+    runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in plan.arms}
+    for (arm, seed), cfg in configs.items():
+        cfg.output_dir = str(root / arm / f"seed{seed}")
+        result = run(cfg)
+        runs[arm][seed] = {
+            "summary": result.summary,
+            "history": result.history,
+            "output_dir": str(result.output_dir),
+        }
+    comparison = summarise(runs, root, target=target, target_fraction=target_fraction)
+    write_outputs(comparison, plan, selection)
+    return comparison, selection
 
 
 def time_to_accuracy(
@@ -39,90 +282,154 @@ def time_to_accuracy(
 ) -> float | None:
     """The first ``key`` (sim_time or client_updates) at which test accuracy reached ``target``."""
     for row in history:
-        if row["test_accuracy"] >= target:
+        if float(row["test_accuracy"]) >= target:
             return float(row[key])
     return None
 
 
-def compare(
-    overrides: Sequence[str] = (), arms: Mapping[str, Sequence[str]] | Sequence[str] = ARMS
+def accuracy_at(history: Sequence[Mapping[str, Any]], sim_time: float) -> float | None:
+    """Test accuracy of the last evaluation at or before ``sim_time`` (None before the first)."""
+    value = None
+    for row in history:
+        if float(row["sim_time"]) <= sim_time + 1e-9:
+            value = float(row["test_accuracy"])
+    return value
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean and sample standard deviation of the values that are not None, and how many there were."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None, 0
+    std = statistics.stdev(present) if len(present) > 1 else 0.0
+    return statistics.fmean(present), std, len(present)
+
+
+def summarise(
+    runs: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    root: Path,
+    *,
+    target: float | None = None,
+    target_fraction: float = DEFAULT_TARGET_FRACTION,
 ) -> Comparison:
-    """Run every arm with the same base overrides; all configs are checked before any run starts.
+    """The comparison table from finished runs (``summary`` and ``history`` per arm and seed).
 
-    Args:
-        overrides: ``key=value`` strings for every arm (``output_dir`` names the comparison's folder).
-        arms: name → overrides of each arm, or names of arms from :data:`ARMS`.
+    The target accuracy is ``target`` or ``target_fraction`` × the best arm's mean final test accuracy.
+    "Equal time" for a seed is the shortest simulated time any arm took for the budget on that seed.
     """
-    if not isinstance(arms, Mapping):
-        unknown = [a for a in arms if a not in ARMS]
-        if unknown:
-            raise ConfigError("--arms", f"unknown arm {unknown[0]!r}; allowed: {', '.join(ARMS)}")
-        arms = {a: ARMS[a] for a in arms}
-    overrides = list(overrides)
-    root_override = [o for o in overrides if o.startswith("output_dir=")]
-    overrides = [o for o in overrides if not o.startswith("output_dir=")]
-    configs = {name: load_config([*overrides, *arm]) for name, arm in arms.items()}
-    first = next(iter(configs.values()))
-    if root_override and root_override[-1].split("=", 1)[1] not in ("", "null"):
-        root = Path(root_override[-1].split("=", 1)[1])
-        if root.exists() and any(root.iterdir()):
-            raise ConfigError("output_dir", f"{root} already exists and is not empty; choose another folder")
-    else:
-        root = Path("runs") / first.experiment / f"compare-seed{first.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    results: dict[str, RunResult] = {}
-    for name, cfg in configs.items():
-        cfg.output_dir = str(root / name)
-        results[name] = run(cfg)
-    target = min(r.summary["best_test_accuracy"] for r in results.values())
+    seeds = sorted({s for per_seed in runs.values() for s in per_seed})
+    final = {a: [runs[a][s]["summary"]["final_test_accuracy"] for s in runs[a]] for a in runs}
+    if target is None:
+        target = target_fraction * max(statistics.fmean(v) for v in final.values())
+    equal_time = {
+        s: min(float(runs[a][s]["summary"]["sim_time"]) for a in runs if s in runs[a]) for s in seeds
+    }
     table = []
-    for name, r in results.items():
-        s = r.summary
-        table.append(
-            {
-                "arm": name,
-                "algorithm": s["algorithm"],
-                "mode": s["mode"],
-                "final_acc": s["final_test_accuracy"],
-                "best_acc": s["best_test_accuracy"],
-                "sim_time": s["sim_time"],
-                "sim_time_to_target": time_to_accuracy(r.history, target),
-                "updates_to_target": time_to_accuracy(r.history, target, "client_updates"),
-                "mean_staleness": s["mean_staleness"],
-                "wall_time_s": s["wall_time_s"],
-            }
+    for arm, per_seed in runs.items():
+        summaries = [per_seed[s]["summary"] for s in per_seed]
+        histories = {s: per_seed[s]["history"] for s in per_seed}
+        row: dict[str, Any] = {
+            "arm": arm,
+            "algorithm": summaries[0]["algorithm"],
+            "mode": summaries[0]["mode"],
+        }
+        row["seeds"] = list(per_seed)
+        for name, values in (
+            ("final_acc", [s["final_test_accuracy"] for s in summaries]),
+            ("best_acc", [s["best_test_accuracy"] for s in summaries]),
+            ("sim_time", [s["sim_time"] for s in summaries]),
+            ("time_to_target", [time_to_accuracy(h, target) for h in histories.values()]),
+            (
+                "updates_to_target",
+                [time_to_accuracy(h, target, "client_updates") for h in histories.values()],
+            ),
+            ("acc_at_equal_time", [accuracy_at(h, equal_time[s]) for s, h in histories.items()]),
+            ("mean_staleness", [s["mean_staleness"] for s in summaries]),
+            ("wall_time_s", [s["wall_time_s"] for s in summaries]),
+        ):
+            mean, std, n = mean_std(values)
+            row[name], row[f"{name}_std"] = mean, std
+            if name in ("time_to_target", "updates_to_target"):
+                row[f"{name}_reached"] = n
+        table.append(row)
+    baseline = next((r for r in table if r["arm"] == BASELINE), None)
+    for row in table:
+        ok = (  # a ratio only where both reached the target on every seed
+            baseline is not None
+            and baseline["time_to_target_reached"] == len(baseline["seeds"])
+            and row["time_to_target_reached"] == len(row["seeds"])
         )
-    (root / "comparison.json").write_text(json.dumps({"target_accuracy": target, "table": table}, indent=1))
-    plot_comparison(results, root / "comparison.png")
-    return Comparison(results=results, table=table, target_accuracy=target, output_dir=root)
+        row["speedup_vs_sync"] = baseline["time_to_target"] / row["time_to_target"] if ok else None  # type: ignore[index]
+    return Comparison(
+        runs=runs,
+        table=table,
+        target_accuracy=target,
+        output_dir=root,
+        equal_time=equal_time,
+    )
 
 
-def format_table(table: Sequence[Mapping[str, Any]], target: float) -> str:
-    """A plain-text table of the comparison."""
+def _pm(mean: float | None, std: float | None, spec: str) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:{spec}} ± {std:{spec}}" if std else f"{mean:{spec}}"
 
-    def fmt(v: Any, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
 
-    lines = [
-        f"{'arm':<9} {'algorithm':<9} {'mode':<5} {'final acc':>9} {'best acc':>8} {'sim time':>9} "
-        f"{'t→' + format(target, '.3f'):>9} {'upd→tgt':>7} {'staleness':>9} {'wall s':>7}"
-    ]
-    for r in table:
-        lines.append(
-            f"{r['arm']:<9} {r['algorithm']:<9} {r['mode']:<5} {r['final_acc']:>9.4f} {r['best_acc']:>8.4f} "
-            f"{r['sim_time']:>9.1f} {fmt(r['sim_time_to_target'], '.1f'):>9} "
-            f"{fmt(r['updates_to_target'], '.0f'):>7} {r['mean_staleness']:>9.2f} {r['wall_time_s']:>7.1f}"
-        )
+def format_table(comparison: Comparison) -> str:
+    """The table as Markdown: mean ± std over seeds."""
+    c = comparison
+    n_seeds = max(len(r["seeds"]) for r in c.table)
+    header = (
+        f"| arm | final acc | best acc | sim time (s) | time to {c.target_accuracy:.3f} (s) | sync ÷ arm "
+        f"| acc at equal time | updates to target | mean τ |"
+    )
+    lines = [header, "|" + "---|" * 9]
+    for r in c.table:
+        reached = r["time_to_target_reached"]
+        ttt = _pm(r["time_to_target"], r["time_to_target_std"], ".0f")
+        if reached < len(r["seeds"]):
+            ttt += f" ({reached}/{len(r['seeds'])} reached)"
+        speed = "—" if r["speedup_vs_sync"] is None else f"{r['speedup_vs_sync']:.2f}×"
+        cells = [
+            r["arm"],
+            _pm(r["final_acc"], r["final_acc_std"], ".3f"),
+            _pm(r["best_acc"], r["best_acc_std"], ".3f"),
+            _pm(r["sim_time"], r["sim_time_std"], ".0f"),
+            ttt,
+            speed,
+            _pm(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f"),
+            _pm(r["updates_to_target"], r["updates_to_target_std"], ".0f"),
+            f"{r['mean_staleness']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    times = ", ".join(f"{t:.0f}" for t in c.equal_time.values())
+    lines.append("")
+    lines.append(
+        f'{n_seeds} seed(s); mean ± std. Target {c.target_accuracy:.3f} test accuracy. "Equal time": per '
+        f"seed, the shortest simulated time any arm needed for the budget ({times} s)."
+    )
     return "\n".join(lines)
 
 
-def plot_comparison(results: Mapping[str, RunResult], path: Path) -> None:
-    """Test accuracy against simulated time and against client updates, one line per arm."""
-    curves = {
-        f"{name} ({r.summary['algorithm']}, {r.summary['mode']})": r.history for name, r in results.items()
+def write_outputs(comparison: Comparison, plan: Plan, selection: Selection | None) -> None:
+    """comparison.json (table, target, each run's folder and overrides), comparison.md, comparison.png."""
+    root = comparison.output_dir
+    payload = {
+        "target_accuracy": comparison.target_accuracy,
+        "equal_time": {str(k): v for k, v in comparison.equal_time.items()},
+        "table": comparison.table,
+        "arms": plan.arms,
+        "runs": {a: {str(s): r["output_dir"] for s, r in v.items()} for a, v in comparison.runs.items()},
+        "selection": None if selection is None else selection.to_json(),
     }
-    plot_curves(curves, path, title=describe(next(iter(results.values())).config))
+    (root / "comparison.json").write_text(json.dumps(payload, indent=1))
+    (root / "comparison.md").write_text(format_table(comparison) + "\n")
+    histories = {a: [r["history"] for r in v.values()] for a, v in comparison.runs.items()}
+    first = next(iter(next(iter(comparison.runs.values())).values()))
+    plot_bands(histories, root / "comparison.png", title=describe(load_run(first["output_dir"])[2]))
 
 
+# ----------------------------------------------------------------------------- figures and run folders
 def describe(cfg: Any) -> str:
     """A one-line description of a run's setting, for plot titles."""
     return (
@@ -131,34 +438,75 @@ def describe(cfg: Any) -> str:
     )
 
 
-def plot_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str = "") -> None:
-    """Plot evaluation rows (``test_accuracy`` against ``sim_time`` and ``client_updates``) per label."""
-    import matplotlib
+def _step_curve(history: Sequence[Mapping[str, Any]], xs: Sequence[float], key: str) -> list[float]:
+    """Test accuracy of the last evaluation at or before each x (NaN before the first)."""
+    points = [(float(r[key]), float(r["test_accuracy"])) for r in history]
+    out, j, value = [], 0, math.nan
+    for x in xs:
+        while j < len(points) and points[j][0] <= x + 1e-9:
+            value = points[j][1]
+            j += 1
+        out.append(value)
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for label, history in curves.items():
-        acc = [float(row["test_accuracy"]) for row in history]
-        axes[0].plot([float(row["sim_time"]) for row in history], acc, marker=".", label=label)
-        axes[1].plot([int(row["client_updates"]) for row in history], acc, marker=".", label=label)
+def plot_bands(
+    curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: Path, title: str = ""
+) -> None:
+    """Test accuracy against simulated time and against client updates: per label, the mean over its
+    runs (seeds) as a line and mean ± std as a band. Uses matplotlib's Figure API (no global backend)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.6))
+    axes = fig.subplots(1, 2, sharey=True)
+    colors = [f"C{i}" for i in range(10)]
+    for (label, histories), color in zip(curves.items(), colors):
+        n = len(histories)
+        name = f"{label} ({n} seeds)" if n > 1 else label
+        for ax, key in zip(axes, ("sim_time", "client_updates")):
+            end = max(float(h[-1][key]) for h in histories)
+            xs = sorted({float(r[key]) for h in histories for r in h} | {end})
+            if key == "sim_time":
+                xs = [end * i / 300 for i in range(301)]
+            ys = [_step_curve(h, xs, key) for h in histories]
+            mean, low, high = [], [], []
+            for column in zip(*ys):
+                vals = [v for v in column if not math.isnan(v)]
+                m = (
+                    statistics.fmean(vals) if len(vals) == n else math.nan
+                )  # only where every seed has a value
+                sd = statistics.stdev(vals) if len(vals) == n and n > 1 else 0.0
+                mean.append(m)
+                low.append(m - sd)
+                high.append(m + sd)
+            drawstyle = "steps-post" if key == "sim_time" else "default"
+            ax.plot(xs, mean, color=color, label=name, drawstyle=drawstyle, lw=1.8)
+            if n > 1:
+                ax.fill_between(
+                    xs, low, high, color=color, alpha=0.18, step="post" if key == "sim_time" else None
+                )
     axes[0].set_xlabel("simulated time (s)")
     axes[1].set_xlabel("client updates")
     axes[0].set_ylabel("test accuracy")
-    fig.suptitle(title)
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
+    fig.suptitle(
+        title
+        + ("  (line: mean over seeds; band: ± 1 std)" if any(len(h) > 1 for h in curves.values()) else "")
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+
+def plot_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str = "") -> None:
+    """Plot single runs' evaluation rows side by side (one line per label)."""
+    plot_bands({label: [history] for label, history in curves.items()}, path, title)
 
 
 def load_run(output_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, str]], Any]:
     """Read a finished run's ``summary.json``, ``metrics.csv`` rows and ``config.yaml``."""
-    import csv
-
     from omegaconf import OmegaConf
 
     out = Path(output_dir)

@@ -96,6 +96,13 @@ class LoggingConfig:
 
 
 @dataclass
+class CompareConfig:
+    """Read by the comparison harness only (``scripts/compare.py``), never by a single run."""
+
+    arms: dict[str, list[str]] = field(default_factory=dict)  # arm -> its selected overrides
+
+
+@dataclass
 class Config:
     """The schema: every key a user may set, with its type. Values live in ``configs/``."""
 
@@ -110,6 +117,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     delay: DelayConfig = field(default_factory=DelayConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 def experiments(config_dir: Path = CONFIG_DIR) -> list[str]:

@@ -215,7 +215,11 @@ BN_RUN = (
     "aggregator",
     [
         ("server.aggregator.name=afl", "server.aggregator.server_lr=1.0"),
-        ("server.aggregator.name=fedbuff", "server.aggregator.buffer_size=2", "server.aggregator.server_lr=2.0"),
+        (
+            "server.aggregator.name=fedbuff",
+            "server.aggregator.buffer_size=2",
+            "server.aggregator.server_lr=2.0",
+        ),
         ("server.aggregator.name=fedasync", "server.aggregator.alpha=0.9"),
     ],
     ids=["afl", "fedbuff", "fedasync"],
@@ -263,3 +267,32 @@ def test_paper_cifar10_preset_learns_on_small_synthetic_images(tmp_path) -> None
     result = run(cfg)
     assert all(math.isfinite(row["test_loss"]) for row in result.history)
     assert result.summary["final_test_accuracy"] > 0.4
+
+
+@pytest.mark.parametrize("delay_at", ["arrival", "dispatch"])
+def test_paper_lr_handed_out_and_applied_per_update(tiny, delay_at: str) -> None:
+    """updates.csv: the LR each job trained at and the factor the server put on its delta. Job j ≥ J is
+    dispatched right after arrival j − J + 1, so its round is r = (j − J + 1) // J (0 for the first J)."""
+    alpha, lr0, J = 0.5, 0.003, 3
+    result = run(
+        tiny(
+            "server.lr_schedule.name=paper",
+            f"server.lr_schedule.alpha={alpha}",
+            f"server.lr_schedule.delay_at={delay_at}",
+            "federation.max_updates=15",
+        )
+    )
+    previous: dict[int, int] = {}
+    for u in sorted(result.updates, key=lambda u: u["job_id"]):
+        j = u["job_id"]
+        r = 0 if j < J else (j - J + 1) // J
+        if delay_at == "arrival":
+            assert u["lr"] == pytest.approx(lr0 / math.sqrt(r + 1), rel=1e-12)
+            assert u["delta_scale"] == pytest.approx(1 / (1 + alpha * u["staleness"]), rel=1e-12)
+        else:  # the client's previous τ at dispatch (its update before this job), nothing at arrival
+            tau_prev = previous.get(u["client_id"], 0)
+            assert u["lr"] == pytest.approx(lr0 / (math.sqrt(r + 1) * (1 + alpha * tau_prev)), rel=1e-12)
+            assert u["delta_scale"] == 1.0
+        previous[u["client_id"]] = u["staleness"]
+    assert any(u["staleness"] >= 2 for u in result.updates)
+    assert len({u["lr"] for u in result.updates}) >= 3

@@ -62,7 +62,9 @@ def test_paper_lr_at_dispatch_uses_the_previous_tau_and_leaves_the_delta_alone()
 
 def test_paper_lr_without_decay_keeps_gamma0_across_rounds() -> None:
     assert PaperLR(decay="none").at_dispatch(1e-3, round=99, previous_staleness=4) == 1e-3
-    assert PaperLR(decay="none", delay_at="dispatch", alpha=0.25).at_dispatch(1e-3, 99, 4) == pytest.approx(5e-4)
+    assert PaperLR(decay="none", delay_at="dispatch", alpha=0.25).at_dispatch(1e-3, 99, 4) == pytest.approx(
+        5e-4
+    )
     assert PaperLR(decay="none").at_arrival(10) == pytest.approx(1 / 2.0)  # α = 0.1 by default
 
 

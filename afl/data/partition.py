@@ -112,7 +112,9 @@ def partition(
     )
 
 
-def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Hold out ``fraction`` of every class: ``(kept, held_out)`` sorted index arrays.
 
     Each class gives ``round(fraction · n_class)`` of its samples, drawn by ``rng``; used for the

@@ -185,7 +185,11 @@ class _Buffer:
         self.params = {k: v.clone() for k, v in state["params"].items()}
         self.stats = {k: v.clone() for k, v in state["stats"].items()}
         self.int_max = {k: v.clone() for k, v in state["int_max"].items()}
-        self.weight, self.samples, self.count = float(state["weight"]), int(state["samples"]), int(state["count"])
+        self.weight, self.samples, self.count = (
+            float(state["weight"]),
+            int(state["samples"]),
+            int(state["count"]),
+        )
 
 
 class _DeltaBuffered(Aggregator):

@@ -77,7 +77,9 @@ class PaperLR(LRSchedule):
 
     def __post_init__(self) -> None:
         require(math.isfinite(self.alpha) and self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
-        require(self.delay_at in DELAY_AT, "delay_at", f"got {self.delay_at!r}; allowed: {', '.join(DELAY_AT)}")
+        require(
+            self.delay_at in DELAY_AT, "delay_at", f"got {self.delay_at!r}; allowed: {', '.join(DELAY_AT)}"
+        )
         require(self.decay in DECAYS, "decay", f"got {self.decay!r}; allowed: {', '.join(DECAYS)}")
 
     def _delay_factor(self, staleness: int) -> float:

@@ -1,0 +1,219 @@
+"""The comparison harness: arms with scoped options, seeds, selection on validation data, the table."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+from omegaconf import OmegaConf
+
+from afl.compare import (
+    ARMS,
+    choose,
+    compare,
+    format_table,
+    grid_points,
+    parse_plan,
+    summarise,
+    time_to_accuracy,
+)
+from afl.config import load_config
+from afl.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = [*TINY, "federation.max_updates=9", "federation.eval_every=3", "dataset.val_fraction=0.25"]
+
+
+def _summary(out: str | Path) -> dict:
+    return json.loads((Path(out) / "summary.json").read_text())
+
+
+def test_table_numbers_equal_the_runs_summary_files(tmp_path: Path) -> None:
+    result, selection = compare(
+        [*SMALL, f"output_dir={tmp_path / 'cmp'}"], ["afl", "afl-nolr", "sync"], [0, 1]
+    )
+    assert selection is None
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert [r["arm"] for r in saved["table"]] == ["afl", "afl-nolr", "sync"]
+    for row in saved["table"]:
+        folders = saved["runs"][row["arm"]]
+        assert sorted(folders) == ["0", "1"]
+        summaries = [_summary(folders[s]) for s in ("0", "1")]
+        assert {s["seed"] for s in summaries} == {0, 1}
+        for column, key in (
+            ("final_acc", "final_test_accuracy"),
+            ("best_acc", "best_test_accuracy"),
+            ("sim_time", "sim_time"),
+        ):
+            values = [s[key] for s in summaries]
+            assert row[column] == pytest.approx(statistics.fmean(values), rel=1e-12)
+            assert row[f"{column}_std"] == pytest.approx(statistics.stdev(values), rel=1e-12, abs=1e-15)
+    # the arms share partitions, delays and speeds per seed; sync waits for the slowest of each round
+    afl, sync = saved["table"][0], saved["table"][2]
+    assert afl["mode"] == "async" and sync["algorithm"] == "fedavg"
+    assert sync["sim_time"] > afl["sim_time"]
+    for seed in ("0", "1"):
+        partitions = [
+            (Path(saved["runs"][arm][seed]) / "partition.json").read_text() for arm in saved["runs"]
+        ]
+        assert len(set(partitions)) == 1
+    assert (Path(saved["runs"]["afl"]["0"]) / "partition.json").read_text() != partitions[0]  # seed 1's
+    # equal time is the fastest arm's budget time per seed; the target is 0.95 × the best mean final
+    for seed, t in saved["equal_time"].items():
+        assert t == min(_summary(saved["runs"][arm][seed])["sim_time"] for arm in saved["runs"])
+    assert saved["target_accuracy"] == pytest.approx(0.95 * max(r["final_acc"] for r in saved["table"]))
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["afl", "afl-nolr", "sync"]
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 20_000
+    assert format_table(result).splitlines()[0].startswith("| arm | final acc")
+
+
+def test_selection_keeps_the_best_validation_point_and_records_it(tmp_path: Path) -> None:
+    result, selection = compare(
+        [*SMALL, f"output_dir={tmp_path / 'cmp'}"],
+        ["afl", "sync"],
+        [0],
+        grid=["client.lr=0.0003,0.01", "server.aggregator.server_lr=0.3,0.6"],
+        select_seeds=[3],
+    )
+    saved = json.loads((tmp_path / "cmp" / "selection.json").read_text())
+    assert saved == json.loads(json.dumps(selection.to_json()))
+    assert len(saved["points"]["afl"]) == 4 and len(saved["points"]["sync"]) == 2  # sync has no server_lr
+    for arm, points in saved["points"].items():
+        # the choice is reproducible from the recorded validation numbers alone
+        best = max(points, key=lambda p: statistics.fmean(p["val_accuracy"].values()))
+        assert saved["chosen"][arm] == best["overrides"] == choose(points)
+        for p in points:  # recorded numbers are the selection runs' own summaries
+            label = ",".join(
+                o.replace("server.aggregator.", "").replace("client.", "") for o in p["overrides"]
+            )
+            summary = _summary(tmp_path / "cmp" / "select" / arm / label / "seed3")
+            assert summary["final_val_accuracy"] == p["val_accuracy"]["3"]
+            assert summary["val_samples"] == 120  # 25% of the 480 training samples, never the test set
+        # and the comparison ran the arm with it
+        cfg = OmegaConf.load(Path(result.runs[arm][0]["output_dir"]) / "config.yaml")
+        chosen = dict(o.split("=") for o in saved["chosen"][arm])
+        assert cfg.client.lr == float(chosen["client.lr"])
+
+
+def test_selection_needs_a_validation_split(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="dataset.val_fraction: selection needs a validation split"):
+        compare([*TINY, f"output_dir={tmp_path / 'c'}"], ["sync"], [0], grid=["client.lr=0.001,0.01"])
+
+
+def test_arm_options_are_scoped_to_their_arm() -> None:
+    plan = parse_plan(
+        ["experiment=demo", "client.lr=0.5", "afl:client.lr=0.7", "afl:server.aggregator.server_lr=0.3"],
+        ["afl", "afl-noweight", "sync"],
+    )
+    afl, noweight, sync = (load_config(plan.arm_overrides(a)) for a in ("afl", "afl-noweight", "sync"))
+    assert afl.client.lr == 0.7 and afl.server.aggregator.server_lr == 0.3
+    assert noweight.client.lr == 0.5 and noweight.server.aggregator.staleness.name == "constant"
+    assert noweight.server.lr_schedule.name == "paper"
+    assert (
+        sync.client.lr == 0.5 and sync.federation.mode == "sync" and "server_lr" not in sync.server.aggregator
+    )
+    # an option for one aggregator, given to every arm, breaks the arms without it: checked before any run
+    with pytest.raises(
+        ConfigError, match="server.aggregator.server_lr: not an option of aggregator 'fedavg'"
+    ):
+        compare([*TINY, "server.aggregator.server_lr=0.3"], ["afl", "sync"], [0])
+    with pytest.raises(ConfigError, match="arm 'fedbuff' is not in this comparison"):
+        parse_plan(["fedbuff:server.aggregator.buffer_size=2"], ["afl", "sync"])
+    with pytest.raises(ConfigError, match="--arms: unknown arm 'afl-const'"):
+        parse_plan([], ["afl-const"])
+
+
+def test_grid_axes_apply_to_the_arms_that_have_them() -> None:
+    plan = parse_plan(TINY, ["afl", "fedasync", "sync"])
+    grid = [
+        "client.lr=1e-3,1e-2",
+        "server.aggregator.server_lr=0.1,0.2,0.4",
+        "fedasync:server.aggregator.alpha=0.3,0.6",
+    ]
+    assert len(grid_points(plan, "afl", grid)) == 6
+    assert grid_points(plan, "sync", grid) == [["client.lr=1e-3"], ["client.lr=1e-2"]]
+    assert ["client.lr=1e-2", "server.aggregator.alpha=0.6"] in grid_points(plan, "fedasync", grid)
+    assert len(grid_points(plan, "fedasync", grid)) == 4
+    with pytest.raises(ConfigError, match="expected key=v1,v2"):
+        grid_points(plan, "afl", ["client.lr"])
+
+
+def _history(points: list[tuple[float, int, float]]) -> list[dict]:
+    return [{"sim_time": t, "client_updates": u, "test_accuracy": a} for t, u, a in points]
+
+
+def _runs(arm_histories: dict[str, list[list[tuple[float, int, float]]]]) -> dict:
+    runs: dict = {}
+    for arm, seeds in arm_histories.items():
+        runs[arm] = {}
+        for seed, points in enumerate(seeds):
+            h = _history(points)
+            runs[arm][seed] = {
+                "history": h,
+                "summary": {
+                    "algorithm": arm,
+                    "mode": "sync" if arm == "sync" else "async",
+                    "final_test_accuracy": h[-1]["test_accuracy"],
+                    "best_test_accuracy": max(r["test_accuracy"] for r in h),
+                    "sim_time": h[-1]["sim_time"],
+                    "mean_staleness": 0.0,
+                    "wall_time_s": 1.0,
+                },
+                "output_dir": "",
+            }
+    return runs
+
+
+def test_summary_time_to_target_ratio_and_equal_time_by_hand(tmp_path: Path) -> None:
+    runs = _runs(
+        {
+            "afl": [
+                [(10, 5, 0.5), (20, 10, 0.8), (30, 15, 0.85)],
+                [(12, 5, 0.6), (24, 10, 0.9), (36, 15, 0.9)],
+            ],
+            "sync": [
+                [(30, 5, 0.7), (60, 10, 0.8), (90, 15, 0.9)],
+                [(40, 5, 0.5), (80, 10, 0.7), (120, 15, 0.8)],
+            ],
+        }
+    )
+    c = summarise(runs, tmp_path, target=0.8)
+    afl, sync = c.table
+    assert afl["time_to_target"] == pytest.approx(22.0) and afl["time_to_target_std"] == pytest.approx(
+        2**0.5 * 2
+    )
+    assert sync["time_to_target"] == pytest.approx(90.0)  # 60 and 120 s
+    assert afl["speedup_vs_sync"] == pytest.approx(90 / 22)
+    assert c.equal_time == {0: 30.0, 1: 36.0}
+    # at 30 s sync has seed 0's first evaluation (0.7); at 36 s seed 1 has none yet: not counted
+    assert sync["acc_at_equal_time"] == pytest.approx(0.7) and afl["acc_at_equal_time"] == pytest.approx(
+        0.875
+    )
+    assert afl["updates_to_target"] == pytest.approx(10.0)
+    # a default target: 0.95 × the best mean final accuracy (sync 0.85, afl 0.875)
+    assert summarise(runs, tmp_path).target_accuracy == pytest.approx(0.95 * 0.875)
+    # an arm that misses the target on one seed gets no ratio
+    missing = summarise(runs, tmp_path, target=0.88)
+    assert missing.table[1]["time_to_target_reached"] == 1 and missing.table[0]["speedup_vs_sync"] is None
+    assert "(1/2 reached)" in format_table(missing)
+
+
+def test_time_to_accuracy() -> None:
+    history = _history([(1.0, 5, 0.2), (2.5, 10, 0.6), (4.0, 15, 0.5)])
+    assert time_to_accuracy(history, 0.55) == 2.5
+    assert time_to_accuracy(history, 0.55, "client_updates") == 10
+    assert time_to_accuracy(history, 0.9) is None
+
+
+def test_compare_script_exits_2_on_bad_input(tmp_path: Path, capsys) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare as script
+
+    assert script.main(["--arms", "afl,nope", f"output_dir={tmp_path / 'x'}"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --arms: unknown arm 'nope'; allowed: " + ", ".join(ARMS)
+    assert not (tmp_path / "x").exists()
