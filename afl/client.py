@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import lightning as L
@@ -15,8 +15,27 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
+from afl.registry import Registry
+
 State = dict[str, torch.Tensor]
-OPTIMIZERS = ("adam", "sgd")
+
+#: Client optimizers by name (``client.optimizer``): ``(parameters, lr=, momentum=, weight_decay=)``.
+OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("adam")
+def _adam(
+    params: Iterable[nn.Parameter], *, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)  # momentum: Adam's own betas
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(
+    params: Iterable[nn.Parameter], *, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
 
 _job = threading.local()
 
@@ -59,11 +78,9 @@ class ClientModule(L.LightningModule):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        self.make_optimizer = OPTIMIZERS.get(optimizer, "client.optimizer")
         self.model = model
         self.lr = lr
-        self.optimizer_name = optimizer
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.train_loss = torchmetrics.MeanMetric()
@@ -81,11 +98,9 @@ class ClientModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.optimizer_name == "sgd":
-            return torch.optim.SGD(
-                self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-            )
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return self.make_optimizer(
+            self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
 
 
 def make_client_trainer(max_epochs: int) -> L.Trainer:

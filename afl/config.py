@@ -237,12 +237,12 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(missing[0], "has no value (set it in configs/defaults.yaml or on the command line)")
-    _choice(cfg, "dataset.name", sorted(DATASETS))
-    _choice(cfg, "partition.scheme", sorted(PARTITIONERS))
-    _choice(cfg, "model.name", sorted(MODELS))
-    _choice(cfg, "client.optimizer", OPTIMIZERS)
+    _choice(cfg, "dataset.name", DATASETS.names())
+    _choice(cfg, "partition.scheme", PARTITIONERS.names())
+    _choice(cfg, "model.name", MODELS.names())
+    _choice(cfg, "client.optimizer", OPTIMIZERS.names())
     _choice(cfg, "federation.mode", MODES)
-    _choice(cfg, "federation.executor", sorted(EXECUTORS))
+    _choice(cfg, "federation.executor", EXECUTORS.names())
     _choice(cfg, "delay.staleness_policy", STALENESS_POLICIES)
     _choice(cfg, "logging.wandb.mode", ("offline", "online", "disabled"))
     for key in (

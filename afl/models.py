@@ -1,17 +1,21 @@
 """Client models: the paper's MNIST CNN, a LeNet-5 and the paper's CIFAR ResNet-20.
 
 Every model takes ``in_channels``, ``num_classes`` and ``image_size`` (the side of a square input), so the
-data set decides them. Register a new model by adding its class to :data:`MODELS`.
+data set decides them. Register a new model with ``@MODELS.register("name")``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
+from afl.registry import Registry
 
+#: Models by name: register a class taking ``in_channels``, ``num_classes``, ``image_size``.
+MODELS: Registry[nn.Module] = Registry("model")
+
+
+@MODELS.register("cnn")
 class PaperCNN(nn.Module):
     """The paper's MNIST CNN: three 3×3 convolutions (32 channels, padding 1, ReLU), global average
     pooling and a linear layer. 19,146 parameters on 1×28×28 inputs with 10 classes; any input size.
@@ -39,6 +43,7 @@ class PaperCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+@MODELS.register("lenet")
 class LeNet5(nn.Module):
     """LeNet-5 style: conv 5×5 (6, padding 2) → max-pool → conv 5×5 (16) → max-pool → 120 → 84 → classes.
 
@@ -92,6 +97,7 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+@MODELS.register("resnet20")
 class ResNet20(nn.Module):
     """The paper's CIFAR ResNet: BasicBlock ×[3, 3, 3] with 16/32/64 channels and 1×1 projection
     shortcuts (272,474 parameters on 3×32×32 with 10 classes)."""
@@ -115,14 +121,11 @@ class ResNet20(nn.Module):
         return self.classifier(self.pool(self.blocks(self.stem(x))))
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": PaperCNN, "lenet": LeNet5, "resnet20": ResNet20}
-
-
 def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Build a registered model by short name (see :data:`MODELS`)."""
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
-    return MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    return MODELS.get(name, "model.name")(
+        in_channels=in_channels, num_classes=num_classes, image_size=image_size
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -9,16 +9,20 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from afl.errors import ConfigError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Registry(Generic[T]):
-    """Short name → class, for one kind of component (aggregator, staleness function, …).
+    """Short name → class (or factory function), for one kind of pluggable component: aggregators,
+    staleness functions, LR schedules, delay distributions, executors, data sets, models, partition
+    schemes, optimizers. Every kind uses this one style: register with ``@KIND.register("name")``, look up
+    with :meth:`get` (an unknown name is a :class:`ConfigError` listing the allowed ones).
 
     Args:
         kind: what the components are, for error messages ("aggregator").
@@ -40,10 +44,10 @@ class Registry(Generic[T]):
         self.nested = dict(nested or {})
         self._classes: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str) -> Callable[[type], type]:
-        """Class decorator that registers a class under ``name``."""
+    def register(self, name: str) -> Callable[[F], F]:
+        """Decorator that registers a class or function under ``name``."""
 
-        def add(cls: type) -> type:
+        def add(cls: F) -> F:
             if name in self._classes:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._classes[name] = cls
@@ -53,6 +57,12 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._classes)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
 
     def get(self, name: str, key: str = "name") -> Callable[..., T]:
         if name not in self._classes:

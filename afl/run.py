@@ -10,17 +10,18 @@ import csv
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from afl.client import ClientRuntime
 from afl.config import load_config, to_yaml, validate
-from afl.data.datasets import load_dataset
+from afl.data.datasets import ArrayData, DatasetSplits, load_dataset
 from afl.data.partition import class_counts, partition, stratified_split
 from afl.errors import ConfigError
 from afl.evaluation import evaluate
@@ -28,8 +29,8 @@ from afl.models import build_model, count_parameters
 from afl.rng import derive_rng, derive_seed
 from afl.server.aggregators import State
 from afl.sim.delays import DelayModel
-from afl.sim.executors import EXECUTORS
-from afl.sim.loop import FederatedLoop, LoopConfig
+from afl.sim.executors import EXECUTORS, Executor
+from afl.sim.loop import FederatedLoop, LoopConfig, LoopState
 from afl.tracking import WandbTracker
 
 METRIC_COLUMNS = (
@@ -129,32 +130,84 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.federation.torch_threads)  # process-wide: restored when the run ends
     try:
-        return _run(cfg, components)
+        setup = build(cfg, components)  # everything that can fail on bad input fails here
+        out = _output_dir(cfg)
+        # the W&B run finishes as failed, and metrics.csv is closed, if anything below raises
+        with RunWriter(out, cfg, setup) as writer, _tracker(cfg, out) as tracker:
+
+            def on_eval(row: dict[str, Any]) -> None:
+                writer.write_row(row)
+                tracker.log({WANDB_KEYS.get(k, k): v for k, v in row.items() if _finite(v)})
+
+            start = time.perf_counter()
+            with EXECUTORS.get(cfg.federation.executor)(setup.runtime, cfg.federation.workers) as executor:
+                loop = make_loop(setup, executor, on_eval)
+                history = loop.run()
+            summary = run_summary(setup, loop.state, history, time.perf_counter() - start, out)
+            writer.finish(summary, loop.state)
+            tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
     finally:
         torch.set_num_threads(threads)
+    return RunResult(
+        summary=summary,
+        history=history,
+        updates=loop.state.arrivals,
+        output_dir=out,
+        final_state=loop.state.global_state,
+        config=cfg,
+    )
 
 
-def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
+@dataclass
+class Setup:
+    """What a run is built from, ready before anything is written: data, partition, model, client runtime,
+    delay model and server components."""
 
-    # ------------------------------------------------------------------ data, partition, model
+    cfg: DictConfig
+    data: DatasetSplits
+    train: ArrayData
+    val: ArrayData | None
+    parts: list[np.ndarray]
+    model_factory: Callable[[], torch.nn.Module]
+    global_state: State
+    num_parameters: int
+    runtime: ClientRuntime
+    delay: DelayModel
+    components: dict[str, Any]
+
+    def evaluate(self) -> Callable[[State], dict[str, float]]:
+        """Global state → test (and validation) loss and accuracy, on one reused model."""
+        model = self.model_factory()
+
+        def evaluate_state(state: State) -> dict[str, float]:
+            model.load_state_dict(state)
+            metrics = evaluate(model, self.data.test.x, self.data.test.y)
+            if self.val is not None:
+                metrics.update(evaluate(model, self.val.x, self.val.y, prefix="val"))
+            return metrics
+
+        return evaluate_state
+
+
+def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
+    """Load the data, hold out the validation split, partition, build the initial model, the clients and
+    the delay model. Raises :class:`ConfigError` on bad input; writes nothing."""
     ds = cfg.dataset
-    synthetic = _plain(ds.synthetic)
     data = load_dataset(
         ds.name,
         root=ds.root,
         download=ds.download,
         train_subset=ds.train_subset,
         test_subset=ds.test_subset,
-        synthetic=synthetic,
+        synthetic=_plain(ds.synthetic),
     )
     train, val = data.train, None
     if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set
         kept, held = stratified_split(train.y.numpy(), ds.val_fraction, derive_rng(cfg.seed, "val-split"))
         train, val = train.subset(kept), train.subset(held)
     p = cfg.partition
-    labels = train.y.numpy()
     parts = partition(
-        labels,
+        train.y.numpy(),
         p.num_clients,
         p.scheme,
         rng=derive_rng(cfg.seed, "partition"),
@@ -177,36 +230,6 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         raise ConfigError(
             "model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{height})"
         ) from None
-    global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    # ------------------------------------------------------------------ outputs (input is valid now)
-    out = _output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    counts = class_counts(labels, parts, data.num_classes)
-    (out / "partition.json").write_text(
-        json.dumps(
-            {
-                "scheme": p.scheme,
-                "num_clients": p.num_clients,
-                "alpha": p.alpha,
-                "samples": [int(len(ix)) for ix in parts],
-                "class_counts": counts,
-            },
-            indent=1,
-        )
-    )
-
-    algorithm = algorithm_name(cfg)
-    eval_model = model_factory()
-
-    def evaluate_state(state: State) -> dict[str, float]:
-        eval_model.load_state_dict(state)
-        metrics = evaluate(eval_model, data.test.x, data.test.y)
-        if val is not None:
-            metrics.update(evaluate(eval_model, val.x, val.y, prefix="val"))
-        return metrics
-
     runtime = ClientRuntime(
         [(train.x[torch.as_tensor(ix)], train.y[torch.as_tensor(ix)]) for ix in parts],
         model_factory,
@@ -217,7 +240,6 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         momentum=cfg.client.momentum,
         weight_decay=cfg.client.weight_decay,
     )
-    fed = cfg.federation
     delay = DelayModel(
         speed=components["speed"],
         comm=components["comm"],
@@ -225,6 +247,26 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         num_clients=p.num_clients,
         seed=cfg.seed,
     )
+    return Setup(
+        cfg=cfg,
+        data=data,
+        train=train,
+        val=val,
+        parts=parts,
+        model_factory=model_factory,
+        global_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        num_parameters=count_parameters(model),
+        runtime=runtime,
+        delay=delay,
+        components=components,
+    )
+
+
+def make_loop(
+    setup: Setup, executor: Executor, on_eval: Callable[[dict[str, Any]], None] | None = None
+) -> FederatedLoop:
+    """The federated loop of a built run, on ``executor``."""
+    cfg, fed = setup.cfg, setup.cfg.federation
     loop_cfg = LoopConfig(
         mode=fed.mode,
         concurrency=fed.concurrency,
@@ -237,7 +279,103 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         staleness_policy=cfg.delay.staleness_policy,
         progress=cfg.logging.progress,
     )
-    tracker = WandbTracker(
+    return FederatedLoop(
+        loop_cfg,
+        global_state=setup.global_state,
+        num_samples=[len(ix) for ix in setup.parts],
+        aggregator=setup.components["aggregator"],
+        lr_schedule=setup.components["lr_schedule"],
+        delay=setup.delay,
+        executor=executor,
+        evaluate=setup.evaluate(),
+        on_eval=on_eval,
+    )
+
+
+def run_summary(
+    setup: Setup, state: LoopState, history: list[dict[str, Any]], wall_time_s: float, out: Path
+) -> dict[str, Any]:
+    """summary.json of a finished run."""
+    cfg, final = setup.cfg, history[-1]
+    return {
+        "experiment": cfg.experiment,
+        "algorithm": algorithm_name(cfg),
+        "mode": cfg.federation.mode,
+        "seed": cfg.seed,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "num_parameters": setup.num_parameters,
+        "final_test_accuracy": final["test_accuracy"],
+        "final_test_loss": final["test_loss"],
+        "best_test_accuracy": max(r["test_accuracy"] for r in history),
+        "final_val_accuracy": final.get("val_accuracy"),
+        "best_val_accuracy": max(r["val_accuracy"] for r in history) if setup.val is not None else None,
+        "val_samples": 0 if setup.val is None else len(setup.val),
+        "client_updates": state.client_updates,
+        "version": state.version,
+        "rounds": final["round"],
+        "sim_time": state.clock,
+        "mean_staleness": sum(a["staleness"] for a in state.arrivals) / max(len(state.arrivals), 1),
+        "dropped_updates": state.dropped_updates,
+        "stale_updates": state.stale_updates,
+        "wall_time_s": wall_time_s,
+        "output_dir": str(out),
+    }
+
+
+class RunWriter:
+    """Owns a run folder's files. On entry: the folder, ``config.yaml``, ``partition.json`` and the header
+    of ``metrics.csv`` (one row per evaluation, flushed as it comes); :meth:`finish` adds
+    ``summary.json``, ``updates.csv`` and ``final_model.pt``."""
+
+    def __init__(self, out: Path, cfg: DictConfig, setup: Setup) -> None:
+        self.out, self.cfg, self.setup = out, cfg, setup
+        self._csv: Any = None
+        self._rows: csv.DictWriter[str] | None = None
+
+    def __enter__(self) -> RunWriter:
+        out, setup, p = self.out, self.setup, self.cfg.partition
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(self.cfg))
+        labels = setup.train.y.numpy()
+        (out / "partition.json").write_text(
+            json.dumps(
+                {
+                    "scheme": p.scheme,
+                    "num_clients": p.num_clients,
+                    "alpha": p.alpha,
+                    "samples": [int(len(ix)) for ix in setup.parts],
+                    "class_counts": class_counts(labels, setup.parts, setup.data.num_classes),
+                },
+                indent=1,
+            )
+        )
+        self._csv = (out / "metrics.csv").open("w", newline="")
+        self._rows = csv.DictWriter(self._csv, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        self._rows.writeheader()
+        return self
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        assert self._rows is not None, "use RunWriter as a context manager"
+        self._rows.writerow(row)
+        self._csv.flush()
+
+    def finish(self, summary: dict[str, Any], state: LoopState) -> None:
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        with (self.out / "updates.csv").open("w", newline="") as f:
+            updates = csv.DictWriter(f, fieldnames=list(state.arrivals[0]))
+            updates.writeheader()
+            updates.writerows(state.arrivals)
+        torch.save(state.global_state, self.out / "final_model.pt")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._csv is not None:
+            self._csv.close()
+
+
+def _tracker(cfg: DictConfig, out: Path) -> WandbTracker:
+    algorithm = algorithm_name(cfg)
+    return WandbTracker(
         mode=cfg.logging.wandb.mode,
         project=cfg.logging.wandb.project,
         entity=cfg.logging.wandb.entity,
@@ -247,69 +385,4 @@ def _run(cfg: DictConfig, components: dict[str, Any]) -> RunResult:
         config=_plain(cfg),
         dir=out,
         tags=list(cfg.logging.wandb.tags),
-    )
-    # the W&B run finishes as failed, and metrics.csv is closed, if anything below raises
-    with tracker, (out / "metrics.csv").open("w", newline="") as csv_file:
-        writer = csv.DictWriter(csv_file, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-
-        def on_eval(row: dict[str, Any]) -> None:
-            writer.writerow(row)
-            csv_file.flush()
-            tracker.log({WANDB_KEYS.get(k, k): v for k, v in row.items() if _finite(v)})
-
-        start = time.perf_counter()
-        with EXECUTORS[fed.executor](runtime, fed.workers) as executor:
-            loop = FederatedLoop(
-                loop_cfg,
-                global_state=global_state,
-                num_samples=[len(ix) for ix in parts],
-                aggregator=components["aggregator"],
-                lr_schedule=components["lr_schedule"],
-                delay=delay,
-                executor=executor,
-                evaluate=evaluate_state,
-                on_eval=on_eval,
-            )
-            history = loop.run()
-        state = loop.state
-        final = history[-1]
-        summary = {
-            "experiment": cfg.experiment,
-            "algorithm": algorithm,
-            "mode": fed.mode,
-            "seed": cfg.seed,
-            "dataset": ds.name,
-            "model": cfg.model.name,
-            "num_parameters": count_parameters(model),
-            "final_test_accuracy": final["test_accuracy"],
-            "final_test_loss": final["test_loss"],
-            "best_test_accuracy": max(r["test_accuracy"] for r in history),
-            "final_val_accuracy": final.get("val_accuracy"),
-            "best_val_accuracy": max(r["val_accuracy"] for r in history) if val is not None else None,
-            "val_samples": 0 if val is None else len(val),
-            "client_updates": state.client_updates,
-            "version": state.version,
-            "rounds": final["round"],
-            "sim_time": state.clock,
-            "mean_staleness": sum(a["staleness"] for a in state.arrivals) / max(len(state.arrivals), 1),
-            "dropped_updates": state.dropped_updates,
-            "stale_updates": state.stale_updates,
-            "wall_time_s": time.perf_counter() - start,
-            "output_dir": str(out),
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        with (out / "updates.csv").open("w", newline="") as f:
-            updates = csv.DictWriter(f, fieldnames=list(state.arrivals[0]))
-            updates.writeheader()
-            updates.writerows(state.arrivals)
-        torch.save(state.global_state, out / "final_model.pt")
-        tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
-    return RunResult(
-        summary=summary,
-        history=history,
-        updates=state.arrivals,
-        output_dir=out,
-        final_state=state.global_state,
-        config=cfg,
     )

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from afl.errors import ConfigError
 from afl.models import MODELS, build_model, count_parameters
 
 
@@ -46,6 +47,6 @@ def test_lenet_rejects_too_small_inputs() -> None:
 
 
 def test_unknown_model_lists_the_allowed_names() -> None:
-    with pytest.raises(KeyError, match="cnn, lenet, resnet20"):
+    with pytest.raises(ConfigError, match="model.name: unknown model 'vgg'; allowed: cnn, lenet, resnet20"):
         build_model("vgg", in_channels=1, num_classes=10, image_size=28)
     assert sorted(MODELS) == ["cnn", "lenet", "resnet20"]

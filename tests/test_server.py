@@ -8,7 +8,18 @@ import pytest
 import torch
 
 from afl.errors import ConfigError
-from afl.server.aggregators import AFL, AGGREGATORS, ClientUpdate, FedAsync, FedAvg, FedBuff
+from afl.server.aggregators import (
+    AFL,
+    AGGREGATORS,
+    ClientUpdate,
+    FedAsync,
+    FedAvg,
+    FedBuff,
+    add_scaled,
+    is_parameter,
+    max_int_entries,
+    mix,
+)
 from afl.server.lr_schedules import LR_SCHEDULES, ConstantLR, PaperLR
 from afl.server.staleness import STALENESS, Constant, Hinge, Inverse, Polynomial
 
@@ -300,3 +311,28 @@ def test_nested_staleness_is_built_from_its_registry() -> None:
     assert isinstance(agg, FedAsync)
     assert agg.staleness == Hinge(a=3.0, b=1)
     assert math.isclose(agg.staleness(2), 0.25)
+
+
+# ----------------------------------------------------------------------------- aggregation arithmetic
+def test_add_scaled_mix_and_integer_max_by_hand() -> None:
+    target = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
+    add_scaled(target, {"a": torch.tensor([2.0, -4.0])}, 0.25)
+    assert target["a"].tolist() == [1.5, 1.0] and target["b"].tolist() == [0.0]  # only given entries
+    mix(target, {"a": torch.tensor([3.5, 5.0]), "b": torch.tensor([8.0])}, 0.5)
+    assert target["a"].tolist() == [2.5, 3.0] and target["b"].tolist() == [4.0]
+    mix(target, {"b": torch.tensor([0.0])}, 7.0)  # clipped to 1: replaced, never extrapolated
+    mix(target, {"a": torch.tensor([0.0, 0.0])}, -1.0)  # clipped to 0: unchanged
+    assert target["b"].tolist() == [0.0] and target["a"].tolist() == [2.5, 3.0]
+    counters = {"n": torch.tensor(5), "w": torch.tensor([1.0])}
+    max_int_entries(counters, {"n": torch.tensor(3), "w": torch.tensor([9.0])})
+    assert int(counters["n"]) == 5 and counters["w"].tolist() == [1.0]  # floats untouched
+    max_int_entries(counters, {"n": torch.tensor(8)})
+    assert int(counters["n"]) == 8
+
+
+def test_entry_kinds() -> None:
+    assert is_parameter("conv.weight", torch.zeros(1))
+    assert not is_parameter("bn.running_var", torch.zeros(1))
+    assert not is_parameter("bn.running_mean", torch.zeros(1))
+    assert not is_parameter("bn.num_batches_tracked", torch.tensor(0))
+    assert is_parameter("bn.weight", torch.zeros(1))  # BatchNorm's affine weight is learned

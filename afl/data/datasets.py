@@ -4,7 +4,7 @@ Every dataset is returned as a :class:`DatasetSplits` holding two :class:`ArrayD
 ``x`` float32 ``N×C×H×W`` normalised by fixed per-dataset constants and ``y`` int64 labels. Nothing is
 computed from the data at run time, so the same files always give the same tensors.
 
-Adding a dataset is one loader function plus one entry in :data:`DATASET_LOADERS`.
+Adding a dataset is one loader function registered in :data:`DATASET_LOADERS`.
 
 torchvision and scikit-learn are imported inside the loaders that need them: importing torchvision costs
 seconds, which the synthetic dataset and configuration errors should not pay.
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from afl.errors import ConfigError
+from afl.registry import Registry
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the four gzipped idx files.
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -112,6 +113,9 @@ class DatasetSplits:
 #: A loader gets the data root, the download flag and the ``synthetic`` options (empty for other datasets).
 Loader = Callable[[Path, bool, Mapping[str, Any]], DatasetSplits]
 
+#: Loaders by data set name: register a :data:`Loader` with ``@DATASET_LOADERS.register("name")``.
+DATASET_LOADERS: Registry[DatasetSplits] = Registry("dataset")
+
 
 def load_dataset(
     name: str,
@@ -142,11 +146,7 @@ def load_dataset(
         ConfigError: unknown name, data files missing or unreadable, failed download, bad subset size, bad
             synthetic option.
     """
-    loader = DATASET_LOADERS.get(name)
-    if loader is None:
-        raise ConfigError(
-            "dataset.name", f"unknown dataset {name!r}; allowed: {', '.join(sorted(DATASET_LOADERS))}"
-        )
+    loader = DATASET_LOADERS.get(name, "dataset.name")
     splits = loader(Path(root).expanduser(), bool(download), synthetic or {})
     train = fixed_subset(splits.train, train_subset, "dataset.train_subset")
     test = fixed_subset(splits.test, test_subset, "dataset.test_subset")
@@ -320,11 +320,13 @@ def _load_idx_dataset(
     return splits[0], splits[1]
 
 
+@DATASET_LOADERS.register("mnist")
 def _load_mnist(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
     train, test = _load_idx_dataset(root, download, class_name="MNIST", mean=MNIST_MEAN, std=MNIST_STD)
     return DatasetSplits(train, test, 10, "mnist")
 
 
+@DATASET_LOADERS.register("fashion_mnist")
 def _load_fashion_mnist(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
     train, test = _load_idx_dataset(
         root,
@@ -368,6 +370,7 @@ def _cifar10_class() -> Any:
 CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
 
 
+@DATASET_LOADERS.register("cifar10")
 def _load_cifar10(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
     dataset_class = _cifar10_class()
     folder = root / dataset_class.base_folder
@@ -403,6 +406,7 @@ def _load_cifar10(root: Path, download: bool, options: Mapping[str, Any]) -> Dat
 # ------------------------------------------------------------------------------------------------ digits
 
 
+@DATASET_LOADERS.register("digits")
 def _load_digits(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
     """sklearn's bundled 8×8 digits: 1797 images, a fixed 1500 / 297 train/test split."""
     from sklearn.datasets import load_digits
@@ -438,6 +442,7 @@ def _synthetic_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+@DATASET_LOADERS.register("synthetic")
 def _load_synthetic(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
     """Class-conditional Gaussian images: ``template[class] + noise * N(0, 1)`` per pixel.
 
@@ -461,13 +466,3 @@ def _load_synthetic(root: Path, download: bool, options: Mapping[str, Any]) -> D
     train = draw(opts["train_size"])
     test = draw(opts["test_size"])
     return DatasetSplits(train, test, k, "synthetic")
-
-
-#: Loaders by dataset name. To add a dataset, write a :data:`Loader` and register it here.
-DATASET_LOADERS: dict[str, Loader] = {
-    "mnist": _load_mnist,
-    "fashion_mnist": _load_fashion_mnist,
-    "cifar10": _load_cifar10,
-    "digits": _load_digits,
-    "synthetic": _load_synthetic,
-}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from afl.errors import ConfigError
+from afl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class PartitionOptions:
 
 #: A scheme draws one partition: (labels, num_clients, rng, options) -> per-client index arrays.
 Scheme = Callable[[np.ndarray, int, np.random.Generator, PartitionOptions], list[np.ndarray]]
+
+#: Partition schemes by name: register a :data:`Scheme` with ``@SCHEMES.register("name")``.
+SCHEMES: Registry[list[np.ndarray]] = Registry("partition scheme")
 
 
 def partition(
@@ -65,11 +69,7 @@ def partition(
         ConfigError: unknown scheme, invalid parameter, or ``min_samples`` not met within ``max_redraws``
             draws.
     """
-    draw = SCHEMES.get(scheme)
-    if draw is None:
-        raise ConfigError(
-            "partition.scheme", f"unknown scheme {scheme!r}; allowed: {', '.join(sorted(SCHEMES))}"
-        )
+    draw = SCHEMES.get(scheme, "partition.scheme")
     labels = np.asarray(labels)
     if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
         raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
@@ -169,6 +169,7 @@ def _grouped_by_class(labels: np.ndarray, rng: np.random.Generator) -> list[np.n
     return groups
 
 
+@SCHEMES.register("dirichlet")
 def _dirichlet(
     labels: np.ndarray, num_clients: int, rng: np.random.Generator, options: PartitionOptions
 ) -> list[np.ndarray]:
@@ -190,6 +191,7 @@ def _dirichlet(
     return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in pieces]
 
 
+@SCHEMES.register("iid")
 def _iid(
     labels: np.ndarray, num_clients: int, rng: np.random.Generator, options: PartitionOptions
 ) -> list[np.ndarray]:
@@ -197,6 +199,7 @@ def _iid(
     return list(np.array_split(rng.permutation(len(labels)), num_clients))
 
 
+@SCHEMES.register("shards")
 def _shards(
     labels: np.ndarray, num_clients: int, rng: np.random.Generator, options: PartitionOptions
 ) -> list[np.ndarray]:
@@ -205,11 +208,3 @@ def _shards(
     shards = np.array_split(np.argsort(labels, kind="stable"), num_clients * spc)
     dealt = rng.permutation(len(shards))
     return [np.concatenate([shards[j] for j in dealt[c * spc : (c + 1) * spc]]) for c in range(num_clients)]
-
-
-#: Partition schemes by name. To add one, write a :data:`Scheme` and register it here.
-SCHEMES: dict[str, Scheme] = {
-    "dirichlet": _dirichlet,
-    "iid": _iid,
-    "shards": _shards,
-}

@@ -11,8 +11,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from afl.client import ClientJob, ClientResult
+from afl.registry import Registry
 
 TrainFn = Callable[[ClientJob], ClientResult]
+
+#: Executors by name: ``federation.executor``.
+EXECUTORS: Registry[Executor] = Registry("executor")
 
 
 class Executor:
@@ -42,6 +46,7 @@ class Executor:
         self.close()
 
 
+@EXECUTORS.register("serial")
 class SerialExecutor(Executor):
     """Trains each job in the calling thread when its result is asked for (debugging, profiling)."""
 
@@ -56,6 +61,7 @@ class SerialExecutor(Executor):
         return self.train(self._pending.pop(job_id))
 
 
+@EXECUTORS.register("thread")
 class ThreadExecutor(Executor):
     """Trains in-flight jobs in parallel on a pool of ``workers`` threads (torch releases the GIL in
     its kernels). Jobs start at dispatch, so every in-flight job trains while the server waits."""
@@ -75,6 +81,3 @@ class ThreadExecutor(Executor):
         for future in self._futures.values():
             future.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-EXECUTORS: dict[str, type[Executor]] = {"thread": ThreadExecutor, "serial": SerialExecutor}
