@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from afl.data import DATASET_LOADERS, load_dataset
-from afl.data.datasets import DEBIAN_FASHION_MNIST_DIR, DIGITS_MEAN, DIGITS_STD, IDX_FILES
+from afl.data.builtin import DIGITS_MEAN, DIGITS_STD
+from afl.data.torchvision_sets import DEBIAN_FASHION_MNIST_DIR, IDX_FILES
 from afl.errors import ConfigError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -333,3 +334,16 @@ def test_unknown_dataset(tmp_path: Path) -> None:
     assert info.value.key == "dataset.name"
     for name in ("mnist", "fashion_mnist", "cifar10", "digits", "synthetic"):
         assert name in info.value.message and name in DATASET_LOADERS
+
+
+def test_cifar10_truncated_or_foreign_file_is_a_clear_error(tmp_path: Path) -> None:
+    write_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:100])  # truncated
+    with pytest.raises(
+        ConfigError, match=r"dataset.root: could not read the CIFAR-10 files in .*(Unpickling|EOF)Error"
+    ):
+        load_dataset("cifar10", root=tmp_path)
+    batch.write_bytes(pickle.dumps({"data": np.zeros((2, 100), dtype=np.uint8), "labels": [0, 1]}))
+    with pytest.raises(ConfigError, match=r"expected N×3072 data and N labels, got \(2, 100\)"):
+        load_dataset("cifar10", root=tmp_path)

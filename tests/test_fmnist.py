@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from afl.config import load_config
-from afl.data.datasets import DEBIAN_FASHION_MNIST_DIR
+from afl.data.torchvision_sets import DEBIAN_FASHION_MNIST_DIR
 from afl.run import run
 
 pytestmark = [
