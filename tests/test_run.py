@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from wandb_offline import read_offline_run
 
 from afl.compare import load_run
 from afl.run import METRIC_COLUMNS, run
-from afl.tracking import read_offline_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
