@@ -1,0 +1,30 @@
+"""The command lines: ``afl-train``, ``afl-compare``, ``afl-plot``, ``afl-bench`` (``[project.scripts]``).
+
+Each submodule has ``parser()`` and ``main(argv=None) -> int``; ``scripts/X.py`` are thin wrappers
+around them. ``key=value`` overrides are positional arguments and mix freely with options
+(``parse_intermixed_args``). Bad input exits with status 2 and one line ``error: KEY: message``.
+
+Printing ``--help`` stays light: only ``afl.config`` (OmegaConf) is imported to list the presets; the run
+machinery (torch, Lightning) is imported inside ``main`` after the arguments are parsed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from afl.errors import ConfigError
+
+KEYS_HINT = "keys: configs/defaults.yaml lists every key with its default and meaning."
+
+
+def presets_epilog() -> str:
+    """The presets (``configs/experiment/*.yaml``) and where the keys are documented, for ``--help``."""
+    from afl.config import experiments
+
+    return f"experiments: {', '.join(experiments())}\n{KEYS_HINT}"
+
+
+def report(err: ConfigError) -> int:
+    """Print a user's mistake as one line on stderr; the exit status for it (2)."""
+    print(f"error: {err}", file=sys.stderr)
+    return 2

@@ -1,0 +1,107 @@
+"""``afl-compare``: AFL against synchronous FedAvg, arms × seeds (``python scripts/compare.py`` too)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from afl.cli import presets_epilog, report
+from afl.compare import ARMS, DEFAULT_ARMS, DEFAULT_TARGET_FRACTION
+from afl.errors import ConfigError
+
+DESCRIPTION = """\
+Compare AFL with synchronous FedAvg, fairly: arms x seeds, step sizes chosen on validation data.
+
+Positional arguments are overrides: key=value for every arm, ARM:key=value for one arm. Writes
+comparison.md / .json / .png (and selection.json with --grid) in the comparison's folder.
+
+examples:
+  %(prog)s experiment=demo --seeds 0,1,2
+  %(prog)s experiment=fmnist --arms afl,afl-nolr,sync --seeds 0,1,2
+  %(prog)s experiment=demo --grid client.lr=1e-3,3e-3,1e-2 \\
+      --grid server.aggregator.server_lr=0.1,0.2,0.4 --select-seeds 0
+"""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"arms: {', '.join(ARMS)}\n{presets_epilog()}",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="key=value (every arm) or ARM:key=value (one arm); keys in configs/defaults.yaml",
+    )
+    p.add_argument(
+        "--arms",
+        type=_names,
+        default=list(DEFAULT_ARMS),
+        metavar="A,B",
+        help=f"comma-separated arms to run (default: {','.join(DEFAULT_ARMS)})",
+    )
+    p.add_argument("--seeds", type=_ints, default=[0], metavar="0,1,2", help="seeds (default: 0)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="[ARM:]KEY=V1,V2",
+        help="a step-size axis to select on validation accuracy (repeatable); needs dataset.val_fraction > 0",
+    )
+    p.add_argument(
+        "--select-seeds",
+        type=_ints,
+        default=None,
+        metavar="0,1",
+        help="seeds for selection (default: the first of --seeds)",
+    )
+    p.add_argument("--target", type=float, default=None, help="target test accuracy for time-to-target")
+    p.add_argument(
+        "--target-fraction",
+        type=float,
+        default=DEFAULT_TARGET_FRACTION,
+        help="without --target: this fraction of the best arm's mean final accuracy (default: %(default)s)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_intermixed_args(given)
+    from afl.compare import compare, format_table, preset_snippet  # runs import torch lazily
+
+    try:
+        result, selection = compare(
+            args.overrides,
+            args.arms,
+            args.seeds,
+            grid=args.grid,
+            select_seeds=args.select_seeds,
+            target=args.target,
+            target_fraction=args.target_fraction,
+        )
+    except ConfigError as err:
+        return report(err)
+    if selection is not None:
+        command = "afl-compare " + shlex.join(given)
+        print("\nSelected by validation accuracy (paste into the preset to reuse):\n")
+        print(preset_snippet(selection, command))
+    print()
+    print(format_table(result))
+    print(f"\nfolder: {result.output_dir}  (comparison.md, comparison.json, comparison.png)")
+    return 0

@@ -1,0 +1,48 @@
+"""``afl-plot``: finished runs side by side (``python scripts/plot.py`` is the same command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DESCRIPTION = """\
+Plot finished runs side by side: test accuracy against simulated time and against client updates.
+
+Each RUN_DIR is a run's output_dir (with metrics.csv, summary.json, config.yaml), e.g. two runs of
+afl-train with different aggregators.
+
+example:
+  %(prog)s runs/demo/afl-* runs/demo/fedbuff-* --out afl-vs-fedbuff.png
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run output folders")
+    p.add_argument(
+        "--out", type=Path, default=Path("runs.png"), help="the image to write (default: %(default)s)"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_intermixed_args(argv)
+    from afl.compare import describe, load_run, plot_curves
+
+    curves, title = {}, ""
+    try:
+        for run_dir in args.runs:
+            summary, history, config = load_run(run_dir)
+            label = f"{summary['algorithm']} ({summary['mode']}, seed {summary['seed']})"
+            while label in curves:
+                label += "'"
+            curves[label] = history
+            title = title or describe(config)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    plot_curves(curves, args.out, title=title)
+    print(f"plot: {args.out}")
+    return 0

@@ -1,0 +1,98 @@
+"""The installed command lines (``[project.scripts]``), run as real processes from a folder outside the repo.
+
+No training here: help, bad input and ``--show-config`` only. The entry points sit next to the interpreter
+(``pip install -e .`` puts them in the virtualenv's bin folder).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from afl.compare import ARMS
+from afl.config import experiments
+
+BIN = Path(sys.executable).parent
+COMMANDS = ("afl-train", "afl-compare", "afl-plot", "afl-bench")
+
+
+def _cli(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = BIN / name
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: install the entry points with `pip install -e . --no-deps`")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_entry_point_prints_help(name: str, tmp_path: Path) -> None:
+    proc = _cli(name, "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: {name} ")
+
+
+def test_train_help_lists_the_presets_and_points_at_the_keys(tmp_path: Path) -> None:
+    out = _cli("afl-train", "--help", cwd=tmp_path).stdout
+    assert f"experiments: {', '.join(experiments())}" in out
+    assert "configs/defaults.yaml" in out and "--show-config" in out
+
+
+def test_compare_help_lists_the_arms_and_presets(tmp_path: Path) -> None:
+    out = _cli("afl-compare", "--help", cwd=tmp_path).stdout
+    assert f"arms: {', '.join(ARMS)}" in out
+    assert f"experiments: {', '.join(experiments())}" in out
+    assert "configs/defaults.yaml" in out
+
+
+@pytest.mark.parametrize("module", ["train", "compare", "plot", "bench"])
+def test_help_imports_neither_torch_nor_lightning(module: str) -> None:
+    code = (
+        "import contextlib, io, sys\n"
+        f"from afl.cli.{module} import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as text:\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "assert text.getvalue().startswith('usage: '), text.getvalue()\n"
+        "print(','.join(m for m in ('torch', 'lightning', 'matplotlib', 'wandb') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"--help imported {proc.stdout.strip()}"
+
+
+def test_train_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _cli("afl-train", "partition.alpha=0", f"output_dir={out}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: partition.alpha: must be > 0, got 0.0"
+    assert not out.exists()
+
+
+def test_train_show_config_mixes_options_and_overrides(tmp_path: Path) -> None:
+    proc = _cli("afl-train", "experiment=demo", "--show-config", "federation.concurrency=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.experiment == "demo" and cfg.federation.concurrency == 3
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_unknown_arm_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = _cli("afl-compare", f"output_dir={tmp_path / 'x'}", "--arms", "nope", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: --arms: unknown arm 'nope'; allowed: " + ", ".join(ARMS)
+    assert not (tmp_path / "x").exists()
+
+
+def test_plot_on_a_folder_that_is_not_a_run_exits_2(tmp_path: Path) -> None:
+    proc = _cli("afl-plot", str(tmp_path), "--out", str(tmp_path / "p.png"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.png").exists()
