@@ -7,6 +7,7 @@ naming the key: unknown keys, wrong types, impossible values, unknown component 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +218,8 @@ def _at_least(cfg: DictConfig, key: str, low: float, strict: bool = False) -> No
     value = OmegaConf.select(cfg, key)
     if value is None:
         return
+    if not math.isfinite(value):  # nan passes every comparison; inf is no setting
+        raise ConfigError(key, f"must be a finite number, got {value}")
     if value < low or (strict and value == low):
         raise ConfigError(key, f"must be {'>' if strict else '>='} {low}, got {value}")
 
@@ -270,8 +273,19 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         _at_least(cfg, key, 1)
     for key in ("client.lr", "partition.alpha"):
         _at_least(cfg, key, 0, strict=True)
+    _at_least(cfg, "dataset.val_fraction", 0)
     if not 0 <= cfg.dataset.val_fraction < 1:
         raise ConfigError("dataset.val_fraction", f"must be in [0, 1), got {cfg.dataset.val_fraction}")
+    check_relations(cfg)
+    components = build_components(cfg)
+    _check_mode(cfg.federation.mode, str(cfg.server.aggregator.name), components["aggregator"])
+    return components
+
+
+def check_relations(cfg: DictConfig) -> None:
+    """Checks between keys, all in one place (those that need the data, such as ``partition.min_samples``
+    against the number of samples, are checked when the data is loaded; the aggregator's modes in
+    :func:`_check_mode`)."""
     if cfg.federation.concurrency > cfg.partition.num_clients:
         raise ConfigError(
             "federation.concurrency",
@@ -284,13 +298,11 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
             "fedavg aggregates whole barrier rounds of J = federation.concurrency clients and takes no "
             "buffer_size; for buffered asynchronous aggregation use fedbuff, or afl with buffer_size",
         )
-    components = build_components(cfg)
-    _check_mode(cfg.federation.mode, str(cfg.server.aggregator.name), components["aggregator"])
-    return components
 
 
 def _check_mode(mode: str, name: str, aggregator: Any) -> None:
-    """Each aggregator names the federation modes its rule is for (``Aggregator.modes``)."""
+    """Each aggregator names the federation modes its rule is for (``Aggregator.modes``): sync ⇒ fedavg,
+    fedavg ⇒ sync."""
     from afl.server.aggregators import AGGREGATORS
 
     if mode in aggregator.modes:

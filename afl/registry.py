@@ -7,6 +7,7 @@ the wrong type or an impossible value is a :class:`~afl.errors.ConfigError` nami
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -118,8 +119,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return True
     if hint is type(None):
         return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # finite: nan passes every range check and inf is no setting
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if inspect.isclass(hint):
@@ -130,6 +131,8 @@ def _matches(value: Any, hint: Any) -> bool:
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if hint is float:
+        return "a finite number"
     return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
