@@ -277,15 +277,12 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     if not 0 <= cfg.dataset.val_fraction < 1:
         raise ConfigError("dataset.val_fraction", f"must be in [0, 1), got {cfg.dataset.val_fraction}")
     check_relations(cfg)
-    components = build_components(cfg)
-    _check_mode(cfg.federation.mode, str(cfg.server.aggregator.name), components["aggregator"])
-    return components
+    return build_components(cfg)
 
 
 def check_relations(cfg: DictConfig) -> None:
-    """Checks between keys, all in one place (those that need the data, such as ``partition.min_samples``
-    against the number of samples, are checked when the data is loaded; the aggregator's modes in
-    :func:`_check_mode`)."""
+    """Checks between keys, all in one place (only those that need the data, such as
+    ``partition.min_samples`` against the number of samples, wait until the data is loaded)."""
     if cfg.federation.concurrency > cfg.partition.num_clients:
         raise ConfigError(
             "federation.concurrency",
@@ -298,14 +295,11 @@ def check_relations(cfg: DictConfig) -> None:
             "fedavg aggregates whole barrier rounds of J = federation.concurrency clients and takes no "
             "buffer_size; for buffered asynchronous aggregation use fedbuff, or afl with buffer_size",
         )
-
-
-def _check_mode(mode: str, name: str, aggregator: Any) -> None:
-    """Each aggregator names the federation modes its rule is for (``Aggregator.modes``): sync ⇒ fedavg,
-    fedavg ⇒ sync."""
+    # each aggregator names the federation modes its rule is for: sync ⇒ fedavg, fedavg ⇒ sync
     from afl.server.aggregators import AGGREGATORS
 
-    if mode in aggregator.modes:
+    mode, name = cfg.federation.mode, str(cfg.server.aggregator.get("name"))
+    if mode in AGGREGATORS.get(name, "server.aggregator.name").modes:  # type: ignore[attr-defined]
         return
     fitting = [n for n in AGGREGATORS.names() if mode in AGGREGATORS.get(n).modes]  # type: ignore[attr-defined]
     if mode == "sync":

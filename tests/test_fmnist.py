@@ -34,7 +34,6 @@ FLOORS = {"afl": 0.70, "sync": 0.75}
             [
                 "federation.mode=async",
                 "server.aggregator.name=afl",
-                "server.aggregator.server_lr=0.2",
                 "server.lr_schedule.name=paper",
             ],
         ),
