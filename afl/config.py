@@ -22,6 +22,20 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass
+class SyntheticConfig:
+    """Options of the ``synthetic`` data set; ``null`` keeps the data set's own default (its loader
+    checks the ranges, for callers of :func:`afl.data.load_dataset` too)."""
+
+    train_size: int | None = None
+    test_size: int | None = None
+    num_classes: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    noise: float | None = None
+    seed: int | None = None
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     root: str = MISSING
@@ -29,7 +43,7 @@ class DatasetConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     val_fraction: float = MISSING
-    synthetic: dict[str, Any] = field(default_factory=dict)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 @dataclass

@@ -21,9 +21,11 @@ pytestmark = [
     ),
 ]
 
-# Measured on 2 cores (seed 0, 240 updates, see the README): AFL 0.7896, sync 0.8512 final test accuracy
-# (chance: 0.10). The floors sit about ten points below.
-FLOORS = {"afl": 0.70, "sync": 0.75}
+# Measured here (seed 0, 20k training samples less the preset's 10% validation split, 240 updates, the
+# preset's γ0 = 1e-3): AFL (paper rules) 0.7302, sync 0.8566 final test accuracy (chance: 0.10). The floors
+# sit three points below: on another CPU kind the float32 trajectory differs in the last bits, which moves
+# these accuracies by well under that; a larger drop is a regression.
+FLOORS = {"afl": 0.70, "sync": 0.83}
 
 
 @pytest.mark.parametrize(
