@@ -277,6 +277,29 @@ def compare(
     return comparison, selection
 
 
+def resummarise(
+    root: Path, *, target: float | None = None, target_fraction: float = DEFAULT_TARGET_FRACTION
+) -> Comparison:
+    """The table of a finished comparison folder again, e.g. for another target; runs nothing.
+
+    Raises:
+        ConfigError: ``root`` is not a finished comparison folder.
+    """
+    saved = Path(root) / "comparison.json"
+    if not saved.is_file():
+        raise ConfigError("--from", f"{root} is not a finished comparison folder (no comparison.json)")
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for arm, folders in json.loads(saved.read_text())["runs"].items():
+        for seed, folder in folders.items():
+            summary, history, _ = load_run(folder)
+            runs.setdefault(arm, {})[int(seed)] = {
+                "summary": summary,
+                "history": history,
+                "output_dir": folder,
+            }
+    return summarise(runs, Path(root), target=target, target_fraction=target_fraction)
+
+
 def time_to_accuracy(
     history: Sequence[Mapping[str, Any]], target: float, key: str = "sim_time"
 ) -> float | None:

@@ -96,3 +96,12 @@ def test_plot_on_a_folder_that_is_not_a_run_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "p.png").exists()
+
+
+def test_compare_from_a_folder_that_is_no_comparison_exits_2(tmp_path: Path) -> None:
+    proc = _cli("afl-compare", "--from", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        == f"error: --from: {tmp_path} is not a finished comparison folder (no comparison.json)"
+    )

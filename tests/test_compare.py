@@ -18,6 +18,7 @@ from afl.compare import (
     format_table,
     grid_points,
     parse_plan,
+    resummarise,
     summarise,
     time_to_accuracy,
 )
@@ -70,6 +71,10 @@ def test_table_numbers_equal_the_runs_summary_files(tmp_path: Path) -> None:
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["afl", "afl-nolr", "sync"]
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 20_000
     assert format_table(result).splitlines()[0].startswith("| arm | final acc")
+    # the table read back from the run folders alone (afl-compare --from) is the same, to the bit
+    again = resummarise(tmp_path / "cmp")
+    assert again.table == result.table and again.target_accuracy == result.target_accuracy
+    assert resummarise(tmp_path / "cmp", target=0.0).table[0]["updates_to_target"] == 3.0  # first eval
 
 
 def test_selection_keeps_the_best_validation_point_and_records_it(tmp_path: Path) -> None:

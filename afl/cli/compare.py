@@ -72,6 +72,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", type=float, default=None, help="target test accuracy for time-to-target")
     p.add_argument(
+        "--from",
+        dest="from_dir",
+        default=None,
+        metavar="DIR",
+        help="print the table of a finished comparison folder again (e.g. with another --target); runs nothing",
+    )
+    p.add_argument(
         "--target-fraction",
         type=float,
         default=DEFAULT_TARGET_FRACTION,
@@ -83,8 +90,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_intermixed_args(given)
-    from afl.compare import compare, format_table, preset_snippet  # runs import torch lazily
+    from afl.compare import compare, format_table, preset_snippet, resummarise  # torch: lazily
 
+    if args.from_dir is not None:
+        try:
+            again = resummarise(args.from_dir, target=args.target, target_fraction=args.target_fraction)
+        except ConfigError as err:
+            return report(err)
+        print(format_table(again))
+        return 0
     try:
         result, selection = compare(
             args.overrides,
