@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
         dest="from_dir",
         default=None,
         metavar="DIR",
-        help="print the table of a finished comparison folder again (e.g. with another --target); runs nothing",
+        help="print the table of a finished comparison folder again (another --target); runs nothing",
     )
     p.add_argument(
         "--target-fraction",
