@@ -199,7 +199,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         download=ds.download,
         train_subset=ds.train_subset,
         test_subset=ds.test_subset,
-        synthetic={k: v for k, v in _plain(ds.synthetic).items() if v is not None},
+        synthetic=_plain(ds.synthetic),
     )
     train, val = data.train, None
     if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set

@@ -50,6 +50,7 @@ def _load_digits(root: Path, download: bool, options: Mapping[str, Any]) -> Data
 
 
 def _synthetic_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    options = {k: v for k, v in options.items() if v is not None}  # None: the default (as in the config)
     unknown = sorted(set(options) - set(SYNTHETIC_DEFAULTS))
     if unknown:
         raise ConfigError(
