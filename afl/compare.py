@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -290,7 +291,8 @@ def resummarise(
         raise ConfigError("--from", f"{root} is not a finished comparison folder (no comparison.json)")
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for arm, folders in json.loads(saved.read_text())["runs"].items():
-        for seed, folder in folders.items():
+        for seed, relative in folders.items():
+            folder = str(Path(root) / relative)
             summary, history, _ = load_run(folder)
             runs.setdefault(arm, {})[int(seed)] = {
                 "summary": summary,
@@ -442,7 +444,11 @@ def write_outputs(comparison: Comparison, plan: Plan, selection: Selection | Non
         "equal_time": {str(k): v for k, v in comparison.equal_time.items()},
         "table": comparison.table,
         "arms": plan.arms,
-        "runs": {a: {str(s): r["output_dir"] for s, r in v.items()} for a, v in comparison.runs.items()},
+        # run folders relative to the comparison's folder, so that it can be moved as a whole
+        "runs": {
+            a: {str(s): os.path.relpath(r["output_dir"], root) for s, r in v.items()}
+            for a, v in comparison.runs.items()
+        },
         "selection": None if selection is None else selection.to_json(),
     }
     (root / "comparison.json").write_text(json.dumps(payload, indent=1))

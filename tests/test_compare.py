@@ -33,6 +33,12 @@ def _summary(out: str | Path) -> dict:
     return json.loads((Path(out) / "summary.json").read_text())
 
 
+def _folders(root: Path) -> dict[str, dict[str, Path]]:
+    """Run folders of a comparison, from comparison.json (stored relative to the comparison's folder)."""
+    saved = json.loads((root / "comparison.json").read_text())
+    return {arm: {seed: root / rel for seed, rel in v.items()} for arm, v in saved["runs"].items()}
+
+
 def test_table_numbers_equal_the_runs_summary_files(tmp_path: Path) -> None:
     result, selection = compare(
         [*SMALL, f"output_dir={tmp_path / 'cmp'}"], ["afl", "afl-nolr", "sync"], [0, 1]
@@ -40,8 +46,9 @@ def test_table_numbers_equal_the_runs_summary_files(tmp_path: Path) -> None:
     assert selection is None
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [r["arm"] for r in saved["table"]] == ["afl", "afl-nolr", "sync"]
+    runs = _folders(tmp_path / "cmp")
     for row in saved["table"]:
-        folders = saved["runs"][row["arm"]]
+        folders = runs[row["arm"]]
         assert sorted(folders) == ["0", "1"]
         summaries = [_summary(folders[s]) for s in ("0", "1")]
         assert {s["seed"] for s in summaries} == {0, 1}
@@ -58,14 +65,12 @@ def test_table_numbers_equal_the_runs_summary_files(tmp_path: Path) -> None:
     assert afl["mode"] == "async" and sync["algorithm"] == "fedavg"
     assert sync["sim_time"] > afl["sim_time"]
     for seed in ("0", "1"):
-        partitions = [
-            (Path(saved["runs"][arm][seed]) / "partition.json").read_text() for arm in saved["runs"]
-        ]
+        partitions = [(runs[arm][seed] / "partition.json").read_text() for arm in runs]
         assert len(set(partitions)) == 1
-    assert (Path(saved["runs"]["afl"]["0"]) / "partition.json").read_text() != partitions[0]  # seed 1's
+    assert (runs["afl"]["0"] / "partition.json").read_text() != partitions[0]  # seed 1's
     # equal time is the fastest arm's budget time per seed; the target is 0.95 × the best mean final
     for seed, t in saved["equal_time"].items():
-        assert t == min(_summary(saved["runs"][arm][seed])["sim_time"] for arm in saved["runs"])
+        assert t == min(_summary(runs[arm][seed])["sim_time"] for arm in runs)
     assert saved["target_accuracy"] == pytest.approx(0.95 * max(r["final_acc"] for r in saved["table"]))
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["afl", "afl-nolr", "sync"]
