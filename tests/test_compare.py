@@ -227,3 +227,19 @@ def test_compare_script_exits_2_on_bad_input(tmp_path: Path, capsys) -> None:
     assert script.main(["--arms", "afl,nope", f"output_dir={tmp_path / 'x'}"]) == 2
     assert capsys.readouterr().err.strip() == "error: --arms: unknown arm 'nope'; allowed: " + ", ".join(ARMS)
     assert not (tmp_path / "x").exists()
+
+
+def test_plots_leave_matplotlib_global_backend_alone(tmp_path: Path) -> None:
+    import matplotlib
+
+    from afl.compare import plot_bands
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a user's (notebook's) choice: a library that forces Agg would change it
+    try:
+        histories = [_history([(1.0, 5, 0.2), (2.0, 10, 0.5)]), _history([(1.5, 5, 0.3), (2.5, 10, 0.6)])]
+        plot_bands({"afl": histories}, tmp_path / "p.png", title="t")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "p.png").stat().st_size > 10_000
