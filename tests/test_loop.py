@@ -296,3 +296,39 @@ def test_paper_lr_handed_out_and_applied_per_update(tiny, delay_at: str) -> None
         previous[u["client_id"]] = u["staleness"]
     assert any(u["staleness"] >= 2 for u in result.updates)
     assert len({u["lr"] for u in result.updates}) >= 3
+
+
+@pytest.mark.parametrize(
+    ("aggregator", "versions"),
+    [
+        (("server.aggregator.name=fedbuff", "server.aggregator.buffer_size=4"), 3),  # 4 + 4 + the last 2
+        (("server.aggregator.name=afl", "server.aggregator.buffer_size=3"), 4),  # 3 + 3 + 3 + the last 1
+    ],
+    ids=["fedbuff-K4", "afl-M3"],
+)
+def test_a_partly_filled_buffer_is_applied_at_the_end_of_the_run(tiny, aggregator, versions: int) -> None:
+    result = run(tiny(*aggregator, "federation.max_updates=10", "federation.eval_every=100"))
+    assert result.summary["version"] == versions
+    assert result.history[-1]["version"] == versions  # the final evaluation sees the flushed model
+
+
+def test_job_durations_follow_the_delay_formula(tiny) -> None:
+    """duration = samples · epochs · time_per_sample / speed[c] + comm, the speed drawn once per client."""
+    from afl.sim.delays import DelayModel, LogNormalSpeed
+    from afl.sim.delays import Constant as ConstantDelay
+
+    cfg = tiny(
+        "delay.comm.name=constant",
+        "delay.comm.value=0.25",
+        "delay.time_per_sample=0.01",
+        "client.local_epochs=2",
+        "federation.max_updates=15",
+    )
+    result = run(cfg)
+    model = DelayModel(
+        speed=LogNormalSpeed(sigma=1.0), comm=ConstantDelay(0.0), time_per_sample=1.0, num_clients=6, seed=0
+    )
+    assert len(set(model.speeds)) == 6  # heterogeneous
+    for u in result.updates:
+        expected = u["num_samples"] * 2 * 0.01 / model.speeds[u["client_id"]] + 0.25
+        assert u["arrival_time"] - u["dispatch_time"] == pytest.approx(expected, rel=1e-9)
