@@ -314,8 +314,8 @@ def test_a_partly_filled_buffer_is_applied_at_the_end_of_the_run(tiny, aggregato
 
 def test_job_durations_follow_the_delay_formula(tiny) -> None:
     """duration = samples · epochs · time_per_sample / speed[c] + comm, the speed drawn once per client."""
-    from afl.sim.delays import DelayModel, LogNormalSpeed
     from afl.sim.delays import Constant as ConstantDelay
+    from afl.sim.delays import DelayModel, LogNormalSpeed
 
     cfg = tiny(
         "delay.comm.name=constant",
