@@ -133,10 +133,15 @@ class _TensorBatches(Dataset):
 
 
 def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
-    """Shuffled mini-batches of ``(x, y)``; the shuffle of every epoch comes from ``seed`` alone."""
+    """Shuffled mini-batches of ``(x, y)``; the shuffle of every epoch comes from ``seed`` alone.
+
+    The loader gets a generator of its own too: without one, every new iterator draws its base seed from
+    torch's global generator (shared by every thread of the process).
+    """
     generator = torch.Generator().manual_seed(seed)
     sampler = BatchSampler(RandomSampler(range(len(y)), generator=generator), batch_size, drop_last=False)
-    return DataLoader(_TensorBatches(x, y), sampler=sampler, batch_size=None)
+    own = torch.Generator().manual_seed(seed)
+    return DataLoader(_TensorBatches(x, y), sampler=sampler, batch_size=None, generator=own)
 
 
 @dataclass

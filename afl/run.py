@@ -6,6 +6,7 @@ call it directly. Everything that can be wrong with the input is checked before 
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -217,19 +218,22 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
     )
     channels, height, _ = train.input_shape
 
-    def model_factory() -> torch.nn.Module:
-        return build_model(
-            cfg.model.name, in_channels=channels, num_classes=data.num_classes, image_size=height
-        )
-
     try:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng():  # the initial weights, from the run's seed alone
             torch.manual_seed(derive_seed(cfg.seed, "init"))
-            model = model_factory()
+            model = build_model(
+                cfg.model.name, in_channels=channels, num_classes=data.num_classes, image_size=height
+            )
     except ValueError as err:
         raise ConfigError(
             "model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{height})"
         ) from None
+
+    def model_factory() -> torch.nn.Module:
+        # copies of the (never trained) initial model: no random init, so client jobs in worker threads
+        # never draw from torch's global generator
+        return copy.deepcopy(model)
+
     runtime = ClientRuntime(
         [(train.x[torch.as_tensor(ix)], train.y[torch.as_tensor(ix)]) for ix in parts],
         model_factory,

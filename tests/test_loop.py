@@ -332,3 +332,18 @@ def test_job_durations_follow_the_delay_formula(tiny) -> None:
     for u in result.updates:
         expected = u["num_samples"] * 2 * 0.01 / model.speeds[u["client_id"]] + 0.25
         assert u["arrival_time"] - u["dispatch_time"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_run_never_draws_from_torchs_global_generator(tiny) -> None:
+    """Client jobs run in worker threads that share torch's global generator: they must not touch it, so
+    reseeding it (or a user drawing from it) between runs changes nothing."""
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = run(tiny("federation.workers=2"))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(999)
+    torch.rand(17)
+    second = run(tiny("federation.workers=2"))
+    assert _comparable(second) == _comparable(first)
+    for k, v in first.final_state.items():
+        assert torch.equal(v, second.final_state[k]), k
