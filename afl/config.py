@@ -206,7 +206,7 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) ->
     cfg = _merge(cfg, OmegaConf.load(config_dir / "defaults.yaml"), "configs/defaults.yaml")
     if experiment is not None:
         path = config_dir / "experiment" / f"{experiment}.yaml"
-        if not path.is_file():
+        if experiment not in experiments(config_dir):  # a name, never a path (../defaults)
             raise ConfigError(
                 "experiment",
                 f"unknown experiment {experiment!r}; available: {', '.join(experiments(config_dir))}",
@@ -264,7 +264,6 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _choice(cfg, "logging.wandb.mode", ("offline", "online", "disabled"))
     for key in (
         "seed",
-        "partition.min_samples",
         "client.momentum",
         "client.weight_decay",
         "delay.time_per_sample",
@@ -273,6 +272,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         _at_least(cfg, key, 0)
     for key in (
         "partition.num_clients",
+        "partition.min_samples",  # an empty client has nothing to train on
         "partition.shards_per_client",
         "client.local_epochs",
         "client.batch_size",

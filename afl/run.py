@@ -83,22 +83,41 @@ def algorithm_name(cfg: DictConfig) -> str:
 
 
 def _output_dir(cfg: DictConfig) -> Path:
+    """The run's folder, created: ``output_dir`` (new or empty), or a fresh auto-named one claimed
+    atomically (two runs started in the same second never share it)."""
     if cfg.output_dir is not None:
         out = Path(cfg.output_dir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError("output_dir", f"{blocking} is a file, not a folder: choose another output_dir")
+        if out.exists() and any(out.iterdir()):
             raise ConfigError(
                 "output_dir",
                 f"{out} already exists and is not empty; runs are never "
                 "overwritten: choose another folder (or leave output_dir unset)",
             )
+        _mkdir(out, exist_ok=True)
         return out
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / cfg.experiment / f"{algorithm_name(cfg)}-seed{cfg.seed}-{stamp}"
-    out, n = base, 1
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
+    for n in range(1, 10_000):
+        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            _mkdir(out, exist_ok=False)  # the claim: mkdir fails if another run made it first
+            return out
+        except FileExistsError:
+            continue
+    raise ConfigError("output_dir", f"no free folder name next to {base}")
+
+
+def _mkdir(out: Path, exist_ok: bool) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=exist_ok)
+    except FileExistsError:
+        raise
+    except OSError as err:
+        raise ConfigError("output_dir", f"cannot create {out}: {err.strerror or err}") from None
 
 
 def _plain(node: Any) -> dict[str, Any]:

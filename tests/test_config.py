@@ -109,6 +109,8 @@ BAD_INPUT = [
     (["server.lr_schedule.decay=cosine"], "server.lr_schedule.decay", "allowed: sqrt, none"),
     (["dataset.val_fraction=1.0"], "dataset.val_fraction", "must be in [0, 1)"),
     (["client.lr=nan"], "client.lr", "must be a finite number, got nan"),
+    (["experiment=../defaults"], "experiment", "unknown experiment '../defaults'; available: demo"),
+    (["partition.min_samples=0"], "partition.min_samples", "must be >= 1, got 0"),
     (["dataset.synthetic.sizee=3"], "dataset.synthetic.sizee", "unknown key"),
     (["dataset.synthetic.noise=abc"], "dataset.synthetic.noise", "wrong type"),
     (["client.lr=1e400"], "client.lr", "must be a finite number, got inf"),
@@ -180,3 +182,28 @@ def test_show_config_prints_the_resolved_config(capsys) -> None:
     assert train.main(["experiment=fmnist", "client.lr=0.01", "--show-config"]) == 0
     printed = OmegaConf.create(capsys.readouterr().out)
     assert printed.client.lr == 0.01 and printed.dataset.name == "fashion_mnist"
+
+
+def test_output_dir_under_a_file_exits_2(tmp_path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = train.main(
+        [f"output_dir={blocker / 'run'}", "logging.wandb.mode=disabled", "federation.max_updates=2"]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: output_dir: {blocker} is a file, not a folder: choose another output_dir"
+    )
+    assert blocker.read_text() == "not a folder"
+
+
+def test_auto_named_run_folders_are_claimed_atomically(tmp_path, monkeypatch) -> None:
+    """Two runs of the same experiment, algorithm and seed started in the same second get two folders."""
+    from afl.run import _output_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("time.strftime", lambda fmt: "20990101-000000")
+    cfg = load_config(["experiment=demo"])
+    first, second = _output_dir(cfg), _output_dir(cfg)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name == first.name + "-2"
