@@ -42,6 +42,13 @@ ARMS: dict[str, list[str]] = {
         "server.aggregator.staleness.name=constant",
         "server.lr_schedule.name=paper",
     ],
+    # ablation: the paper's LR without its sqrt(r+1) decay (the delay factor 1/(1+ατ) kept)
+    "afl-nodecay": [
+        "federation.mode=async",
+        "server.aggregator.name=afl",
+        "server.lr_schedule.name=paper",
+        "server.lr_schedule.decay=none",
+    ],
     # ablation: the paper's aggregation at a constant LR
     "afl-nolr": ["federation.mode=async", "server.aggregator.name=afl", "server.lr_schedule.name=constant"],
     "fedasync": [
