@@ -132,6 +132,13 @@ def test_arm_options_are_scoped_to_their_arm() -> None:
         ConfigError, match="server.aggregator.server_lr: not an option of aggregator 'fedavg'"
     ):
         compare([*TINY, "server.aggregator.server_lr=0.3"], ["afl", "sync"], [0])
+    # without command-line settings the preset's recorded choices (compare.arms) reach their arm only
+    recorded = parse_plan(["experiment=demo"], ["afl", "sync"])
+    afl, sync = (load_config(recorded.arm_overrides(a)) for a in ("afl", "sync"))
+    chosen = OmegaConf.to_container(load_config(["experiment=demo"]).compare.arms)
+    assert chosen["afl"] == ["client.lr=3e-3", "server.aggregator.server_lr=1.0"]
+    assert afl.client.lr == 3e-3 and afl.server.aggregator.server_lr == 1.0
+    assert sync.client.lr == 1e-2 and "server_lr" not in sync.server.aggregator
     with pytest.raises(ConfigError, match="arm 'fedbuff' is not in this comparison"):
         parse_plan(["fedbuff:server.aggregator.buffer_size=2"], ["afl", "sync"])
     with pytest.raises(ConfigError, match="--arms: unknown arm 'afl-const'"):
