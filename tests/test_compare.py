@@ -136,9 +136,11 @@ def test_arm_options_are_scoped_to_their_arm() -> None:
     recorded = parse_plan(["experiment=demo"], ["afl", "sync"])
     afl, sync = (load_config(recorded.arm_overrides(a)) for a in ("afl", "sync"))
     chosen = OmegaConf.to_container(load_config(["experiment=demo"]).compare.arms)
-    assert chosen["afl"] == ["client.lr=3e-3", "server.aggregator.server_lr=1.0"]
-    assert afl.client.lr == 3e-3 and afl.server.aggregator.server_lr == 1.0
-    assert sync.client.lr == 1e-2 and "server_lr" not in sync.server.aggregator
+    for cfg, arm in ((afl, "afl"), (sync, "sync")):
+        for override in chosen[arm]:
+            key, value = override.split("=")
+            assert OmegaConf.select(cfg, key) == float(value), override
+    assert "server_lr" not in sync.server.aggregator
     with pytest.raises(ConfigError, match="arm 'fedbuff' is not in this comparison"):
         parse_plan(["fedbuff:server.aggregator.buffer_size=2"], ["afl", "sync"])
     with pytest.raises(ConfigError, match="--arms: unknown arm 'afl-const'"):
