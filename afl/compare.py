@@ -546,6 +546,8 @@ def load_run(output_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, str
     from omegaconf import OmegaConf
 
     out = Path(output_dir)
+    if (out / "FAILED").is_file():
+        raise FileNotFoundError(f"{out} is a failed run: {(out / 'FAILED').read_text().strip()}")
     missing = [f for f in ("summary.json", "metrics.csv", "config.yaml") if not (out / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{out} is not a finished run folder (missing {', '.join(missing)})")

@@ -62,6 +62,7 @@ WANDB_KEYS = {
     "train_accuracy": "train/accuracy",
 }
 VOLATILE_SUMMARY_KEYS = ("wall_time_s", "output_dir")
+FAILED = "FAILED"  # written in the run folder, with the error, when a started run raises
 
 
 @dataclass
@@ -349,7 +350,8 @@ def run_summary(
 class RunWriter:
     """Owns a run folder's files. On entry: the folder, ``config.yaml``, ``partition.json`` and the header
     of ``metrics.csv`` (one row per evaluation, flushed as it comes); :meth:`finish` adds
-    ``summary.json``, ``updates.csv`` and ``final_model.pt``."""
+    ``summary.json``, ``updates.csv`` and ``final_model.pt``. If the run raises, the folder gets a
+    ``FAILED`` file with the error and no ``summary.json``."""
 
     def __init__(self, out: Path, cfg: DictConfig, setup: Setup) -> None:
         self.out, self.cfg, self.setup = out, cfg, setup
@@ -391,9 +393,12 @@ class RunWriter:
             updates.writerows(state.arrivals)
         torch.save(state.global_state, self.out / "final_model.pt")
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self._csv is not None:
             self._csv.close()
+        if exc is not None:  # a run that raised is marked failed, never looking complete
+            (self.out / "summary.json").unlink(missing_ok=True)
+            (self.out / FAILED).write_text(f"{type(exc).__name__}: {exc}\n")
 
 
 def _tracker(cfg: DictConfig, out: Path) -> WandbTracker:

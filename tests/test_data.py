@@ -347,3 +347,17 @@ def test_cifar10_truncated_or_foreign_file_is_a_clear_error(tmp_path: Path) -> N
     batch.write_bytes(pickle.dumps({"data": np.zeros((2, 100), dtype=np.uint8), "labels": [0, 1]}))
     with pytest.raises(ConfigError, match=r"expected N×3072 data and N labels, got \(2, 100\)"):
         load_dataset("cifar10", root=tmp_path)
+
+
+def test_dataset_root_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    """The idx files are found, but torchvision's raw folder cannot be made under dataset.root (here: a
+    file in the way; root may write anywhere, so no permission bits): a ConfigError, never a traceback."""
+    from afl.data.torchvision_sets import _place_idx_files
+
+    found = tmp_path / "found"
+    found.mkdir()
+    write_mnist(found, gz=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"dataset.root: cannot create .*a-file/FashionMNIST/raw"):
+        _place_idx_files(blocker / "FashionMNIST" / "raw", {n: found / n for n in IDX_FILES})

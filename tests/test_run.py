@@ -115,3 +115,31 @@ def test_plot_script_reads_finished_runs(tiny, tmp_path: Path) -> None:
     summary, history, config = load_run(b.output_dir)
     assert summary["algorithm"] == "fedbuff" and len(history) == 2 and config.federation.max_updates == 6
     assert plot.main([str(tmp_path), "--out", str(out)]) == 2  # not a run folder
+
+
+def test_a_run_that_raises_is_marked_failed_never_complete(tiny) -> None:
+    """A user's aggregator (a real plug-in, registered by name) raises on its third arrival."""
+    from afl.server.aggregators import AGGREGATORS, Aggregator
+
+    if "explodes-on-third" not in AGGREGATORS:
+
+        @AGGREGATORS.register("explodes-on-third")
+        class Explodes(Aggregator):
+            def __init__(self) -> None:
+                self.seen = 0
+
+            def on_arrival(self, update, global_state) -> bool:
+                self.seen += 1
+                if self.seen == 3:
+                    raise RuntimeError("the third update broke the server")
+                return True
+
+    cfg = tiny("server.aggregator.name=explodes-on-third", "federation.eval_every=1")
+    with pytest.raises(RuntimeError, match="third update"):
+        run(cfg)
+    out = Path(cfg.output_dir)
+    assert (out / "FAILED").read_text() == "RuntimeError: the third update broke the server\n"
+    assert not (out / "summary.json").exists()
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3  # header + the two evaluations before
+    with pytest.raises(FileNotFoundError, match="is a failed run: RuntimeError"):
+        load_run(out)

@@ -86,7 +86,12 @@ def _place_idx_files(raw: Path, sources: dict[str, Path]) -> None:
 
     Each file is written under a temporary name and renamed, so a concurrent reader never sees half a file.
     """
-    raw.mkdir(parents=True, exist_ok=True)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            "dataset.root", f"cannot create {raw} for the idx files: {_one_line(error)}"
+        ) from None
     for name, source in sources.items():
         target = raw / name
         if source == target:
