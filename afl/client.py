@@ -154,6 +154,7 @@ class ClientJob:
         state: the global model as dispatched (a private copy).
         lr: the learning rate for this job.
         seed: seed of this job's data shuffling.
+        fault: an injected fault (``raise`` or ``nonfinite``, see :mod:`afl.sim.faults`), or None.
     """
 
     job_id: int
@@ -161,6 +162,7 @@ class ClientJob:
     state: State
     lr: float
     seed: int
+    fault: str | None = None
 
 
 @dataclass
@@ -213,6 +215,10 @@ class ClientRuntime:
         return len(self.client_data[client_id][1])
 
     def __call__(self, job: ClientJob) -> ClientResult:
+        if job.fault == "raise":
+            from afl.sim.faults import InjectedFault
+
+            raise InjectedFault(f"injected fault in job {job.job_id} (client {job.client_id})")
         x, y = self.client_data[job.client_id]
         model = self.model_factory()
         model.load_state_dict(job.state)
@@ -233,10 +239,13 @@ class ClientRuntime:
                 trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed))
         finally:
             _job.active = False
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if job.fault == "nonfinite":
+            next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
         return ClientResult(
             job_id=job.job_id,
             client_id=job.client_id,
-            state={k: v.detach().clone() for k, v in model.state_dict().items()},
+            state=state,
             num_samples=len(y),
             steps=trainer.global_step,
             train_loss=float(module.train_loss.compute()),

@@ -68,6 +68,14 @@ class ClientConfig:
     optimizer: str = MISSING
     momentum: float = MISSING
     weight_decay: float = MISSING
+    timeout_s: float | None = None
+
+
+@dataclass
+class FaultsConfig:
+    rate: float = MISSING
+    kinds: list[str] = field(default_factory=list)
+    slow_factor: float = MISSING
 
 
 @dataclass
@@ -85,6 +93,7 @@ class FederationConfig:
 class ServerConfig:
     aggregator: dict[str, Any] = field(default_factory=dict)
     lr_schedule: dict[str, Any] = field(default_factory=dict)
+    max_delta_norm: float | None = None
 
 
 @dataclass
@@ -132,6 +141,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     delay: DelayConfig = field(default_factory=DelayConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
@@ -288,6 +298,18 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     for key in ("client.lr", "partition.alpha"):
         _at_least(cfg, key, 0, strict=True)
     _at_least(cfg, "dataset.val_fraction", 0)
+    for key in ("client.timeout_s", "server.max_delta_norm"):
+        _at_least(cfg, key, 0, strict=True)
+    _at_least(cfg, "faults.rate", 0)
+    _at_least(cfg, "faults.slow_factor", 1)
+    if cfg.faults.rate > 1:
+        raise ConfigError("faults.rate", f"must be in [0, 1], got {cfg.faults.rate}")
+    from afl.sim.faults import FAULT_KINDS
+
+    if not cfg.faults.kinds or any(k not in FAULT_KINDS for k in cfg.faults.kinds):
+        raise ConfigError(
+            "faults.kinds", f"got {list(cfg.faults.kinds)}; give one or more of {', '.join(FAULT_KINDS)}"
+        )
     if not 0 <= cfg.dataset.val_fraction < 1:
         raise ConfigError("dataset.val_fraction", f"must be in [0, 1), got {cfg.dataset.val_fraction}")
     check_relations(cfg)

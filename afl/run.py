@@ -31,6 +31,7 @@ from afl.rng import derive_rng, derive_seed
 from afl.server.aggregators import State
 from afl.sim.delays import DelayModel
 from afl.sim.executors import EXECUTORS, Executor
+from afl.sim.faults import REJECT_REASONS, FaultModel
 from afl.sim.loop import FederatedLoop, LoopConfig, LoopState
 from afl.tracking import WandbTracker
 
@@ -49,6 +50,8 @@ METRIC_COLUMNS = (
     "train_loss",
     "train_accuracy",
     "dropped_updates",
+    "rejected_updates",
+    *(f"rejected_{reason}" for reason in REJECT_REASONS),
 )
 # metrics.csv column -> W&B key (W&B groups charts by the prefix before "/")
 WANDB_KEYS = {
@@ -301,8 +304,12 @@ def make_loop(
         seed=cfg.seed,
         max_staleness=cfg.delay.max_staleness,
         staleness_policy=cfg.delay.staleness_policy,
+        timeout_s=cfg.client.timeout_s,
+        max_delta_norm=cfg.server.max_delta_norm,
         progress=cfg.logging.progress,
     )
+    f = cfg.faults
+    faults = FaultModel(rate=f.rate, kinds=tuple(f.kinds), slow_factor=f.slow_factor, seed=cfg.seed)
     return FederatedLoop(
         loop_cfg,
         global_state=setup.global_state,
@@ -313,6 +320,7 @@ def make_loop(
         executor=executor,
         evaluate=setup.evaluate(),
         on_eval=on_eval,
+        faults=faults if f.rate > 0 else None,
     )
 
 
@@ -342,6 +350,8 @@ def run_summary(
         "mean_staleness": sum(a["staleness"] for a in state.arrivals) / max(len(state.arrivals), 1),
         "dropped_updates": state.dropped_updates,
         "stale_updates": state.stale_updates,
+        "rejected_updates": sum(state.rejected.values()),
+        "rejected_by_reason": dict(state.rejected),
         "wall_time_s": wall_time_s,
         "output_dir": str(out),
     }

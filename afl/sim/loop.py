@@ -14,14 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from afl.client import ClientJob, ClientResult
 from afl.rng import derive_rng, derive_seed
-from afl.server.aggregators import Aggregator, ClientUpdate, State
+from afl.server.aggregators import Aggregator, ClientUpdate, State, is_parameter
 from afl.server.lr_schedules import LRSchedule
 from afl.sim.delays import DelayModel
 from afl.sim.executors import Executor
+from afl.sim.faults import REJECT_REASONS, FaultModel
+
+
+class NonFiniteModel(RuntimeError):
+    """The global model became non-finite although every applied update was finite."""
+
 
 MODES = ("async", "sync")
 STALENESS_POLICIES = ("keep", "drop")
@@ -35,6 +42,7 @@ class InFlight:
     version: int
     dispatch_time: float
     finish_time: float
+    timed_out: bool = False  # the job's duration exceeded client.timeout_s: it arrives as a rejection
 
 
 @dataclass
@@ -49,6 +57,8 @@ class LoopState:
     rounds: int = 0
     dropped_updates: int = 0
     stale_updates: int = 0
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
+    first_rejection: str = ""  # what the first rejected update said, for the error if all are rejected
     in_flight: list[InFlight] = field(default_factory=list)
     last_staleness: list[int] = field(default_factory=list)
     arrivals: list[dict[str, Any]] = field(default_factory=list)  # one row per client update
@@ -68,6 +78,8 @@ class LoopConfig:
     seed: int = 0
     max_staleness: int | None = None
     staleness_policy: str = "keep"
+    timeout_s: float | None = None  # a job longer than this (simulated) is rejected at the timeout
+    max_delta_norm: float | None = None  # an update whose ‖Δ‖ exceeds this is rejected
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -91,6 +103,7 @@ class FederatedLoop:
         executor: where jobs train.
         evaluate: global state → ``{"test_loss": ..., "test_accuracy": ...}``.
         on_eval: called with each evaluation row (for CSV, W&B, ...).
+        faults: injected client faults (tests of robustness), or None.
     """
 
     def __init__(
@@ -105,6 +118,7 @@ class FederatedLoop:
         executor: Executor,
         evaluate: Callable[[State], dict[str, float]],
         on_eval: Callable[[dict[str, Any]], None] | None = None,
+        faults: FaultModel | None = None,
     ) -> None:
         if not 1 <= config.concurrency <= len(num_samples):
             raise ValueError(f"concurrency must be in [1, {len(num_samples)}], got {config.concurrency}")
@@ -117,6 +131,7 @@ class FederatedLoop:
         self.executor = executor
         self.evaluate = evaluate
         self.on_eval = on_eval
+        self.faults = faults
         self.state = LoopState(global_state=global_state, last_staleness=[0] * self.num_clients)
         self.history: list[dict[str, Any]] = []
         self.aggregator.setup(concurrency=config.concurrency)
@@ -138,10 +153,24 @@ class FederatedLoop:
             state={k: v.clone() for k, v in s.global_state.items()},
             lr=lr,
             seed=derive_seed(self.cfg.seed, "shuffle", client_id, job_id),
+            fault=self.faults.draw(job_id) if self.faults is not None else None,
         )
         samples = self.num_samples[client_id] * self.cfg.local_epochs
-        finish = s.clock + self.delay.duration(client_id, samples, job_id)
-        s.in_flight.append(InFlight(job=job, version=s.version, dispatch_time=s.clock, finish_time=finish))
+        duration = self.delay.duration(client_id, samples, job_id)
+        if job.fault == "slow":
+            assert self.faults is not None
+            duration *= self.faults.slow_factor
+        timeout = self.cfg.timeout_s
+        timed_out = timeout is not None and duration > timeout
+        s.in_flight.append(
+            InFlight(
+                job=job,
+                version=s.version,
+                dispatch_time=s.clock,
+                finish_time=s.clock + (timeout if timed_out and timeout is not None else duration),
+                timed_out=timed_out,
+            )
+        )
         s.dispatched += 1
         self.executor.submit(job)
 
@@ -167,34 +196,64 @@ class FederatedLoop:
         )
         return s.in_flight.pop(i)
 
-    def _apply(self, flight: InFlight, result: ClientResult) -> None:
+    def _collect(self, flight: InFlight) -> tuple[ClientResult | None, str, str]:
+        """The job's result, or why it is rejected: ``(result or None, reason or "", detail)``."""
+        try:
+            result = self.executor.result(flight.job.job_id)
+        except Exception as err:  # a failing client job is counted, never fatal (faults are expected)
+            return None, "timeout" if flight.timed_out else "error", f"{type(err).__name__}: {err}"
+        if flight.timed_out:
+            return None, "timeout", f"longer than client.timeout_s={self.cfg.timeout_s}"
+        floats = [v for v in result.state.values() if v.is_floating_point()]
+        if not all(bool(torch.isfinite(v).all()) for v in floats):
+            return None, "nonfinite", "non-finite weights"
+        bound = self.cfg.max_delta_norm
+        if bound is not None:
+            norm = math.sqrt(
+                sum(
+                    float((v - flight.job.state[k]).square().sum())
+                    for k, v in result.state.items()
+                    if is_parameter(k, v)
+                )
+            )
+            if norm > bound:
+                return None, "norm", f"‖Δ‖ = {norm:.4g} > {bound}"
+        return result, "", ""
+
+    def _apply(self, flight: InFlight, result: ClientResult | None, rejected: str = "") -> None:
         s = self.state
         tau = s.version - flight.version
         s.clock = flight.finish_time
         s.client_updates += 1
-        s.last_staleness[flight.job.client_id] = tau
+        client = flight.job.client_id
         too_stale = self.cfg.max_staleness is not None and tau > self.cfg.max_staleness
-        s.stale_updates += int(too_stale)
-        dropped = too_stale and self.cfg.staleness_policy == "drop"
+        dropped = not rejected and too_stale and self.cfg.staleness_policy == "drop"
         delta_scale = self.lr_schedule.at_arrival(tau)
         s.arrivals.append(
             {
                 "client_updates": s.client_updates,
                 "job_id": flight.job.job_id,
-                "client_id": result.client_id,
+                "client_id": client,
                 "dispatched_version": flight.version,
                 "staleness": tau,
                 "dispatch_time": flight.dispatch_time,
                 "arrival_time": flight.finish_time,
                 "lr": flight.job.lr,
                 "delta_scale": delta_scale,
-                "num_samples": result.num_samples,
-                "steps": result.steps,
-                "train_loss": result.train_loss,
-                "train_accuracy": result.train_accuracy,
+                "num_samples": self.num_samples[client] if result is None else result.num_samples,
+                "steps": 0 if result is None else result.steps,
+                "train_loss": math.nan if result is None else result.train_loss,
+                "train_accuracy": math.nan if result is None else result.train_accuracy,
                 "dropped": int(dropped),
+                "fault": flight.job.fault or "",
+                "rejected": rejected,
             }
         )
+        if rejected or result is None:  # counted, never applied; the slot is refilled as usual
+            s.rejected[rejected] += 1
+            return
+        s.last_staleness[client] = tau
+        s.stale_updates += int(too_stale)
         if dropped:
             s.dropped_updates += 1
             return
@@ -207,7 +266,17 @@ class FederatedLoop:
             delta_scale=delta_scale,
         )
         if self.aggregator.on_arrival(update, s.global_state):
-            s.version += 1
+            self._new_version()
+
+    def _new_version(self) -> None:
+        s = self.state
+        s.version += 1
+        if not all(bool(torch.isfinite(v).all()) for v in s.global_state.values() if v.is_floating_point()):
+            raise NonFiniteModel(
+                f"the global model became non-finite at version {s.version} (client update "
+                f"{s.client_updates}) although every applied update was finite: lower the step sizes "
+                "(client.lr, server.aggregator.server_lr) or bound updates with server.max_delta_norm"
+            )
 
     # ----------------------------------------------------------------------------------------- evaluation
     def _eval_row(self) -> dict[str, Any]:
@@ -227,6 +296,8 @@ class FederatedLoop:
             "train_loss": _mean([a["train_loss"] for a in window]),
             "train_accuracy": _mean([a["train_accuracy"] for a in window]),
             "dropped_updates": s.dropped_updates,
+            "rejected_updates": sum(s.rejected.values()),
+            **{f"rejected_{reason}": n for reason, n in s.rejected.items()},
         }
         self.history.append(row)
         if self.on_eval is not None:
@@ -253,12 +324,14 @@ class FederatedLoop:
                     self._dispatch_async()
             while s.in_flight:
                 flight = self._next_arrival()
-                result = self.executor.result(flight.job.job_id)
-                self._apply(flight, result)
+                result, rejected, detail = self._collect(flight)
+                if rejected and not s.first_rejection:
+                    s.first_rejection = f"{rejected}: {detail}"
+                self._apply(flight, result, rejected)
                 bar.update(1)
                 if cfg.mode == "sync" and not s.in_flight:
                     if self.aggregator.flush(s.global_state):
-                        s.version += 1
+                        self._new_version()
                     s.rounds += 1
                 if s.client_updates % cfg.eval_every == 0 and s.client_updates < cfg.max_updates:
                     row = self._eval_row()
@@ -269,7 +342,12 @@ class FederatedLoop:
                     elif not s.in_flight:
                         self._dispatch_round()
             if self.aggregator.flush(s.global_state):
-                s.version += 1
+                self._new_version()
+            if sum(s.rejected.values()) == s.client_updates:
+                raise RuntimeError(
+                    f"every one of the {s.client_updates} client updates was rejected; the first: "
+                    f"{s.first_rejection}"
+                )
             self._eval_row()
         finally:
             bar.close()
