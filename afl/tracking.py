@@ -137,11 +137,9 @@ class WandbTracker:
 
         out_dir = Path(dir).absolute()
         out_dir.mkdir(parents=True, exist_ok=True)  # wandb.init creates it anyway, even when disabled
-        self._mode = mode
         self._finished = False
         self._best: float | None = None
-        self._run = wandb.init(
-            mode=mode,  # type: ignore[arg-type]
+        arguments = dict(
             project=project,
             group=group,
             job_type=job_type,
@@ -151,8 +149,22 @@ class WandbTracker:
             tags=list(tags),
             entity=entity,
             reinit="finish_previous",
-            settings=_quiet_settings(wandb, mode),
         )
+        try:
+            self._run = wandb.init(mode=mode, settings=_quiet_settings(wandb, mode), **arguments)  # type: ignore[arg-type]
+        except wandb.Error as err:
+            if mode != "online":
+                raise
+            # no key, no network, a server that does not answer: the run goes on, logged offline
+            mode = "offline"
+            self._run = wandb.init(mode=mode, settings=_quiet_settings(wandb, mode), **arguments)  # type: ignore[arg-type]
+            warnings.warn(
+                f"W&B online failed ({type(err).__name__}: {str(err).splitlines()[0]}); logging offline "
+                f"instead. Upload later with: wandb sync {self._run.settings.sync_dir}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._mode = mode
         self._run_dir = None if mode == "disabled" else Path(self._run.settings.sync_dir)
         _OPEN_TRACKERS.add(self)
         for axis in _X_AXES:

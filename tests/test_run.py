@@ -143,3 +143,31 @@ def test_a_run_that_raises_is_marked_failed_never_complete(tiny) -> None:
     assert len((out / "metrics.csv").read_text().splitlines()) == 3  # header + the two evaluations before
     with pytest.raises(FileNotFoundError, match="is a failed run: RuntimeError"):
         load_run(out)
+
+
+@pytest.mark.parametrize(
+    "key", [None, "afl-test-key-0123456789abcdef0123456789abcdef"], ids=["no-key", "key"]
+)
+def test_wandb_online_without_network_still_completes_and_writes_no_key(
+    tiny, monkeypatch: pytest.MonkeyPatch, key: str | None
+) -> None:
+    """``logging.wandb.mode=online`` with no key, or a key and a server that does not answer (a closed port
+    on this machine): the run completes with every local file, logged offline, and says how to upload."""
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # never a real server
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    if key is not None:
+        monkeypatch.setenv("WANDB_API_KEY", key)
+    with pytest.warns(
+        RuntimeWarning, match=r"W&B online failed .* Upload later with: wandb sync .*offline-run-"
+    ):
+        result = run(tiny("logging.wandb.mode=online", "federation.max_updates=6", "federation.eval_every=3"))
+    out = result.output_dir
+    assert (out / "summary.json").is_file() and not (out / "FAILED").exists()
+    wb = read_offline_run(out)
+    assert wb.finished and [r["test/accuracy"] for r in wb.history] == [
+        h["test_accuracy"] for h in result.history
+    ]
+    if key is not None:  # the key is in no file the run wrote
+        for path in out.rglob("*"):
+            if path.is_file():
+                assert key.encode() not in path.read_bytes(), path
