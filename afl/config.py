@@ -248,6 +248,13 @@ def _at_least(cfg: DictConfig, key: str, low: float, strict: bool = False) -> No
         raise ConfigError(key, f"must be {'>' if strict else '>='} {low}, got {value}")
 
 
+def _within(cfg: DictConfig, key: str, low: float, high: float, high_open: bool = False) -> None:
+    _at_least(cfg, key, low)
+    value = OmegaConf.select(cfg, key)
+    if value is not None and (value > high or (high_open and value == high)):
+        raise ConfigError(key, f"must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
+
+
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check every value that a type cannot: choices, ranges, relations, and the components' options.
 
@@ -259,6 +266,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     from afl.data.partition import SCHEMES as PARTITIONERS
     from afl.models import MODELS
     from afl.sim.executors import EXECUTORS
+    from afl.sim.faults import FAULT_KINDS
     from afl.sim.loop import MODES, STALENESS_POLICIES
 
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -297,21 +305,15 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         _at_least(cfg, key, 1)
     for key in ("client.lr", "partition.alpha"):
         _at_least(cfg, key, 0, strict=True)
-    _at_least(cfg, "dataset.val_fraction", 0)
+    _within(cfg, "dataset.val_fraction", 0, 1, high_open=True)
+    _within(cfg, "faults.rate", 0, 1)
     for key in ("client.timeout_s", "server.max_delta_norm"):
         _at_least(cfg, key, 0, strict=True)
-    _at_least(cfg, "faults.rate", 0)
     _at_least(cfg, "faults.slow_factor", 1)
-    if cfg.faults.rate > 1:
-        raise ConfigError("faults.rate", f"must be in [0, 1], got {cfg.faults.rate}")
-    from afl.sim.faults import FAULT_KINDS
-
     if not cfg.faults.kinds or any(k not in FAULT_KINDS for k in cfg.faults.kinds):
         raise ConfigError(
             "faults.kinds", f"got {list(cfg.faults.kinds)}; give one or more of {', '.join(FAULT_KINDS)}"
         )
-    if not 0 <= cfg.dataset.val_fraction < 1:
-        raise ConfigError("dataset.val_fraction", f"must be in [0, 1), got {cfg.dataset.val_fraction}")
     check_relations(cfg)
     return build_components(cfg)
 

@@ -369,8 +369,7 @@ class RunWriter:
         self._rows: csv.DictWriter[str] | None = None
 
     def __enter__(self) -> RunWriter:
-        out, setup, p = self.out, self.setup, self.cfg.partition
-        out.mkdir(parents=True, exist_ok=True)
+        out, setup, p = self.out, self.setup, self.cfg.partition  # out: claimed by _output_dir
         (out / "config.yaml").write_text(to_yaml(self.cfg))
         labels = setup.train.y.numpy()
         (out / "partition.json").write_text(
