@@ -120,6 +120,12 @@ class LoggingConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int | None = None  # client updates between checkpoints; None: by wall time (every_s); 0: never
+    every_s: float = MISSING
+
+
+@dataclass
 class CompareConfig:
     """Read by the comparison harness only (``scripts/compare.py``), never by a single run."""
 
@@ -133,6 +139,7 @@ class Config:
     experiment: str = MISSING
     seed: int = MISSING
     output_dir: str | None = None
+    resume: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -142,7 +149,22 @@ class Config:
     delay: DelayConfig = field(default_factory=DelayConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+
+
+#: Keys that may differ between the run that wrote a checkpoint and the run that resumes it: they change
+#: how or where the run is computed or reported, never its results.
+RESUMABLE_KEYS = (
+    "resume",
+    "output_dir",
+    "federation.workers",
+    "federation.executor",
+    "logging.progress",
+    "logging.wandb.mode",
+    "checkpoint.every",
+    "checkpoint.every_s",
+)
 
 
 def experiments(config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -190,17 +212,20 @@ def _merge(cfg: DictConfig, other: Any, source: str) -> DictConfig:
     return merged
 
 
-def _parse_overrides(overrides: Sequence[str]) -> tuple[str | None, list[str]]:
-    experiment, rest = None, []
+def _parse_overrides(overrides: Sequence[str]) -> tuple[str | None, str | None, list[str]]:
+    """``(experiment, resume, the other overrides)``."""
+    experiment, resume, rest = None, None, []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(item, "expected key=value (e.g. federation.concurrency=8)")
         if key.lstrip("+") == "experiment":
             experiment = value
+        elif key.lstrip("+") == "resume":
+            resume = value
         else:
             rest.append(item)
-    return experiment, rest
+    return experiment, resume, rest
 
 
 def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
@@ -211,9 +236,11 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) ->
         >>> cfg.dataset.name, cfg.federation.concurrency
         ('digits', 3)
     """
-    experiment, dotlist = _parse_overrides(overrides)
+    experiment, resume, dotlist = _parse_overrides(overrides)
     cfg = OmegaConf.structured(Config)
     cfg = _merge(cfg, OmegaConf.load(config_dir / "defaults.yaml"), "configs/defaults.yaml")
+    if resume is not None:
+        return _resume_config(cfg, resume, experiment, dotlist)
     if experiment is not None:
         path = config_dir / "experiment" / f"{experiment}.yaml"
         if experiment not in experiments(config_dir):  # a name, never a path (../defaults)
@@ -228,6 +255,38 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) ->
     except OmegaConfBaseException as err:
         raise ConfigError(str(getattr(err, "full_key", "") or dotlist), str(err).splitlines()[0]) from None
     cfg = _merge(cfg, cli, "the command line")
+    validate(cfg)
+    return cfg
+
+
+def _resume_config(cfg: DictConfig, folder: str, experiment: str | None, dotlist: list[str]) -> DictConfig:
+    """``resume=FOLDER``: the run's own ``config.yaml`` on top of the defaults; on the command line only
+    the :data:`RESUMABLE_KEYS` (they never change results) may be given."""
+    saved = Path(folder) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError("resume", f"{folder} is not a run folder (it has no config.yaml)")
+    try:
+        cfg = _merge(cfg, OmegaConf.load(saved), str(saved))
+    except (OSError, OmegaConfBaseException, ValueError) as err:  # unreadable or not YAML
+        raise ConfigError("resume", f"cannot read {saved}: {str(err).splitlines()[0]}") from None
+    if experiment is not None and experiment != cfg.experiment:
+        raise ConfigError("experiment", f"the run in {folder} is of experiment {cfg.experiment!r}")
+    changeable = ", ".join(k for k in RESUMABLE_KEYS if k not in ("resume", "output_dir"))
+    for item in dotlist:
+        key = item.partition("=")[0].lstrip("+")
+        if key not in RESUMABLE_KEYS:
+            raise ConfigError(
+                key,
+                "cannot be changed when resuming: a run continues with the settings it started with "
+                f"(only {changeable} may be given)",
+            )
+    try:
+        cli = OmegaConf.from_dotlist(dotlist)
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(getattr(err, "full_key", "") or dotlist), str(err).splitlines()[0]) from None
+    cfg = _merge(cfg, cli, "the command line")
+    cfg.resume = folder
+    cfg.output_dir = folder
     validate(cfg)
     return cfg
 
@@ -307,6 +366,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         _at_least(cfg, key, 0, strict=True)
     _within(cfg, "dataset.val_fraction", 0, 1, high_open=True)
     _within(cfg, "faults.rate", 0, 1)
+    _at_least(cfg, "checkpoint.every", 0)
+    _at_least(cfg, "checkpoint.every_s", 0, strict=True)
     for key in ("client.timeout_s", "server.max_delta_norm"):
         _at_least(cfg, key, 0, strict=True)
     _at_least(cfg, "faults.slow_factor", 1)

@@ -56,6 +56,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in registered for a while, e.g. in a test or a notebook)."""
+        self._classes.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self._classes)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from afl import checkpoint
 from afl.client import ClientRuntime
 from afl.config import load_config, to_yaml, validate
 from afl.data.datasets import ArrayData, DatasetSplits, load_dataset
@@ -151,23 +152,40 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
     if cfg is None:
         cfg = load_config(overrides)
     components = validate(cfg)
+    resumed = _resume_point(cfg)  # the checkpoint to continue from, checked before anything is written
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.federation.torch_threads)  # process-wide: restored when the run ends
     try:
         setup = build(cfg, components)  # everything that can fail on bad input fails here
-        out = _output_dir(cfg)
+        out = Path(cfg.resume) if resumed is not None else _output_dir(cfg)
+        wandb_id = None if resumed is None else resumed["wandb_run_id"]
+        history_so_far = [] if resumed is None else resumed["loop"]["history"]
         # the W&B run finishes as failed, and metrics.csv is closed, if anything below raises
-        with RunWriter(out, cfg, setup) as writer, _tracker(cfg, out) as tracker:
+        with (
+            RunWriter(out, cfg, setup, history_so_far) as writer,
+            _tracker(cfg, out, wandb_id) as tracker,
+        ):
+            tracker.note_best([r["test_accuracy"] for r in history_so_far])
 
             def on_eval(row: dict[str, Any]) -> None:
                 writer.write_row(row)
                 tracker.log({WANDB_KEYS.get(k, k): v for k, v in row.items() if _finite(v)})
 
-            start = time.perf_counter()
+            def on_checkpoint(state: dict[str, Any]) -> None:
+                payload = {
+                    "format": checkpoint.FORMAT,
+                    "config": checkpoint.fingerprint(cfg),
+                    "wandb_run_id": tracker.run_id,
+                    "loop": state,
+                }
+                checkpoint.save(out / checkpoint.CHECKPOINT, payload)
+
             with EXECUTORS.get(cfg.federation.executor)(setup.runtime, cfg.federation.workers) as executor:
-                loop = make_loop(setup, executor, on_eval)
+                loop = make_loop(setup, executor, on_eval, on_checkpoint)
+                if resumed is not None:
+                    loop.load_state_dict(resumed["loop"])
                 history = loop.run()
-            summary = run_summary(setup, loop.state, history, time.perf_counter() - start, out)
+            summary = run_summary(setup, loop.state, history, loop.history[-1]["wall_time"], out)
             writer.finish(summary, loop.state)
             tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
     finally:
@@ -180,6 +198,18 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
         final_state=loop.state.global_state,
         config=cfg,
     )
+
+
+def _resume_point(cfg: DictConfig) -> dict[str, Any] | None:
+    """With ``resume=FOLDER``: that run's checkpoint, checked against the config; else None."""
+    if cfg.resume is None:
+        return None
+    folder = Path(cfg.resume)
+    if (folder / "summary.json").exists():
+        raise ConfigError(
+            "resume", f"the run in {folder} is complete (it has summary.json): nothing to resume"
+        )
+    return checkpoint.load(folder / checkpoint.CHECKPOINT, cfg)
 
 
 @dataclass
@@ -290,7 +320,10 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
 
 
 def make_loop(
-    setup: Setup, executor: Executor, on_eval: Callable[[dict[str, Any]], None] | None = None
+    setup: Setup,
+    executor: Executor,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> FederatedLoop:
     """The federated loop of a built run, on ``executor``."""
     cfg, fed = setup.cfg, setup.cfg.federation
@@ -306,6 +339,8 @@ def make_loop(
         staleness_policy=cfg.delay.staleness_policy,
         timeout_s=cfg.client.timeout_s,
         max_delta_norm=cfg.server.max_delta_norm,
+        checkpoint_every=cfg.checkpoint.every,
+        checkpoint_every_s=cfg.checkpoint.every_s,
         progress=cfg.logging.progress,
     )
     f = cfg.faults
@@ -321,6 +356,7 @@ def make_loop(
         evaluate=setup.evaluate(),
         on_eval=on_eval,
         faults=faults if f.rate > 0 else None,
+        on_checkpoint=on_checkpoint,
     )
 
 
@@ -360,33 +396,44 @@ def run_summary(
 class RunWriter:
     """Owns a run folder's files. On entry: the folder, ``config.yaml``, ``partition.json`` and the header
     of ``metrics.csv`` (one row per evaluation, flushed as it comes); :meth:`finish` adds
-    ``summary.json``, ``updates.csv`` and ``final_model.pt``. If the run raises, the folder gets a
-    ``FAILED`` file with the error and no ``summary.json``."""
+    ``summary.json``, ``updates.csv`` and ``final_model.pt`` and removes the checkpoint. If the run
+    raises, the folder gets a ``FAILED`` file with the error and no ``summary.json``.
 
-    def __init__(self, out: Path, cfg: DictConfig, setup: Setup) -> None:
-        self.out, self.cfg, self.setup = out, cfg, setup
+    Resuming (``history`` = the checkpoint's evaluation rows): ``config.yaml`` and ``partition.json`` stay
+    as the run wrote them, ``FAILED`` goes, and ``metrics.csv`` is rewritten with the checkpoint's rows
+    (rows written after the checkpoint, before the crash, are dropped: the run computes them again).
+    """
+
+    def __init__(
+        self, out: Path, cfg: DictConfig, setup: Setup, history: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        self.out, self.cfg, self.setup, self.history = out, cfg, setup, history
         self._csv: Any = None
         self._rows: csv.DictWriter[str] | None = None
 
     def __enter__(self) -> RunWriter:
         out, setup, p = self.out, self.setup, self.cfg.partition  # out: claimed by _output_dir
-        (out / "config.yaml").write_text(to_yaml(self.cfg))
-        labels = setup.train.y.numpy()
-        (out / "partition.json").write_text(
-            json.dumps(
-                {
-                    "scheme": p.scheme,
-                    "num_clients": p.num_clients,
-                    "alpha": p.alpha,
-                    "samples": [int(len(ix)) for ix in setup.parts],
-                    "class_counts": class_counts(labels, setup.parts, setup.data.num_classes),
-                },
-                indent=1,
+        if self.cfg.resume is None:
+            (out / "config.yaml").write_text(to_yaml(self.cfg))
+            labels = setup.train.y.numpy()
+            (out / "partition.json").write_text(
+                json.dumps(
+                    {
+                        "scheme": p.scheme,
+                        "num_clients": p.num_clients,
+                        "alpha": p.alpha,
+                        "samples": [int(len(ix)) for ix in setup.parts],
+                        "class_counts": class_counts(labels, setup.parts, setup.data.num_classes),
+                    },
+                    indent=1,
+                )
             )
-        )
+        (out / FAILED).unlink(missing_ok=True)
         self._csv = (out / "metrics.csv").open("w", newline="")
         self._rows = csv.DictWriter(self._csv, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         self._rows.writeheader()
+        self._rows.writerows(self.history)
+        self._csv.flush()
         return self
 
     def write_row(self, row: dict[str, Any]) -> None:
@@ -395,12 +442,14 @@ class RunWriter:
         self._csv.flush()
 
     def finish(self, summary: dict[str, Any], state: LoopState) -> None:
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         with (self.out / "updates.csv").open("w", newline="") as f:
             updates = csv.DictWriter(f, fieldnames=list(state.arrivals[0]))
             updates.writeheader()
             updates.writerows(state.arrivals)
         torch.save(state.global_state, self.out / "final_model.pt")
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))  # last: marks the run complete
+        for name in (checkpoint.CHECKPOINT, checkpoint.CHECKPOINT + ".tmp"):  # nothing left to resume
+            (self.out / name).unlink(missing_ok=True)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self._csv is not None:
@@ -410,7 +459,7 @@ class RunWriter:
             (self.out / FAILED).write_text(f"{type(exc).__name__}: {exc}\n")
 
 
-def _tracker(cfg: DictConfig, out: Path) -> WandbTracker:
+def _tracker(cfg: DictConfig, out: Path, run_id: str | None = None) -> WandbTracker:
     algorithm = algorithm_name(cfg)
     return WandbTracker(
         mode=cfg.logging.wandb.mode,
@@ -422,4 +471,5 @@ def _tracker(cfg: DictConfig, out: Path) -> WandbTracker:
         config=_plain(cfg),
         dir=out,
         tags=list(cfg.logging.wandb.tags),
+        run_id=run_id,
     )

@@ -106,6 +106,9 @@ class WandbTracker:
             if missing (in disabled mode too, but left empty).
         tags: run tags.
         entity: W&B entity (user or team); ``None`` uses W&B's default.
+        run_id: continue the W&B run with this id (a resumed training run) instead of starting a new
+            one. Offline, the continuation is a second ``offline-run-*-<id>`` folder with the same id;
+            ``wandb sync`` of both folders uploads one run.
 
     Raises:
         ValueError: ``mode`` is not one of :data:`ALLOWED_MODES`.
@@ -124,6 +127,7 @@ class WandbTracker:
         dir: str | os.PathLike,
         tags: Sequence[str] = (),
         entity: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         if mode not in ALLOWED_MODES:
             raise ValueError(f"mode must be one of {', '.join(map(repr, ALLOWED_MODES))}; got {mode!r}")
@@ -150,6 +154,8 @@ class WandbTracker:
             entity=entity,
             reinit="finish_previous",
         )
+        if run_id is not None:
+            arguments.update(id=run_id, resume="allow")
         try:
             self._run = wandb.init(mode=mode, settings=_quiet_settings(wandb, mode), **arguments)  # type: ignore[arg-type]
         except wandb.Error as err:
@@ -221,6 +227,13 @@ class WandbTracker:
             best = {"best/test_accuracy": self._best}
             best.update({f"best/{k}": values[k] for k in _BEST_CONTEXT if k in values})
             self._run.summary.update(best)
+
+    def note_best(self, values: Sequence[float]) -> None:
+        """Tells the tracker the ``test/accuracy`` values logged before (by the run this one continues),
+        so that ``best/*`` is only replaced by a better value."""
+        seen = [float(v) for v in values if not math.isnan(float(v))]
+        if seen and (self._best is None or max(seen) > self._best):
+            self._best = max(seen)
 
     def set_summary(self, values: Mapping[str, Any]) -> None:
         """Sets (overwrites) run summary values, e.g. final results or wall-clock totals.

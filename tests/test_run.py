@@ -121,22 +121,23 @@ def test_a_run_that_raises_is_marked_failed_never_complete(tiny) -> None:
     """A user's aggregator (a real plug-in, registered by name) raises on its third arrival."""
     from afl.server.aggregators import AGGREGATORS, Aggregator
 
-    if "explodes-on-third" not in AGGREGATORS:
+    @AGGREGATORS.register("explodes-on-third")
+    class Explodes(Aggregator):
+        def __init__(self) -> None:
+            self.seen = 0
 
-        @AGGREGATORS.register("explodes-on-third")
-        class Explodes(Aggregator):
-            def __init__(self) -> None:
-                self.seen = 0
+        def on_arrival(self, update, global_state) -> bool:
+            self.seen += 1
+            if self.seen == 3:
+                raise RuntimeError("the third update broke the server")
+            return True
 
-            def on_arrival(self, update, global_state) -> bool:
-                self.seen += 1
-                if self.seen == 3:
-                    raise RuntimeError("the third update broke the server")
-                return True
-
-    cfg = tiny("server.aggregator.name=explodes-on-third", "federation.eval_every=1")
-    with pytest.raises(RuntimeError, match="third update"):
-        run(cfg)
+    try:
+        cfg = tiny("server.aggregator.name=explodes-on-third", "federation.eval_every=1")
+        with pytest.raises(RuntimeError, match="third update"):
+            run(cfg)
+    finally:
+        AGGREGATORS.unregister("explodes-on-third")
     out = Path(cfg.output_dir)
     assert (out / "FAILED").read_text() == "RuntimeError: the third update broke the server\n"
     assert not (out / "summary.json").exists()

@@ -8,6 +8,7 @@ in a plain :class:`LoopState` so that a run can later be checkpointed and resume
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -80,6 +81,8 @@ class LoopConfig:
     staleness_policy: str = "keep"
     timeout_s: float | None = None  # a job longer than this (simulated) is rejected at the timeout
     max_delta_norm: float | None = None  # an update whose ‖Δ‖ exceeds this is rejected
+    checkpoint_every: int | None = None  # client updates between checkpoints; None: by wall time; 0: never
+    checkpoint_every_s: float = 60.0  # with checkpoint_every=None: wall seconds between checkpoints
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -104,6 +107,7 @@ class FederatedLoop:
         evaluate: global state → ``{"test_loss": ..., "test_accuracy": ...}``.
         on_eval: called with each evaluation row (for CSV, W&B, ...).
         faults: injected client faults (tests of robustness), or None.
+        on_checkpoint: called with :meth:`state_dict` at checkpoint times (see ``LoopConfig``), or None.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class FederatedLoop:
         evaluate: Callable[[State], dict[str, float]],
         on_eval: Callable[[dict[str, Any]], None] | None = None,
         faults: FaultModel | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if not 1 <= config.concurrency <= len(num_samples):
             raise ValueError(f"concurrency must be in [1, {len(num_samples)}], got {config.concurrency}")
@@ -132,10 +137,68 @@ class FederatedLoop:
         self.evaluate = evaluate
         self.on_eval = on_eval
         self.faults = faults
+        self.on_checkpoint = on_checkpoint
         self.state = LoopState(global_state=global_state, last_staleness=[0] * self.num_clients)
         self.history: list[dict[str, Any]] = []
         self.aggregator.setup(concurrency=config.concurrency)
         self._t0 = 0.0
+        self._elapsed = 0.0  # wall seconds spent before a resume
+        self._last_checkpoint = 0.0
+
+    # ----------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """The complete loop state in tensors and plain Python values (safe for ``weights_only`` loading):
+        :class:`LoopState` (with the in-flight jobs and their dispatched models), the evaluation rows,
+        the aggregator's state and the wall time so far, copied (the run goes on changing its own).
+        Everything else is a function of the config and these counters."""
+        s = self.state
+        plain = {name: getattr(s, name) for name in LoopState.__dataclass_fields__ if name != "in_flight"}
+        plain["in_flight"] = [
+            {
+                "job": dict(vars(f.job)),
+                "version": f.version,
+                "dispatch_time": f.dispatch_time,
+                "finish_time": f.finish_time,
+                "timed_out": f.timed_out,
+            }
+            for f in s.in_flight
+        ]
+        return copy.deepcopy(
+            {
+                "state": plain,
+                "history": self.history,
+                "aggregator": self.aggregator.state_dict(),
+                "wall_time": self._wall_time(),
+            }
+        )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`; :meth:`run` then resumes where that state was taken."""
+        saved = dict(state["state"])
+        saved["in_flight"] = [
+            InFlight(job=ClientJob(**f["job"]), **{k: v for k, v in f.items() if k != "job"})
+            for f in saved["in_flight"]
+        ]
+        self.state = LoopState(**saved)
+        self.history = list(state["history"])
+        self.aggregator.load_state_dict(state["aggregator"])
+        self._elapsed = float(state["wall_time"])
+
+    def _wall_time(self) -> float:
+        return self._elapsed + (time.perf_counter() - self._t0 if self._t0 else 0.0)
+
+    def _maybe_checkpoint(self) -> None:
+        every, s = self.cfg.checkpoint_every, self.state
+        if self.on_checkpoint is None or every == 0 or s.client_updates >= self.cfg.max_updates:
+            return
+        due = (
+            s.client_updates % every == 0
+            if every is not None
+            else time.perf_counter() - self._last_checkpoint >= self.cfg.checkpoint_every_s
+        )
+        if due:
+            self.on_checkpoint(self.state_dict())
+            self._last_checkpoint = time.perf_counter()
 
     # ----------------------------------------------------------------------------------------- dispatch
     def _round(self) -> int:
@@ -289,7 +352,7 @@ class FederatedLoop:
             "version": s.version,
             "round": self._round(),
             "sim_time": s.clock,
-            "wall_time": time.perf_counter() - self._t0,
+            "wall_time": self._wall_time(),
             **self.evaluate(s.global_state),
             "mean_staleness": _mean(staleness),
             "max_staleness": max(staleness) if staleness else math.nan,
@@ -306,18 +369,26 @@ class FederatedLoop:
 
     # ----------------------------------------------------------------------------------------- run
     def run(self) -> list[dict[str, Any]]:
-        """Run to the budget; returns the evaluation rows (the last one is the final model)."""
+        """Run to the budget; returns the evaluation rows (the last one is the final model).
+
+        After :meth:`load_state_dict`, the in-flight jobs of that state are trained again (a job's result
+        depends only on its description, so they give what they would have given) and the run goes on.
+        """
         cfg, s = self.cfg, self.state
-        self._t0 = time.perf_counter()
+        self._t0 = self._last_checkpoint = time.perf_counter()
         bar = tqdm(
             total=cfg.max_updates,
+            initial=s.client_updates,
             unit="update",
             disable=not cfg.progress,
             dynamic_ncols=True,
             mininterval=0.5,
         )
         try:
-            if cfg.mode == "sync":
+            if s.dispatched > 0:  # resumed
+                for flight in sorted(s.in_flight, key=lambda f: f.job.job_id):
+                    self.executor.submit(flight.job)
+            elif cfg.mode == "sync":
                 self._dispatch_round()
             else:
                 for _ in range(min(cfg.concurrency, cfg.max_updates)):
@@ -341,6 +412,7 @@ class FederatedLoop:
                         self._dispatch_async()
                     elif not s.in_flight:
                         self._dispatch_round()
+                self._maybe_checkpoint()
             if self.aggregator.flush(s.global_state):
                 self._new_version()
             if sum(s.rejected.values()) == s.client_updates:
