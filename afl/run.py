@@ -96,10 +96,13 @@ def _output_dir(cfg: DictConfig) -> Path:
         if blocking is not None:
             raise ConfigError("output_dir", f"{blocking} is a file, not a folder: choose another output_dir")
         if out.exists() and any(out.iterdir()):
+            hint = (
+                f"; to continue the run in it: resume={out}" if (out / checkpoint.CHECKPOINT).exists() else ""
+            )
             raise ConfigError(
                 "output_dir",
                 f"{out} already exists and is not empty; runs are never "
-                "overwritten: choose another folder (or leave output_dir unset)",
+                f"overwritten: choose another folder (or leave output_dir unset){hint}",
             )
         _mkdir(out, exist_ok=True)
         return out

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from afl.config import load_config
 from afl.run import run
@@ -82,13 +83,21 @@ def test_an_update_beyond_the_norm_bound_is_never_applied(tiny) -> None:
 def test_a_global_model_that_becomes_non_finite_stops_the_run_clearly(tiny) -> None:
     # finite client updates (Adam at lr 1 moves weights by several units), a server step that overflows
     # float32 (its largest value is 3.4e38)
+    # a buffer of 2: the first arrival is buffered and checkpointed, the second moves to version 1
     cfg = tiny(
         "server.aggregator.name=fedbuff",
-        "server.aggregator.buffer_size=1",
+        "server.aggregator.buffer_size=2",
         "server.aggregator.server_lr=3e38",
         "client.lr=1.0",
+        "checkpoint.every=1",
     )
     with pytest.raises(NonFiniteModel, match="became non-finite at version 1"):
         run(cfg)
-    assert (Path(cfg.output_dir) / "FAILED").read_text().startswith("NonFiniteModel: the global model")
-    assert not (Path(cfg.output_dir) / "summary.json").exists()
+    out = Path(cfg.output_dir)
+    assert (out / "FAILED").read_text().startswith("NonFiniteModel: the global model")
+    assert not (out / "summary.json").exists()
+    # the last good checkpoint is kept: version 0, finite, one update buffered
+    kept = torch.load(out / "checkpoint.pt", weights_only=True)["loop"]
+    assert kept["state"]["client_updates"] == 1 and kept["state"]["version"] == 0
+    assert all(bool(torch.isfinite(v).all()) for v in kept["state"]["global_state"].values())
+    assert kept["aggregator"]["buffer"]["count"] == 1

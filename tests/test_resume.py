@@ -207,6 +207,9 @@ def test_bad_resumes_are_refused_with_one_line(tmp_path, capsys) -> None:
         assert train_main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith(f"error: {key}:") and message in err and "Traceback" not in err, err
+    # starting it again instead of resuming it: refused, with the way to continue it
+    assert train_main([*RUN, f"output_dir={out}"]) == 2
+    assert f"to continue the run in it: resume={out}" in capsys.readouterr().err
     # allowed: how the run is computed, never what it computes
     cfg = load_config([f"resume={out}", "federation.workers=1", "federation.executor=serial"])
     assert cfg.federation.executor == "serial" and cfg.resume == str(out)
