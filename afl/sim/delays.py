@@ -198,17 +198,18 @@ def read_trace(path: str) -> Trace:
 
     Example:
         >>> import tempfile
-        >>> with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
-        ...     _ = f.write("client,speed,comm\\n0,1.5,0.2\\n0,,0.4\\n1,0.5,\\n")
-        >>> trace = read_trace(f.name)
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = Path(folder.name) / "trace.csv"
+        >>> _ = path.write_text("client,speed,comm\\n0,1.5,0.2\\n0,,0.4\\n1,0.5,\\n")
+        >>> trace = read_trace(str(path))
         >>> trace.speeds, trace.comm
         ({0: (1.5, 2), 1: (0.5, 4)}, {0: [0.2, 0.4]})
-        >>> with open(f.name, "a") as g:
-        ...     _ = g.write("1,0.7,\\n")
-        >>> read_trace(f.name)  # doctest: +ELLIPSIS
+        >>> _ = path.write_text(path.read_text() + "1,0.7,\\n")
+        >>> read_trace(str(path))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        afl.errors.ConfigError: path: ..., line 5: client 1 has speed 0.7 here but 0.5 on line 4
+        afl.errors.ConfigError: path: ...trace.csv, line 5: client 1 has speed 0.7 here but 0.5 on line 4
+        >>> folder.cleanup()
     """
     try:
         text = Path(path).read_text()
