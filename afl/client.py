@@ -7,7 +7,8 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -16,6 +17,9 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from afl.registry import Registry
+
+if TYPE_CHECKING:
+    from afl.client_callbacks import CallbackSpec
 
 State = dict[str, torch.Tensor]
 
@@ -103,12 +107,14 @@ class ClientModule(L.LightningModule):
         )
 
 
-def make_client_trainer(max_epochs: int) -> L.Trainer:
-    """A Trainer that only trains: no logger, checkpoints, progress bar, model summary or sanity check."""
+def make_client_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """A Trainer that only trains: no logger, checkpoints, progress bar, model summary or sanity check;
+    ``callbacks`` are the job's own (``client.callbacks``, see :mod:`afl.client_callbacks`)."""
     return L.Trainer(
         accelerator="cpu",
         devices=1,
         max_epochs=max_epochs,
+        callbacks=list(callbacks),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -155,6 +161,9 @@ class ClientJob:
         lr: the learning rate for this job.
         seed: seed of this job's data shuffling.
         fault: an injected fault (``raise`` or ``nonfinite``, see :mod:`afl.sim.faults`), or None.
+        previous_staleness: the staleness of this client's previous update (0 before its first): the delay
+            the client knows at dispatch.
+        round: the round at dispatch (client updates // J; the barrier round in sync mode).
     """
 
     job_id: int
@@ -163,11 +172,14 @@ class ClientJob:
     lr: float
     seed: int
     fault: str | None = None
+    previous_staleness: int = 0
+    round: int = 0
 
 
 @dataclass
 class ClientResult:
-    """What comes back: the local model after training and what it cost."""
+    """What comes back: the local model after training, what it cost, and what the job's callbacks
+    measured (``metrics``, e.g. ``drift``)."""
 
     job_id: int
     client_id: int
@@ -176,18 +188,20 @@ class ClientResult:
     steps: int
     train_loss: float
     train_accuracy: float
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class ClientRuntime:
     """Runs client jobs: holds every client's training tensors and how to build the model.
 
-    Thread-safe: each call builds its own model, module and Trainer.
+    Thread-safe: each call builds its own model, module, Trainer and callbacks.
 
     Args:
         client_data: per client, ``(x, y)`` tensors in memory.
         model_factory: builds a fresh model of the run's architecture.
         num_classes: for the accuracy metric.
         local_epochs, batch_size, optimizer, momentum, weight_decay: local training settings.
+        callbacks: the configured client callbacks; each job's Trainer gets fresh ones.
     """
 
     def __init__(
@@ -201,6 +215,7 @@ class ClientRuntime:
         optimizer: str = "adam",
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        callbacks: Sequence[CallbackSpec] = (),
     ) -> None:
         self.client_data = client_data
         self.model_factory = model_factory
@@ -210,6 +225,7 @@ class ClientRuntime:
         self.optimizer = optimizer
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.callbacks = tuple(callbacks)
 
     def num_samples(self, client_id: int) -> int:
         return len(self.client_data[client_id][1])
@@ -230,12 +246,13 @@ class ClientRuntime:
             momentum=self.momentum,
             weight_decay=self.weight_decay,
         )
+        callbacks = [spec.make(job) for spec in self.callbacks]
         _job.active = True
         try:
             # enable_grad restores the caller's grad mode on exit: Lightning's fit leaves grad enabled
             # in its thread, which would leak into the server's thread under the serial executor
             with torch.enable_grad():
-                trainer = make_client_trainer(self.local_epochs)
+                trainer = make_client_trainer(self.local_epochs, callbacks)
                 trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed))
         finally:
             _job.active = False
@@ -250,4 +267,5 @@ class ClientRuntime:
             steps=trainer.global_step,
             train_loss=float(module.train_loss.compute()),
             train_accuracy=float(module.train_accuracy.compute()),
+            metrics={k: v for spec, cb in zip(self.callbacks, callbacks) for k, v in spec.report(cb).items()},
         )

@@ -69,6 +69,8 @@ class ClientConfig:
     momentum: float = MISSING
     weight_decay: float = MISSING
     timeout_s: float | None = None
+    callbacks: list[Any] = field(default_factory=list)  # names or {name: ..., options}: afl.client_callbacks
+    prox_mu: float = MISSING
 
 
 @dataclass
@@ -345,6 +347,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         "client.weight_decay",
         "delay.time_per_sample",
         "delay.max_staleness",
+        "client.prox_mu",
     ):
         _at_least(cfg, key, 0)
     for key in (
@@ -416,6 +419,7 @@ def check_relations(cfg: DictConfig) -> None:
 
 def build_components(cfg: DictConfig) -> dict[str, Any]:
     """Build (and so validate) the pluggable server and delay components named in the config."""
+    from afl.client_callbacks import build_client_callbacks
     from afl.server.aggregators import AGGREGATORS
     from afl.server.lr_schedules import LR_SCHEDULES
     from afl.sim.delays import COMM_DELAYS, SPEEDS
@@ -428,6 +432,7 @@ def build_components(cfg: DictConfig) -> dict[str, Any]:
         "lr_schedule": LR_SCHEDULES.build(plain("server.lr_schedule"), "server.lr_schedule"),
         "speed": SPEEDS.build(plain("delay.speed"), "delay.speed"),
         "comm": COMM_DELAYS.build(plain("delay.comm"), "delay.comm"),
+        "client_callbacks": build_client_callbacks(cfg),
     }
 
 

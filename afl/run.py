@@ -299,6 +299,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         optimizer=cfg.client.optimizer,
         momentum=cfg.client.momentum,
         weight_decay=cfg.client.weight_decay,
+        callbacks=components["client_callbacks"],
     )
     delay = DelayModel(
         speed=components["speed"],
@@ -446,7 +447,8 @@ class RunWriter:
 
     def finish(self, summary: dict[str, Any], state: LoopState) -> None:
         with (self.out / "updates.csv").open("w", newline="") as f:
-            updates = csv.DictWriter(f, fieldnames=list(state.arrivals[0]))
+            # every key of any row: a rejected update has no callback metrics (its cells stay empty)
+            updates = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for a in state.arrivals for k in a)))
             updates.writeheader()
             updates.writerows(state.arrivals)
         torch.save(state.global_state, self.out / "final_model.pt")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
 import torch
+
+from callbacks._checks import check_positive_int
 
 
 def squared_grad_norm(parameters: Iterable[torch.nn.Parameter], norm_type: float = 2.0) -> float:
@@ -31,46 +34,73 @@ class GradientNormMonitor(L.Callback):
     """Records ``‖∇L‖²`` after every backward pass and its mean over each training epoch.
 
     With ``log=True`` the epoch mean is logged as ``{prefix}/sq_norm_epoch`` through the module's logger
-    (nothing happens without a logger). ``history`` keeps the epoch means for use without any logger.
+    (nothing happens without a logger). ``history`` keeps the last ``max_history`` epoch means for use
+    without any logger; older ones are forgotten, so memory stays bounded however long the fit.
+    The gradient is read in ``on_after_backward``: that of the module's loss, before any term another
+    callback adds in ``on_before_optimizer_step`` (such as :class:`~callbacks.ProximalTerm`).
+
+    ``state_dict`` holds only counters (backward passes and epochs seen), not the history.
 
     Args:
         norm_type: the p of the norm (2 for the Euclidean norm); must be positive or ``inf``.
         log: log the epoch mean with ``pl_module.log``.
         prefix: metric name prefix.
+        max_history: how many epoch means ``history`` keeps (>= 1).
 
     Example:
-        >>> monitor = GradientNormMonitor()
-        >>> monitor.history
-        []
+        >>> monitor = GradientNormMonitor(max_history=2)
+        >>> monitor.history, monitor.state_dict()
+        ([], {'steps': 0, 'epochs': 0})
+        >>> GradientNormMonitor(norm_type=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: norm_type must be > 0 or inf, got -1
     """
 
-    def __init__(self, norm_type: float = 2.0, log: bool = True, prefix: str = "grad") -> None:
+    def __init__(
+        self, norm_type: float = 2.0, log: bool = True, prefix: str = "grad", max_history: int = 1000
+    ) -> None:
         if not (norm_type > 0 or math.isinf(norm_type)):
             raise ValueError(f"norm_type must be > 0 or inf, got {norm_type}")
         self.norm_type = float(norm_type)
         self.log = log
         self.prefix = prefix
-        self.history: list[float] = []
+        self.max_history = check_positive_int("max_history", max_history)
+        self._history: deque[float] = deque(maxlen=self.max_history)
+        self.steps = 0  # backward passes seen, over every fit
+        self.epochs = 0  # epoch means recorded, over every fit
         self._sum = 0.0
-        self._steps = 0
+        self._epoch_steps = 0
+
+    @property
+    def history(self) -> list[float]:
+        """The last ``max_history`` epoch means, oldest first."""
+        return list(self._history)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sum, self._steps = 0.0, 0
+        self._sum, self._epoch_steps = 0.0, 0
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._sum += squared_grad_norm(pl_module.parameters(), self.norm_type)
-        self._steps += 1
+        self._epoch_steps += 1
+        self.steps += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._steps == 0:
+        if self._epoch_steps == 0:
             return
-        mean = self._sum / self._steps
-        self.history.append(mean)
+        mean = self._sum / self._epoch_steps
+        self._history.append(mean)
+        self.epochs += 1
         if self.log and trainer.logger is not None:
             pl_module.log(f"{self.prefix}/sq_norm_epoch", mean, on_step=False, on_epoch=True)
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(norm_type=self.norm_type, prefix=self.prefix)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history)}
+        return {"steps": self.steps, "epochs": self.epochs}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict["history"])
+        self.steps = int(state_dict["steps"])
+        self.epochs = int(state_dict["epochs"])

@@ -91,7 +91,7 @@ BAD_INPUT = [
     (["server.aggregator.name=fedprox"], "server.aggregator.name", "allowed: afl, fedasync, fedavg, fedbuff"),
     (["server.aggregator.buffer_sise=3"], "server.aggregator.buffer_sise", "options: buffer_size"),
     (["server.lr_schedule.name=cosine"], "server.lr_schedule.name", "allowed: constant, paper"),
-    (["delay.speed.name=gamma"], "delay.speed.name", "allowed: constant, lognormal, uniform"),
+    (["delay.speed.name=gamma"], "delay.speed.name", "allowed: constant, lognormal, trace, uniform"),
     (["federation.mode=semi"], "federation.mode", "allowed: async, sync"),
     (["federation.mode=sync"], "federation.mode", "server.aggregator.name=fedavg"),
     (

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from afl.registry import Registry, require
+from callbacks.delay_lr import delay_aware_lr
 
 LR_SCHEDULES: Registry[LRSchedule] = Registry("LR schedule")
 
@@ -56,7 +57,8 @@ class PaperLR(LRSchedule):
     ``1 / (1 + α τ)`` uses the τ of the update it scales: with ``delay_at="arrival"`` (the default) the
     server multiplies that update's delta by it; with ``delay_at="dispatch"`` the client trains at the
     full rate computed with its *previous* τ instead. ``decay="none"`` drops the ``sqrt(r + 1)`` factor,
-    so each mechanism can be ablated.
+    so each mechanism can be ablated. The formula is :func:`callbacks.delay_aware_lr`, the one the
+    :class:`callbacks.DelayAwareLR` callback sets in a client's Trainer.
 
     Args:
         alpha: ``α`` ≥ 0 (0 turns the delay factor off).
@@ -82,12 +84,9 @@ class PaperLR(LRSchedule):
         )
         require(self.decay in DECAYS, "decay", f"got {self.decay!r}; allowed: {', '.join(DECAYS)}")
 
-    def _delay_factor(self, staleness: int) -> float:
-        return 1.0 / (1.0 + self.alpha * staleness)
-
     def at_dispatch(self, base_lr: float, round: int, previous_staleness: int) -> float:
-        lr = base_lr / math.sqrt(round + 1.0) if self.decay == "sqrt" else base_lr
-        return lr * self._delay_factor(previous_staleness) if self.delay_at == "dispatch" else lr
+        alpha = self.alpha if self.delay_at == "dispatch" else 0.0  # α = 0: a factor of exactly 1
+        return delay_aware_lr(base_lr, alpha, previous_staleness, round if self.decay == "sqrt" else None)
 
     def at_arrival(self, staleness: int) -> float:
-        return self._delay_factor(staleness) if self.delay_at == "arrival" else 1.0
+        return delay_aware_lr(1.0, self.alpha, staleness) if self.delay_at == "arrival" else 1.0

@@ -3,15 +3,37 @@
 A job's duration is decided at dispatch: ``samples_trained * time_per_sample / speed[c]`` of compute,
 plus a communication delay drawn per job. Speeds are drawn once per client. Both are small components
 registered by short name: add a distribution by registering a class with a ``sample(rng) -> float``
-method in :data:`SPEEDS` or :data:`COMM_DELAYS`.
+method in :data:`SPEEDS` or :data:`COMM_DELAYS`. A component that depends on the client (a trace file)
+overrides :meth:`Distribution.draw` instead.
+
+Trace files (``delay.speed.name=trace`` and/or ``delay.comm.name=trace``, option ``path``) are CSV with a
+header naming ``client`` and one or both of ``speed`` and ``comm``; ``#`` lines and blank lines are
+skipped::
+
+    client,speed,comm
+    0,1.0,0.25
+    0,1.0,0.40
+    1,0.3,1.10
+    1,,0.90
+
+A client's ``speed`` (its compute speed factor, > 0) may repeat on its rows but must agree, and an empty
+cell gives none; each non-empty ``comm`` cell is the communication time (seconds, >= 0) of one recorded
+job. The run's clients 0..C-1 must all be there: each with a speed for ``delay.speed``, each with at least
+one time for ``delay.comm``. A job's communication time is one of its client's recorded times, picked
+uniformly from the job's own random stream ``(seed, "comm", client, dispatch index)``: reproducible, and
+the same whatever order jobs run in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from afl.errors import ConfigError
 from afl.registry import Registry, require
 from afl.rng import derive_rng
 
@@ -24,6 +46,14 @@ class Distribution:
 
     def sample(self, rng: np.random.Generator) -> float:
         raise NotImplementedError
+
+    def draw(self, rng: np.random.Generator, client_id: int, dispatch_index: int = 0) -> float:
+        """The value for one client (speeds) or one of its jobs (communication delays); by default a
+        draw that does not depend on who asks."""
+        return self.sample(rng)
+
+    def check_clients(self, num_clients: int) -> None:
+        """Raise :class:`ConfigError` if the component cannot serve clients ``0..num_clients-1``."""
 
 
 @SPEEDS.register("constant")
@@ -98,25 +128,219 @@ class ExponentialDelay(Distribution):
         return float(rng.exponential(self.mean))
 
 
+@COMM_DELAYS.register("pareto")
+@dataclass(frozen=True)
+class ParetoDelay(Distribution):
+    """Heavy-tailed communication delay: Pareto (type I), at least ``scale``, ``P(X > x) = (scale/x)^shape``.
+
+    The mean is ``shape·scale/(shape − 1)`` for ``shape > 1`` (infinite otherwise) and the variance is
+    finite only for ``shape > 2``: a few jobs take far longer than the rest.
+
+    Example:
+        >>> delay = ParetoDelay(shape=2.0, scale=0.5)
+        >>> draws = [delay.sample(derive_rng(0, "doc", j)) for j in range(1000)]
+        >>> min(draws) >= 0.5, max(draws) > 5.0  # P(one draw > 5) = (0.5/5)² = 1%
+        (True, True)
+    """
+
+    shape: float = 2.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self.shape > 0, "shape", f"must be > 0, got {self.shape}")
+        require(self.scale > 0, "scale", f"must be > 0, got {self.scale}")
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(self.scale * (1.0 + rng.pareto(self.shape)))  # numpy's pareto is type II (Lomax)
+
+
+TRACE_COLUMNS = ("client", "speed", "comm")
+
+
+@dataclass
+class Trace:
+    """A parsed trace file (format in this module's docstring).
+
+    Attributes:
+        path: the file.
+        speeds: per client, its speed factor and the line that gave it.
+        comm: per client, its recorded communication times, in file order.
+        first_line: per client, the line where it first appears.
+    """
+
+    path: str
+    speeds: dict[int, tuple[float, int]] = field(default_factory=dict)
+    comm: dict[int, list[float]] = field(default_factory=dict)
+    first_line: dict[int, int] = field(default_factory=dict)
+
+    def check_clients(self, num_clients: int, column: str) -> None:
+        """Every client ``0..num_clients-1`` has a ``column`` value, and no other client appears."""
+        extra = [c for c in self.first_line if c >= num_clients]
+        if extra:
+            c = min(extra, key=self.first_line.__getitem__)
+            raise ConfigError(
+                "path",
+                f"{self.path}, line {self.first_line[c]}: client {c} is not one of the run's "
+                f"{num_clients} clients (0-{num_clients - 1}, partition.num_clients)",
+            )
+        have = self.speeds if column == "speed" else self.comm
+        missing = [c for c in range(num_clients) if c not in have]
+        if missing:
+            raise ConfigError(
+                "path",
+                f"{self.path}: no {column} for client {missing[0]} ({len(missing)} of the run's "
+                f"{num_clients} clients have none)",
+            )
+
+
+def read_trace(path: str) -> Trace:
+    """Parse a trace CSV; a malformed file is a :class:`ConfigError` on ``path`` naming the file and line.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = Path(folder.name) / "trace.csv"
+        >>> _ = path.write_text("client,speed,comm\\n0,1.5,0.2\\n0,,0.4\\n1,0.5,\\n")
+        >>> trace = read_trace(str(path))
+        >>> trace.speeds, trace.comm
+        ({0: (1.5, 2), 1: (0.5, 4)}, {0: [0.2, 0.4]})
+        >>> _ = path.write_text(path.read_text() + "1,0.7,\\n")
+        >>> read_trace(str(path))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        afl.errors.ConfigError: path: ...trace.csv, line 5: client 1 has speed 0.7 here but 0.5 on line 4
+        >>> folder.cleanup()
+    """
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError("path", f"cannot read the trace file {path}: {err}") from None
+    trace = Trace(path)
+    header: list[str] | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}, line {number}"
+        cells = [c.strip() for c in next(csv.reader([line]))]
+        if header is None:
+            if any(c not in TRACE_COLUMNS for c in cells) or "client" not in cells or len(set(cells)) < 2:
+                raise ConfigError(
+                    "path", f"{where}: the header must name client and speed and/or comm (got {line!r})"
+                )
+            if len(set(cells)) != len(cells):
+                raise ConfigError("path", f"{where}: a column is named twice in the header {line!r}")
+            header = cells
+            continue
+        if len(cells) != len(header):
+            raise ConfigError(
+                "path", f"{where}: expected {len(header)} cells ({','.join(header)}), got {len(cells)}"
+            )
+        row = dict(zip(header, cells))
+        if not row["client"].isdigit():  # digits only: a non-negative integer
+            raise ConfigError("path", f"{where}: client must be an integer >= 0, got {row['client']!r}")
+        client = int(row["client"])
+        trace.first_line.setdefault(client, number)
+        speed = _number(row.get("speed", ""), "speed", where, strict=True)
+        if speed is not None:
+            given = trace.speeds.setdefault(client, (speed, number))
+            if given[0] != speed:
+                raise ConfigError(
+                    "path",
+                    f"{where}: client {client} has speed {speed} here but {given[0]} on line {given[1]}",
+                )
+        comm = _number(row.get("comm", ""), "comm", where, strict=False)
+        if comm is not None:
+            trace.comm.setdefault(client, []).append(comm)
+    if header is None:
+        raise ConfigError("path", f"{path}: no header line (client and speed and/or comm)")
+    return trace
+
+
+def _number(cell: str, column: str, where: str, strict: bool) -> float | None:
+    """A cell's value: None if empty, else a finite number > 0 (``strict``) or >= 0."""
+    if cell == "":
+        return None
+    bound = "> 0" if strict else ">= 0"
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ConfigError("path", f"{where}: {column} must be a number {bound}, got {cell!r}") from None
+    if not math.isfinite(value) or value < 0 or (strict and value == 0):
+        raise ConfigError("path", f"{where}: {column} must be a finite number {bound}, got {cell!r}")
+    return value
+
+
+@SPEEDS.register("trace")
+@dataclass(frozen=True)
+class TraceSpeed(Distribution):
+    """Each client's speed factor from the ``speed`` column of a trace file (format above)."""
+
+    path: str = ""
+    trace: Trace = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        require(bool(self.path), "path", "give the trace file: delay.speed.path=FILE.csv")
+        object.__setattr__(self, "trace", read_trace(self.path))  # frozen: set once, here
+
+    def draw(self, rng: np.random.Generator, client_id: int, dispatch_index: int = 0) -> float:
+        return self.trace.speeds[client_id][0]
+
+    def check_clients(self, num_clients: int) -> None:
+        self.trace.check_clients(num_clients, "speed")
+
+
+@COMM_DELAYS.register("trace")
+@dataclass(frozen=True)
+class TraceComm(Distribution):
+    """Each job's communication time: one of its client's recorded times (``comm`` column of a trace
+    file, format above), picked uniformly from the job's own random stream."""
+
+    path: str = ""
+    trace: Trace = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        require(bool(self.path), "path", "give the trace file: delay.comm.path=FILE.csv")
+        object.__setattr__(self, "trace", read_trace(self.path))  # frozen: set once, here
+
+    def draw(self, rng: np.random.Generator, client_id: int, dispatch_index: int = 0) -> float:
+        times: list[float] = self.trace.comm[client_id]
+        return times[int(rng.integers(len(times)))]
+
+    def check_clients(self, num_clients: int) -> None:
+        self.trace.check_clients(num_clients, "comm")
+
+
 class DelayModel:
     """Durations of client jobs in simulated seconds.
 
     Args:
-        speed: per-client speed distribution, drawn once per client from ``(seed, "speed", client)``.
-        comm: per-job communication delay, drawn from ``(seed, "comm", client, dispatch_index)``.
+        speed: per-client speed distribution (``delay.speed``), drawn once per client from
+            ``(seed, "speed", client)``.
+        comm: per-job communication delay (``delay.comm``), drawn from
+            ``(seed, "comm", client, dispatch_index)``.
         time_per_sample: simulated seconds to train on one sample at speed 1.
         num_clients: C.
         seed: the run's master seed.
+
+    Raises:
+        ConfigError: a component cannot serve clients ``0..C-1`` (a trace file without them), named by its
+            config key (``delay.speed.path``).
     """
 
     def __init__(
         self, *, speed: Distribution, comm: Distribution, time_per_sample: float, num_clients: int, seed: int
     ) -> None:
+        for key, part in (("delay.speed", speed), ("delay.comm", comm)):
+            try:
+                part.check_clients(num_clients)
+            except ConfigError as err:
+                raise ConfigError(f"{key}.{err.key}", err.message) from None
         self.time_per_sample = time_per_sample
         self.comm = comm
         self.seed = seed
-        self.speeds = [max(speed.sample(derive_rng(seed, "speed", c)), 1e-12) for c in range(num_clients)]
+        self.speeds = [max(speed.draw(derive_rng(seed, "speed", c), c), 1e-12) for c in range(num_clients)]
 
     def duration(self, client_id: int, samples_trained: int, dispatch_index: int) -> float:
         compute = samples_trained * self.time_per_sample / self.speeds[client_id]
-        return compute + self.comm.sample(derive_rng(self.seed, "comm", client_id, dispatch_index))
+        rng = derive_rng(self.seed, "comm", client_id, dispatch_index)
+        return compute + self.comm.draw(rng, client_id, dispatch_index)

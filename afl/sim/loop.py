@@ -217,6 +217,8 @@ class FederatedLoop:
             lr=lr,
             seed=derive_seed(self.cfg.seed, "shuffle", client_id, job_id),
             fault=self.faults.draw(job_id) if self.faults is not None else None,
+            previous_staleness=s.last_staleness[client_id],
+            round=self._round(),
         )
         samples = self.num_samples[client_id] * self.cfg.local_epochs
         duration = self.delay.duration(client_id, samples, job_id)
@@ -310,6 +312,7 @@ class FederatedLoop:
                 "dropped": int(dropped),
                 "fault": flight.job.fault or "",
                 "rejected": rejected,
+                **({} if result is None else result.metrics),  # what client.callbacks measured
             }
         )
         if rejected or result is None:  # counted, never applied; the slot is refilled as usual

@@ -1,0 +1,72 @@
+"""ProximalTerm: FedProx's proximal term ``μ/2 ‖θ − θ_start‖²`` added to the training loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from callbacks._checks import check_number
+
+
+class ProximalTerm(L.Callback):
+    """Trains on ``loss + μ/2 ‖θ − θ_start‖²``, ``θ_start`` the trainable parameters when training starts.
+
+    This is FedProx's local objective (Li et al., 2020): it keeps a client near the global model it was
+    handed. The term is added through its gradient: before every optimizer step
+    (``on_before_optimizer_step``, after the backward pass, after AMP unscaling and before gradient
+    clipping) ``μ (θ − θ_start)`` is added to the ``.grad`` of each trainable parameter that has one.
+    That is exactly the gradient of ``μ/2 ‖θ − θ_start‖²``, so the optimizer steps on the gradient of the
+    augmented loss, whatever the optimizer. The loss value the module reports does not include the term.
+    Parameters without a gradient in a step (unused by that step's loss) are left alone; optimizers that
+    evaluate their closure several times per step (L-BFGS) get the term once per step only.
+
+    The callback keeps one copy of the trainable parameters; ``state_dict`` holds only a counter (optimizer
+    steps it added the term to).
+
+    Args:
+        mu: ``μ`` >= 0 (0 adds nothing).
+
+    Example:
+        >>> ProximalTerm(mu=0.01).mu
+        0.01
+        >>> ProximalTerm(mu=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: mu must be a finite number >= 0.0, got -1
+    """
+
+    def __init__(self, mu: float) -> None:
+        self.mu = check_number("mu", mu, 0.0)
+        self.steps = 0
+        self._start: dict[torch.nn.Parameter, torch.Tensor] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = {p: p.detach().clone() for p in pl_module.parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.mu == 0.0:
+            return
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                start = self._start.get(p)
+                if start is not None and p.grad is not None:
+                    p.grad.add_(p.detach() - start, alpha=self.mu)
+        self.steps += 1
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(mu=self.mu)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.steps = int(state_dict["steps"])
