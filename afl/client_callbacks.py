@@ -89,7 +89,7 @@ class GradientNorm(CallbackSpec):
 @CLIENT_CALLBACKS.register("parameter_drift")
 @dataclass(frozen=True)
 class Drift(CallbackSpec):
-    """:class:`callbacks.ParameterDrift`; reports ``drift``, ``‖θ − θ_dispatched‖₂`` over the trainable
+    """:class:`callbacks.ParameterDrift`; reports ``client_drift``, ``‖θ − θ_dispatched‖₂`` over the trainable
     parameters at the end of the job (the norm of the client's delta)."""
 
     def make(self, job: ClientJob | None) -> ParameterDrift:
@@ -97,7 +97,7 @@ class Drift(CallbackSpec):
 
     def report(self, callback: ParameterDrift) -> dict[str, float]:
         history = callback.history
-        return {"drift": history[-1]} if history else {}
+        return {"client_drift": history[-1]} if history else {}
 
 
 @CLIENT_CALLBACKS.register("delay_aware_lr")

@@ -122,6 +122,13 @@ class LoggingConfig:
 
 
 @dataclass
+class TheoryConfig:
+    enabled: bool = MISSING
+    samples_per_client: int = MISSING
+    max_clients: int | None = None
+
+
+@dataclass
 class CheckpointConfig:
     every: int | None = None  # client updates between checkpoints; None: by wall time (every_s); 0: never
     every_s: float = MISSING
@@ -151,6 +158,7 @@ class Config:
     delay: DelayConfig = field(default_factory=DelayConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    theory: TheoryConfig = field(default_factory=TheoryConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
@@ -363,6 +371,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         "federation.torch_threads",
         "dataset.train_subset",
         "dataset.test_subset",
+        "theory.samples_per_client",
+        "theory.max_clients",
     ):
         _at_least(cfg, key, 1)
     for key in ("client.lr", "partition.alpha"):

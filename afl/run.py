@@ -26,7 +26,7 @@ from afl.config import load_config, to_yaml, validate
 from afl.data.datasets import ArrayData, DatasetSplits, load_dataset
 from afl.data.partition import class_counts, partition, stratified_split
 from afl.errors import ConfigError
-from afl.evaluation import evaluate
+from afl.evaluation import evaluate, gradient_statistics
 from afl.models import build_model, count_parameters
 from afl.rng import derive_rng, derive_seed
 from afl.server.aggregators import State
@@ -53,6 +53,10 @@ METRIC_COLUMNS = (
     "dropped_updates",
     "rejected_updates",
     *(f"rejected_{reason}" for reason in REJECT_REASONS),
+    "grad_norm_sq",
+    "heterogeneity",
+    "mean_drift",
+    "max_drift",
 )
 # metrics.csv column -> W&B key (W&B groups charts by the prefix before "/")
 WANDB_KEYS = {
@@ -64,6 +68,10 @@ WANDB_KEYS = {
     "max_staleness": "staleness/max",
     "train_loss": "train/loss",
     "train_accuracy": "train/accuracy",
+    "grad_norm_sq": "theory/grad_norm_sq",
+    "heterogeneity": "theory/heterogeneity",
+    "mean_drift": "theory/mean_drift",
+    "max_drift": "theory/max_drift",
 }
 VOLATILE_SUMMARY_KEYS = ("wall_time_s", "output_dir")
 FAILED = "FAILED"  # written in the run folder, with the error, when a started run raises
@@ -233,17 +241,43 @@ class Setup:
     components: dict[str, Any]
 
     def evaluate(self) -> Callable[[State], dict[str, float]]:
-        """Global state → test (and validation) loss and accuracy, on one reused model."""
+        """Global state → test (and validation) loss and accuracy, and with ``theory.enabled`` the
+        gradient quantities on :meth:`theory_sample`, on one reused model."""
         model = self.model_factory()
+        batches, weights = self.theory_sample() if self.cfg.theory.enabled else ([], [])
 
         def evaluate_state(state: State) -> dict[str, float]:
             model.load_state_dict(state)
             metrics = evaluate(model, self.data.test.x, self.data.test.y)
             if self.val is not None:
                 metrics.update(evaluate(model, self.val.x, self.val.y, prefix="val"))
+            if batches:
+                metrics.update(gradient_statistics(model, batches, weights))
             return metrics
 
         return evaluate_state
+
+    def theory_sample(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[float]]:
+        """The fixed sample the theory's quantities are measured on: ``theory.max_clients`` clients (all
+        if null or more), ``theory.samples_per_client`` of each one's training samples, all drawn from
+        the seed; and the clients' weights ``n_c`` (their shares of the training data)."""
+        t, clients = self.cfg.theory, len(self.parts)
+        chosen: Sequence[int] = range(clients)
+        if t.max_clients is not None and t.max_clients < clients:
+            chosen = sorted(derive_rng(self.cfg.seed, "theory-clients").choice(clients, t.max_clients, False))
+        batches, weights = [], []
+        for c in chosen:
+            x, y = self.runtime.client_data[c]
+            n = len(y)
+            take = np.arange(n)
+            if n > t.samples_per_client:
+                take = np.sort(
+                    derive_rng(self.cfg.seed, "theory", int(c)).choice(n, t.samples_per_client, False)
+                )
+            index = torch.as_tensor(take)
+            batches.append((x[index], y[index]))
+            weights.append(float(n))
+        return batches, weights
 
 
 def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:

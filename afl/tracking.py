@@ -41,7 +41,7 @@ _QUIET_SETTINGS: dict[str, Any] = {
 # Which metrics are x-axes, which follow `client_updates`, and which get aggregated summaries.
 _X_AXES = ("client_updates", "sim_time")
 _STEP_METRIC = "client_updates"
-_STEPPED_GLOBS = ("test/*", "train/*", "staleness/*")
+_STEPPED_GLOBS = ("test/*", "val/*", "train/*", "staleness/*", "theory/*")
 _SUMMARIES = {"test/accuracy": "max,last", "test/loss": "min,last"}
 _BEST_KEY = "test/accuracy"
 _BEST_CONTEXT = ("client_updates", "sim_time")  # recorded next to the best accuracy
@@ -80,9 +80,9 @@ class WandbTracker:
     Likewise :meth:`finish` of an offline or online run calls ``wandb.teardown()``, which finishes
     every W&B run still open in the process and stops W&B's service until the next ``wandb.init``.
 
-    Metrics: ``client_updates`` and ``sim_time`` are x-axes; ``test/*``, ``train/*`` and
-    ``staleness/*`` are plotted against ``client_updates``. The summary keeps ``max`` and ``last`` of
-    ``test/accuracy``, ``min`` and ``last`` of ``test/loss`` (W&B writes these as
+    Metrics: ``client_updates`` and ``sim_time`` are x-axes; ``test/*``, ``val/*``, ``train/*``,
+    ``staleness/*`` and ``theory/*`` are plotted against ``client_updates``. The summary keeps ``max``
+    and ``last`` of ``test/accuracy``, ``min`` and ``last`` of ``test/loss`` (W&B writes these as
     ``{"max": ..., "last": ...}``), and the tracker adds ``best/test_accuracy`` with the
     ``best/client_updates`` and ``best/sim_time`` of the row where it was reached.
 

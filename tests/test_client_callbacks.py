@@ -31,16 +31,16 @@ def test_monitors_change_nothing_and_report_per_update(tiny) -> None:
     # reading gradients and weights leaves training bit for bit as it was
     for k, v in plain.final_state.items():
         assert torch.equal(v, monitored.final_state[k]), k
-    assert _without(monitored.updates, ("grad_sq_norm", "drift")) == plain.updates
+    assert _without(monitored.updates, ("grad_sq_norm", "client_drift")) == plain.updates
     # fresh callbacks per job: threads and the serial executor give the same numbers
     assert serial.updates == monitored.updates
     for u in monitored.updates:
         assert u["grad_sq_norm"] > 0 and math.isfinite(u["grad_sq_norm"])
-        assert u["drift"] > 0
+        assert u["client_drift"] > 0
     assert "grad_sq_norm" not in plain.updates[0]
     with (monitored.output_dir / "updates.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [float(r["drift"]) for r in rows] == [u["drift"] for u in monitored.updates]
+    assert [float(r["client_drift"]) for r in rows] == [u["client_drift"] for u in monitored.updates]
 
 
 def test_client_job_reports_the_mean_squared_gradient_and_the_norm_of_its_delta() -> None:
@@ -62,7 +62,7 @@ def test_client_job_reports_the_mean_squared_gradient_and_the_norm_of_its_delta(
         if is_parameter(k, v)
     )
     # the same float32 weights, squared and summed in float64 in the same order: equal up to rounding
-    assert result.metrics["drift"] == pytest.approx(math.sqrt(delta), rel=1e-12)
+    assert result.metrics["client_drift"] == pytest.approx(math.sqrt(delta), rel=1e-12)
 
     # the same job as a plain PyTorch loop: ‖∇L‖² at every step, averaged over the 2 × 3 steps
     model = factory()
@@ -102,8 +102,8 @@ def test_a_large_prox_mu_moves_the_global_model_less(tiny) -> None:
             sum(float(((state[k] - v) ** 2).sum()) for k, v in start.items() if is_parameter(k, v))
         )
 
-    drift_free = [u["drift"] for u in free.updates]
-    drift_held = [u["drift"] for u in held.updates]
+    drift_free = [u["client_drift"] for u in free.updates]
+    drift_held = [u["client_drift"] for u in held.updates]
     assert sum(drift_held) < 0.5 * sum(drift_free)
     assert moved(held.final_state) < 0.5 * moved(free.final_state)
     assert moved(held.final_state) > 0  # it still trains

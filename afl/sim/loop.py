@@ -274,13 +274,7 @@ class FederatedLoop:
             return None, "nonfinite", "non-finite weights"
         bound = self.cfg.max_delta_norm
         if bound is not None:
-            norm = math.sqrt(
-                sum(
-                    float((v - flight.job.state[k]).square().sum())
-                    for k, v in result.state.items()
-                    if is_parameter(k, v)
-                )
-            )
+            norm = parameter_distance(result.state, flight.job.state)
             if norm > bound:
                 return None, "norm", f"‖Δ‖ = {norm:.4g} > {bound}"
         return result, "", ""
@@ -294,6 +288,7 @@ class FederatedLoop:
         too_stale = self.cfg.max_staleness is not None and tau > self.cfg.max_staleness
         dropped = not rejected and too_stale and self.cfg.staleness_policy == "drop"
         delta_scale = self.lr_schedule.at_arrival(tau)
+        drift = parameter_distance(s.global_state, flight.job.state)  # how far the server moved meanwhile
         s.arrivals.append(
             {
                 "client_updates": s.client_updates,
@@ -305,6 +300,7 @@ class FederatedLoop:
                 "arrival_time": flight.finish_time,
                 "lr": flight.job.lr,
                 "delta_scale": delta_scale,
+                "drift": drift,
                 "num_samples": self.num_samples[client] if result is None else result.num_samples,
                 "steps": 0 if result is None else result.steps,
                 "train_loss": math.nan if result is None else result.train_loss,
@@ -359,6 +355,8 @@ class FederatedLoop:
             **self.evaluate(s.global_state),
             "mean_staleness": _mean(staleness),
             "max_staleness": max(staleness) if staleness else math.nan,
+            "mean_drift": _mean([a["drift"] for a in window]),
+            "max_drift": max((a["drift"] for a in window), default=math.nan),
             "train_loss": _mean([a["train_loss"] for a in window]),
             "train_accuracy": _mean([a["train_accuracy"] for a in window]),
             "dropped_updates": s.dropped_updates,
@@ -427,6 +425,11 @@ class FederatedLoop:
         finally:
             bar.close()
         return self.history
+
+
+def parameter_distance(a: State, b: State) -> float:
+    """``‖a − b‖₂`` over the parameter entries of two states (running statistics and counters excluded)."""
+    return math.sqrt(sum(float((v - b[k]).square().sum()) for k, v in a.items() if is_parameter(k, v)))
 
 
 def _mean(values: list[float]) -> float:
