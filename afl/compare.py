@@ -474,9 +474,11 @@ def describe(cfg: Any) -> str:
     )
 
 
-def _step_curve(history: Sequence[Mapping[str, Any]], xs: Sequence[float], key: str) -> list[float]:
-    """Test accuracy of the last evaluation at or before each x (NaN before the first)."""
-    points = [(float(r[key]), float(r["test_accuracy"])) for r in history]
+def _step_curve(
+    history: Sequence[Mapping[str, Any]], xs: Sequence[float], key: str, metric: str = "test_accuracy"
+) -> list[float]:
+    """``metric`` of the last evaluation at or before each x (NaN before the first)."""
+    points = [(float(r[key]), float(r[metric])) for r in history]
     out, j, value = [], 0, math.nan
     for x in xs:
         while j < len(points) and points[j][0] <= x + 1e-9:
@@ -486,53 +488,66 @@ def _step_curve(history: Sequence[Mapping[str, Any]], xs: Sequence[float], key: 
     return out
 
 
+METRIC_LABELS = {"test_accuracy": "test accuracy", "test_loss": "test loss"}
+
+
 def plot_bands(
-    curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: Path, title: str = ""
+    curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+    path: Path,
+    title: str = "",
+    metrics: Sequence[str] = ("test_accuracy",),
 ) -> None:
-    """Test accuracy against simulated time and against client updates: per label, the mean over its
-    runs (seeds) as a line and mean ± std as a band. Uses matplotlib's Figure API (no global backend)."""
+    """Each of ``metrics`` (a row of panels) against simulated time and against client updates: per label,
+    the mean over its runs (seeds) as a line and mean ± std as a band. Up to 20 labels get their own
+    colour, more reuse them with another line style. Uses matplotlib's Figure API (no global backend)."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.6))
-    axes = fig.subplots(1, 2, sharey=True)
-    colors = [f"C{i}" for i in range(10)]
-    for (label, histories), color in zip(curves.items(), colors):
+    fig = Figure(figsize=(12, 4.2 * len(metrics) + 0.4 * (len(curves) // 5)))
+    grid = fig.subplots(len(metrics), 2, sharex="col", squeeze=False)
+    cmap = colormaps["tab10" if len(curves) <= 10 else "tab20"]
+    palette = [cmap(i) for i in range(cmap.N)]
+    for index, (label, histories) in enumerate(curves.items()):
+        color, style = palette[index % len(palette)], ("-", "--", ":")[index // len(palette) % 3]
         n = len(histories)
         name = f"{label} ({n} seeds)" if n > 1 else label
-        for ax, key in zip(axes, ("sim_time", "client_updates")):
-            end = max(float(h[-1][key]) for h in histories)
-            xs = sorted({float(r[key]) for h in histories for r in h} | {end})
-            if key == "sim_time":
-                xs = [end * i / 300 for i in range(301)]
-            ys = [_step_curve(h, xs, key) for h in histories]
-            mean, low, high = [], [], []
-            for column in zip(*ys):
-                vals = [v for v in column if not math.isnan(v)]
-                m = (
-                    statistics.fmean(vals) if len(vals) == n else math.nan
-                )  # only where every seed has a value
-                sd = statistics.stdev(vals) if len(vals) == n and n > 1 else 0.0
-                mean.append(m)
-                low.append(m - sd)
-                high.append(m + sd)
-            drawstyle = "steps-post" if key == "sim_time" else "default"
-            ax.plot(xs, mean, color=color, label=name, drawstyle=drawstyle, lw=1.8)
-            if n > 1:
-                ax.fill_between(
-                    xs, low, high, color=color, alpha=0.18, step="post" if key == "sim_time" else None
-                )
-    axes[0].set_xlabel("simulated time (s)")
-    axes[1].set_xlabel("client updates")
-    axes[0].set_ylabel("test accuracy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
+        for axes, metric in zip(grid, metrics):
+            for ax, key in zip(axes, ("sim_time", "client_updates")):
+                end = max(float(h[-1][key]) for h in histories)
+                xs = sorted({float(r[key]) for h in histories for r in h} | {end})
+                if key == "sim_time":
+                    xs = [end * i / 300 for i in range(301)]
+                ys = [_step_curve(h, xs, key, metric) for h in histories]
+                mean, low, high = [], [], []
+                for column in zip(*ys):
+                    vals = [v for v in column if not math.isnan(v)]
+                    m = statistics.fmean(vals) if len(vals) == n else math.nan  # where every seed has one
+                    sd = statistics.stdev(vals) if len(vals) == n and n > 1 else 0.0
+                    mean.append(m)
+                    low.append(m - sd)
+                    high.append(m + sd)
+                drawstyle = "steps-post" if key == "sim_time" else "default"
+                ax.plot(xs, mean, color=color, ls=style, label=name, drawstyle=drawstyle, lw=1.8)
+                if n > 1:
+                    ax.fill_between(
+                        xs, low, high, color=color, alpha=0.18, step="post" if key == "sim_time" else None
+                    )
+    for axes, metric in zip(grid, metrics):
+        axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
+        axes[1].sharey(axes[0])
+        for ax in axes:
+            ax.grid(alpha=0.3)
+    grid[-1][0].set_xlabel("simulated time (s)")
+    grid[-1][1].set_xlabel("client updates")
+    handles, labels = grid[0][0].get_legend_handles_labels()
+    columns = min(len(labels), 6 if len(labels) <= 6 else 4)
+    rows = -(-len(labels) // columns)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=9, frameon=False)
     fig.suptitle(
         title
         + ("  (line: mean over seeds; band: ± 1 std)" if any(len(h) > 1 for h in curves.values()) else "")
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, min(0.04 + 0.035 * rows / len(metrics), 0.45), 1, 1))
     fig.savefig(path, dpi=120)
 
 

@@ -1,0 +1,71 @@
+"""``afl-sweep``: a named grid of overrides × arms × seeds (``python scripts/sweep.py`` too)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from afl.cli import report
+from afl.cli.compare import _ints
+from afl.errors import ConfigError
+
+DESCRIPTION = """\
+Run a sweep: configs/sweep/NAME.yaml (or a YAML path) gives the preset, the arms, the grid of overrides
+and the seeds. Runs already complete in the output folder are skipped, runs with a checkpoint resumed:
+run the same command again to continue an interrupted sweep.
+
+Writes results.csv (one row per run), results.md (per cell: mean ± std over seeds), curves.png and
+final.png in the output folder (default runs/sweeps/NAME).
+
+examples:
+  %(prog)s concurrency
+  %(prog)s alpha --seeds 0 federation.max_updates=60     # a quick look
+  %(prog)s baseline --results                             # the tables again, from finished runs
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    from afl.sweep import sweeps
+
+    p = argparse.ArgumentParser(
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"sweeps: {', '.join(sweeps())}",
+    )
+    p.add_argument("sweep", help="a name in configs/sweep/ or a path to a sweep YAML")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides for every run (after the sweep's base)"
+    )
+    p.add_argument("--seeds", type=_ints, default=None, metavar="0,1,2", help="seeds (default: the sweep's)")
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="output folder (default: runs/sweeps/NAME)"
+    )
+    p.add_argument("--results", action="store_true", help="only write the results of the finished runs")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs (and check every config); run nothing"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_intermixed_args(argv)
+    from afl.sweep import load_sweep, run_dir, run_sweep, write_results
+
+    try:
+        sweep = load_sweep(args.sweep, args.seeds, args.overrides)
+        root = args.out if args.out is not None else Path("runs") / "sweeps" / sweep.name
+        if args.dry_run:
+            for seed in sweep.seeds:
+                for cell in sweep.cells:
+                    print(f"{cell.name} seed {seed} -> {run_dir(root, cell, seed)}")
+            return 0
+        if args.results:
+            write_results(sweep, root)
+        else:
+            run_sweep(sweep, root)
+    except ConfigError as err:
+        return report(err)
+    print((root / "results.md").read_text(), end="")
+    print(f"\nfolder: {root}  (results.csv, results.md, curves.png{', final.png' if sweep.axes else ''})")
+    return 0

@@ -1,0 +1,402 @@
+"""Sweeps: a grid of overrides × arms × seeds, run to completion even across interruptions.
+
+A sweep is a YAML file in ``configs/sweep/`` (or any path)::
+
+    description: what it asks
+    base: [experiment=fmnist_small, federation.max_updates=200]   # every run
+    arms: [afl, sync]               # the comparison arms of afl.compare (their overrides and presets')
+    axes:                           # the grid: every combination of one label per axis
+      J: {"3": [federation.concurrency=3], "5": [federation.concurrency=5]}
+      client.lr: [1e-3, 3e-3]       # shorthand: KEY: [values] is {"v": [KEY=v], ...}
+    seeds: [0, 1, 2]
+    target: 0.75                    # test accuracy for "time to target" (null: 0.95 × best cell mean)
+
+Every run has its own folder, ``<out>/<arm>/<axis>=<label>/.../seed<S>``. Running the sweep again
+skips runs that are complete, resumes runs that have a checkpoint, and restarts the others, so an
+interrupted sweep continues where it stopped. The results are ``results.csv`` (one row per run),
+``results.md`` (per cell: mean ± std over seeds), ``curves.png`` (test accuracy against simulated time
+and client updates, mean ± std bands) and, with axes, ``final.png`` (final accuracy along the first axis).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from afl.compare import (
+    DEFAULT_TARGET_FRACTION,
+    _pm,
+    load_run,
+    mean_std,
+    parse_plan,
+    plot_bands,
+    time_to_accuracy,
+)
+from afl.config import CONFIG_DIR, load_config
+from afl.errors import ConfigError
+
+SWEEP_DIR = CONFIG_DIR / "sweep"
+SPEC_KEYS = {"description", "base", "arms", "axes", "seeds", "target"}
+
+
+def sweeps(sweep_dir: Path = SWEEP_DIR) -> list[str]:
+    """Names of the sweeps in ``configs/sweep/``."""
+    return sorted(p.stem for p in sweep_dir.glob("*.yaml"))
+
+
+@dataclass
+class Cell:
+    """One point of the grid: an arm and one label per axis."""
+
+    arm: str
+    labels: dict[str, str]  # axis -> label
+    overrides: list[str]  # the axes' overrides (the arm's own come from the plan)
+
+    @property
+    def name(self) -> str:
+        return "/".join([self.arm, *(f"{a}={v}" for a, v in self.labels.items())])
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep: its cells, seeds and where it writes."""
+
+    name: str
+    description: str
+    base: list[str]  # ["experiment=NAME"] or []
+    arms: dict[str, list[str]]  # arm -> its overrides, the sweep's base included (afl.compare's plan)
+    axes: dict[str, dict[str, list[str]]]
+    seeds: list[int]
+    target: float | None
+    cells: list[Cell] = field(default_factory=list)
+
+    def overrides(self, cell: Cell, seed: int) -> list[str]:
+        """Everything a run of ``cell`` and ``seed`` is composed from, later ones winning."""
+        return [
+            *self.base,
+            *self.arms[cell.arm],
+            *cell.overrides,
+            f"seed={seed}",
+            f"logging.wandb.tags=[sweep-{self.name}]",
+        ]
+
+
+def load_sweep(
+    name_or_path: str,
+    seeds: Sequence[int] | None = None,
+    extra: Sequence[str] = (),
+    sweep_dir: Path = SWEEP_DIR,
+) -> Sweep:
+    """Read and check a sweep (a name in ``configs/sweep/`` or a YAML path); ``extra`` overrides go after
+    ``base`` in every run. Every run's config is composed and validated here, before anything runs.
+
+    Raises:
+        ConfigError: an unknown sweep, a malformed file, or a run config that does not validate.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        if name_or_path not in sweeps(sweep_dir):
+            raise ConfigError(
+                "sweep", f"unknown sweep {name_or_path!r}; available: {', '.join(sweeps(sweep_dir))}"
+            )
+        path = sweep_dir / f"{name_or_path}.yaml"
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (OSError, OmegaConfBaseException) as err:
+        raise ConfigError("sweep", f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("sweep", f"{path} must be a mapping of {', '.join(sorted(SPEC_KEYS))}")
+    unknown = sorted(set(map(str, raw)) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"sweep.{unknown[0]}", f"unknown key in {path}; allowed: {', '.join(sorted(SPEC_KEYS))}"
+        )
+    base = [*_strings(raw.get("base", []), "sweep.base"), *extra]  # extra: after the file's base
+    axes = {str(a): _axis(str(a), v) for a, v in (raw.get("axes") or {}).items()}
+    run_seeds = list(seeds) if seeds else [int(s) for s in raw.get("seeds", [0])]
+    target = raw.get("target")
+    if target is not None and not (isinstance(target, (int, float)) and 0 < target <= 1):
+        raise ConfigError("sweep.target", f"must be an accuracy in (0, 1], got {target!r}")
+    plan = parse_plan(base, _strings(raw.get("arms", ["afl"]), "sweep.arms"), run_seeds)
+    sweep = Sweep(
+        name=path.stem,
+        description=str(raw.get("description", "")),
+        base=plan.base,  # the preset; the other base overrides are in every arm's own (parse_plan)
+        arms=plan.arms,
+        axes=axes,
+        seeds=run_seeds,
+        target=None if target is None else float(target),
+    )
+    for arm in plan.arms:
+        for combo in itertools.product(*(axis.items() for axis in axes.values())):
+            labels = {a: label for a, (label, _) in zip(axes, combo)}
+            overrides = [o for _, extra_overrides in combo for o in extra_overrides]
+            sweep.cells.append(Cell(arm=arm, labels=labels, overrides=overrides))
+    for cell in sweep.cells:  # every config checked before the first run
+        try:
+            load_config(sweep.overrides(cell, run_seeds[0]))
+        except ConfigError as err:
+            raise ConfigError(err.key, f"{err.message} (in sweep cell {cell.name})") from None
+    return sweep
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise ConfigError(key, f"must be a list, got {value!r}")
+    return [str(v) for v in value]
+
+
+def _axis(name: str, value: Any) -> dict[str, list[str]]:
+    """An axis as label → overrides; ``KEY: [v1, v2]`` is shorthand for ``{v1: [KEY=v1], v2: [KEY=v2]}``."""
+    if isinstance(value, list):
+        return {_label(v): [f"{name}={_label(v)}"] for v in value}
+    if isinstance(value, dict) and value:
+        return {str(label): _strings(o, f"sweep.axes.{name}.{label}") for label, o in value.items()}
+    raise ConfigError(
+        f"sweep.axes.{name}", f"must be a list of values or a mapping label → overrides, got {value!r}"
+    )
+
+
+def _label(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def run_dir(root: Path, cell: Cell, seed: int) -> Path:
+    return root.joinpath(cell.arm, *(f"{a}={v}" for a, v in cell.labels.items()), f"seed{seed}")
+
+
+def run_sweep(sweep: Sweep, root: Path, *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every cell and seed not yet complete under ``root``; write and return the results.
+
+    A run folder with ``summary.json`` is skipped, one with a checkpoint is resumed, any other is
+    removed and run again.
+    """
+    from afl import checkpoint
+    from afl.run import run
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.json").write_text(
+        json.dumps(
+            {
+                "name": sweep.name,
+                "description": sweep.description,
+                "base": sweep.base,
+                "arms": sweep.arms,
+                "axes": sweep.axes,
+                "seeds": sweep.seeds,
+                "target": sweep.target,
+            },
+            indent=1,
+        )
+    )
+    total = len(sweep.cells) * len(sweep.seeds)
+    done = 0
+    for seed in sweep.seeds:  # seeds outermost: a stopped sweep has every cell on its first seeds
+        for cell in sweep.cells:
+            done += 1
+            out = run_dir(root, cell, seed)
+            if (out / "summary.json").exists():
+                log(f"[{done}/{total}] {cell.name} seed {seed}: complete, skipped")
+                continue
+            if (out / checkpoint.CHECKPOINT).exists():
+                log(f"[{done}/{total}] {cell.name} seed {seed}: resuming from its checkpoint")
+                run(load_config([f"resume={out}"]))
+                continue
+            if out.exists():
+                shutil.rmtree(out)  # stopped before its first checkpoint: start it again
+            log(f"[{done}/{total}] {cell.name} seed {seed}")
+            cfg = load_config(sweep.overrides(cell, seed))
+            cfg.output_dir = str(out)
+            cfg.logging.progress = False
+            run(cfg)
+    return write_results(sweep, root)
+
+
+def collect(sweep: Sweep, root: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """Finished runs per cell name and seed: ``{summary, history, output_dir}``."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for cell in sweep.cells:
+        for seed in sweep.seeds:
+            out = run_dir(root, cell, seed)
+            if (out / "summary.json").exists():
+                summary, history, _ = load_run(out)
+                runs.setdefault(cell.name, {})[seed] = {
+                    "summary": summary,
+                    "history": history,
+                    "output_dir": out,
+                }
+    return runs
+
+
+RESULT_COLUMNS = (
+    "final_test_accuracy",
+    "best_test_accuracy",
+    "sim_time",
+    "time_to_target",
+    "updates_to_target",
+    "mean_staleness",
+    "max_staleness",
+    "stale_updates",
+    "dropped_updates",
+    "final_grad_norm_sq",
+    "final_heterogeneity",
+)
+
+
+def write_results(sweep: Sweep, root: Path) -> list[dict[str, Any]]:
+    """results.csv, results.md, curves.png and final.png from the finished runs under ``root``."""
+    runs = collect(sweep, root)
+    if not runs:
+        raise ConfigError("sweep", f"no finished runs under {root}")
+    finals = [
+        sum(float(r["summary"]["final_test_accuracy"]) for r in per_seed.values()) / len(per_seed)
+        for per_seed in runs.values()
+    ]
+    target = sweep.target if sweep.target is not None else DEFAULT_TARGET_FRACTION * max(finals)
+    rows = []
+    for cell in sweep.cells:
+        for seed, r in runs.get(cell.name, {}).items():
+            s, h = r["summary"], r["history"]
+            last = h[-1]
+            rows.append(
+                {
+                    "cell": cell.name,
+                    "arm": cell.arm,
+                    **cell.labels,
+                    "seed": seed,
+                    "final_test_accuracy": s["final_test_accuracy"],
+                    "best_test_accuracy": s["best_test_accuracy"],
+                    "sim_time": s["sim_time"],
+                    "time_to_target": time_to_accuracy(h, target),
+                    "updates_to_target": time_to_accuracy(h, target, "client_updates"),
+                    "mean_staleness": s["mean_staleness"],
+                    "max_staleness": max(
+                        (v for x in h if (v := _number(x["max_staleness"])) is not None and v == v),
+                        default=None,
+                    ),
+                    "stale_updates": s["stale_updates"],
+                    "dropped_updates": s["dropped_updates"],
+                    "final_grad_norm_sq": _number(last.get("grad_norm_sq")),
+                    "final_heterogeneity": _number(last.get("heterogeneity")),
+                    "output_dir": str(Path(r["output_dir"]).relative_to(root)),
+                }
+            )
+    with (root / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = summarise_cells(sweep, rows)
+    (root / "results.md").write_text(format_results(sweep, table, target) + "\n")
+    histories = {name: [r["history"] for r in per_seed.values()] for name, per_seed in runs.items()}
+    plot_bands(
+        histories,
+        root / "curves.png",
+        title=f"sweep {sweep.name}: {sweep.description}",
+        metrics=("test_accuracy", "test_loss"),
+    )
+    if sweep.axes:
+        plot_final(sweep, table, root / "final.png")
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    """A CSV cell as a number; None if empty."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def summarise_cells(sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per cell (in grid order): mean, std and count over its seeds of every result column."""
+    table = []
+    for cell in sweep.cells:
+        mine = [r for r in rows if r["cell"] == cell.name]
+        if not mine:
+            continue
+        entry: dict[str, Any] = {"cell": cell.name, "arm": cell.arm, **cell.labels, "seeds": len(mine)}
+        for column in RESULT_COLUMNS:
+            mean, std, n = mean_std([r[column] for r in mine])
+            entry[column], entry[f"{column}_std"], entry[f"{column}_n"] = mean, std, n
+        table.append(entry)
+    return table
+
+
+def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: float) -> str:
+    """The per-cell table as Markdown."""
+    axes = list(sweep.axes)
+    header = [
+        "arm",
+        *axes,
+        "final acc",
+        "best acc",
+        "sim time (s)",
+        f"time to {target:.3f} (s)",
+        "mean τ",
+        "max τ",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in table:
+        reached = r["time_to_target_n"]
+        ttt = _pm(r["time_to_target"], r["time_to_target_std"], ".0f")
+        if reached < r["seeds"]:
+            ttt += f" ({reached}/{r['seeds']} reached)"
+        cells = [
+            r["arm"],
+            *(str(r[a]) for a in axes),
+            _pm(r["final_test_accuracy"], r["final_test_accuracy_std"], ".3f"),
+            _pm(r["best_test_accuracy"], r["best_test_accuracy_std"], ".3f"),
+            _pm(r["sim_time"], r["sim_time_std"], ".0f"),
+            ttt,
+            f"{r['mean_staleness']:.2f}",
+            "—" if r["max_staleness"] is None else f"{r['max_staleness']:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = max(r["seeds"] for r in table)
+    lines += ["", f"{seeds} seed(s) per cell; mean ± std over seeds; target {target:.3f} test accuracy."]
+    return "\n".join(lines)
+
+
+def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Final test accuracy (mean ± std over seeds) along the first axis, one line per arm and combination
+    of the other axes' labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first, *others = list(sweep.axes)
+    labels = list(sweep.axes[first])
+    fig = plt.figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    series: dict[str, dict[str, tuple[float, float]]] = {}
+    for r in table:
+        key = " ".join([r["arm"], *(f"{a}={r[a]}" for a in others)])
+        series.setdefault(key, {})[r[first]] = (r["final_test_accuracy"], r["final_test_accuracy_std"] or 0.0)
+    for key, points in series.items():
+        xs = [i for i, label in enumerate(labels) if label in points]
+        ax.errorbar(
+            xs,
+            [points[labels[i]][0] for i in xs],
+            yerr=[points[labels[i]][1] for i in xs],
+            marker="o",
+            capsize=3,
+            label=key,
+        )
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(first)
+    ax.set_ylabel("final test accuracy (mean ± std over seeds)")
+    ax.set_title(f"sweep {sweep.name}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
