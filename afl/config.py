@@ -119,6 +119,7 @@ class WandbConfig:
 class LoggingConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     progress: bool = MISSING
+    target_accuracy: float | None = None
 
 
 @dataclass
@@ -379,6 +380,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         _at_least(cfg, key, 0, strict=True)
     _within(cfg, "dataset.val_fraction", 0, 1, high_open=True)
     _within(cfg, "faults.rate", 0, 1)
+    _within(cfg, "logging.target_accuracy", 0, 1)
     _at_least(cfg, "checkpoint.every", 0)
     _at_least(cfg, "checkpoint.every_s", 0, strict=True)
     for key in ("client.timeout_s", "server.max_delta_norm"):

@@ -68,6 +68,7 @@ WANDB_KEYS = {
     "max_staleness": "staleness/max",
     "train_loss": "train/loss",
     "train_accuracy": "train/accuracy",
+    "staleness": "staleness/histogram",
     "grad_norm_sq": "theory/grad_norm_sq",
     "heterogeneity": "theory/heterogeneity",
     "mean_drift": "theory/mean_drift",
@@ -177,6 +178,9 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
             _tracker(cfg, out, wandb_id) as tracker,
         ):
             tracker.note_best([r["test_accuracy"] for r in history_so_far])
+            if resumed is None:
+                columns, rows = partition_table(setup)
+                tracker.log_table("partition", columns, rows)
 
             def on_eval(row: dict[str, Any]) -> None:
                 writer.write_row(row)
@@ -398,11 +402,21 @@ def make_loop(
     )
 
 
+def partition_table(setup: Setup) -> tuple[list[str], list[list[int]]]:
+    """The partition as a table: per client, its samples and its count of every class."""
+    counts = class_counts(setup.train.y.numpy(), setup.parts, setup.data.num_classes)
+    columns = ["client", "samples", *(f"class_{k}" for k in range(setup.data.num_classes))]
+    return columns, [[c, int(len(ix)), *counts[c]] for c, ix in enumerate(setup.parts)]
+
+
 def run_summary(
     setup: Setup, state: LoopState, history: list[dict[str, Any]], wall_time_s: float, out: Path
 ) -> dict[str, Any]:
     """summary.json of a finished run."""
+    from afl.compare import time_to_accuracy
+
     cfg, final = setup.cfg, history[-1]
+    target = cfg.logging.target_accuracy
     return {
         "experiment": cfg.experiment,
         "algorithm": algorithm_name(cfg),
@@ -426,6 +440,9 @@ def run_summary(
         "stale_updates": state.stale_updates,
         "rejected_updates": sum(state.rejected.values()),
         "rejected_by_reason": dict(state.rejected),
+        "target_accuracy": target,  # logging.target_accuracy; the first evaluation that reached it:
+        "time_to_target": None if target is None else time_to_accuracy(history, target),
+        "updates_to_target": None if target is None else time_to_accuracy(history, target, "client_updates"),
         "wall_time_s": wall_time_s,
         "output_dir": str(out),
     }

@@ -143,6 +143,7 @@ class WandbTracker:
         out_dir.mkdir(parents=True, exist_ok=True)  # wandb.init creates it anyway, even when disabled
         self._finished = False
         self._best: float | None = None
+        self._pending: dict[str, Any] = {}
         arguments = dict(
             project=project,
             group=group,
@@ -200,11 +201,12 @@ class WandbTracker:
 
         No ``step=`` is passed: W&B numbers rows itself (``_step``), and the x-axis is the
         ``client_updates`` value in the row, so rows never clash on a non-monotonic step. Numpy
-        and torch scalars are turned into Python numbers.
+        and torch scalars are turned into Python numbers; a list or tuple of numbers is logged as a
+        ``wandb.Histogram`` (integers get one bin per value, up to 64 bins); an empty one is left out.
 
         Args:
             row: metric name to value, e.g. ``{"client_updates": 40, "sim_time": 123.4,
-                "test/accuracy": 0.81, ...}``.
+                "test/accuracy": 0.81, "staleness/histogram": [0, 2, 1, 4], ...}``.
 
         Raises:
             TypeError: a key is not a string.
@@ -215,8 +217,13 @@ class WandbTracker:
         for key, value in row.items():
             if not isinstance(key, str):
                 raise TypeError(f"metric names must be strings, got {key!r}")
+            if isinstance(value, (list, tuple)):
+                if value:
+                    values[key] = _histogram(value)
+                continue
             values[key] = _plain(value)
-        self._run.log(values)
+        self._run.log({**self._pending, **values})
+        self._pending.clear()
         accuracy = values.get(_BEST_KEY)
         if (
             isinstance(accuracy, (int, float))
@@ -227,6 +234,14 @@ class WandbTracker:
             best = {"best/test_accuracy": self._best}
             best.update({f"best/{k}": values[k] for k in _BEST_CONTEXT if k in values})
             self._run.summary.update(best)
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Adds a ``wandb.Table`` (e.g. the partition: one row per client) under ``key`` to the next
+        :meth:`log` row, so that every history row is an evaluation."""
+        self._check_open("log_table")
+        import wandb
+
+        self._pending[key] = wandb.Table(columns=list(columns), data=[[_plain(v) for v in r] for r in rows])
 
     def note_best(self, values: Sequence[float]) -> None:
         """Tells the tracker the ``test/accuracy`` values logged before (by the run this one continues),
@@ -287,6 +302,18 @@ class WandbTracker:
         _require_main_thread(f"WandbTracker.{what}()")
         if self._finished:
             raise RuntimeError(f"WandbTracker.{what}() called after finish()")
+
+
+def _histogram(values: Sequence[Any]) -> Any:
+    """A ``wandb.Histogram``; integers (staleness 0, 1, 2, ...) get bins centred on each value, up to 64."""
+    import numpy as np
+    import wandb
+
+    numbers = np.asarray([_plain(v) for v in values])
+    low, high = float(numbers.min()), float(numbers.max())
+    if np.issubdtype(numbers.dtype, np.integer) and high - low < 64:
+        return wandb.Histogram(np_histogram=np.histogram(numbers, bins=np.arange(low - 0.5, high + 1.5)))
+    return wandb.Histogram(numbers.tolist(), num_bins=64)
 
 
 def _teardown() -> None:

@@ -70,6 +70,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(tiny) -> None:
             "logging.wandb.project=afl-test",
             "federation.max_updates=8",
             "federation.eval_every=4",
+            "logging.target_accuracy=0.05",
         )
     )
     wb = read_offline_run(result.output_dir)
@@ -87,6 +88,28 @@ def test_wandb_offline_run_holds_the_logged_metrics(tiny) -> None:
         assert logged["test/loss"] == pytest.approx(row["test_loss"])
         assert logged["staleness/mean"] == pytest.approx(row["mean_staleness"])
     assert wb.summary["final_test_accuracy"] == pytest.approx(result.summary["final_test_accuracy"])
+    # time to target in the summary: the first evaluation at or above it
+    first = result.history[0]
+    assert result.summary["time_to_target"] == wb.summary["time_to_target"] == first["sim_time"]
+    assert result.summary["updates_to_target"] == 4
+    # per evaluation window, the staleness of its updates as a histogram with a bin per value
+    updates = result.updates
+    for logged, row in zip(wb.history, result.history):
+        window = [
+            u["staleness"]
+            for u in updates
+            if row["client_updates"] - 4 < u["client_updates"] <= row["client_updates"]
+        ]
+        assert row["staleness"] == window
+        bins = logged["staleness/histogram.bins"]
+        assert bins == [v - 0.5 for v in range(min(window), max(window) + 2)]
+        assert logged["staleness/histogram.values"] == [
+            window.count(v) for v in range(min(window), max(window) + 1)
+        ]
+        assert logged["theory/grad_norm_sq"] == pytest.approx(row["grad_norm_sq"])
+    # the partition as a table, once, with the first evaluation
+    assert wb.history[0]["partition.nrows"] == 6 and wb.history[0]["partition.ncols"] == 2 + 10
+    assert "partition.nrows" not in wb.history[1]
 
 
 def test_run_restores_the_process_torch_thread_count(tiny) -> None:

@@ -319,3 +319,18 @@ def test_main_thread_only(wandb_env: Path, tmp_path: Path) -> None:
     worker.join()
     assert len(errors) == 1 and "main thread" in str(errors[0])
     tracker.finish()
+
+
+def test_lists_become_histograms_and_tables_join_the_next_row(wandb_env: Path, tmp_path: Path) -> None:
+    tracker = make_tracker(tmp_path / "out")
+    tracker.log_table("partition", ["client", "samples"], [[0, 5], [1, 7], [2, 9]])
+    tracker.log({"client_updates": 1, "staleness/histogram": [3, 3, 5], "empty": []})
+    tracker.log({"client_updates": 2, "drift/histogram": [0.5, 1.5]})
+    tracker.finish()
+    first, second = read_offline_run(tmp_path / "out").history
+    assert first["partition.nrows"] == 3 and first["partition.ncols"] == 2
+    assert first["staleness/histogram.bins"] == [2.5, 3.5, 4.5, 5.5]  # one bin per integer, 4 empty
+    assert first["staleness/histogram.values"] == [2, 0, 1]
+    assert not any(k.startswith("empty") for k in first)  # an empty window is left out
+    assert "partition.nrows" not in second
+    assert sum(second["drift/histogram.values"]) == 2 and len(second["drift/histogram.bins"]) == 65

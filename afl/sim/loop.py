@@ -353,6 +353,7 @@ class FederatedLoop:
             "sim_time": s.clock,
             "wall_time": self._wall_time(),
             **self.evaluate(s.global_state),
+            "staleness": staleness,  # the window's values (a W&B histogram; not a metrics.csv column)
             "mean_staleness": _mean(staleness),
             "max_staleness": max(staleness) if staleness else math.nan,
             "mean_drift": _mean([a["drift"] for a in window]),
