@@ -407,6 +407,12 @@ def _pm(mean: float | None, std: float | None, spec: str) -> str:
     return f"{mean:{spec}} ± {std:{spec}}" if std else f"{mean:{spec}}"
 
 
+def time_to_target_cell(mean: float | None, std: float | None, reached: int, runs: int) -> str:
+    """A table cell for the time to target: mean ± std over the runs that reached it, and how many did."""
+    text = _pm(mean, std, ".0f")
+    return text if reached == runs else f"{text} ({reached}/{runs} reached)"
+
+
 def format_table(comparison: Comparison) -> str:
     """The table as Markdown: mean ± std over seeds."""
     c = comparison
@@ -417,10 +423,9 @@ def format_table(comparison: Comparison) -> str:
     )
     lines = [header, "|" + "---|" * 9]
     for r in c.table:
-        reached = r["time_to_target_reached"]
-        ttt = _pm(r["time_to_target"], r["time_to_target_std"], ".0f")
-        if reached < len(r["seeds"]):
-            ttt += f" ({reached}/{len(r['seeds'])} reached)"
+        ttt = time_to_target_cell(
+            r["time_to_target"], r["time_to_target_std"], r["time_to_target_reached"], len(r["seeds"])
+        )
         speed = "—" if r["speedup_vs_sync"] is None else f"{r['speedup_vs_sync']:.2f}×"
         cells = [
             r["arm"],

@@ -40,6 +40,7 @@ from afl.compare import (
     parse_plan,
     plot_bands,
     time_to_accuracy,
+    time_to_target_cell,
 )
 from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
@@ -346,10 +347,9 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table:
-        reached = r["time_to_target_n"]
-        ttt = _pm(r["time_to_target"], r["time_to_target_std"], ".0f")
-        if reached < r["seeds"]:
-            ttt += f" ({reached}/{r['seeds']} reached)"
+        ttt = time_to_target_cell(
+            r["time_to_target"], r["time_to_target_std"], r["time_to_target_n"], r["seeds"]
+        )
         cells = [
             r["arm"],
             *(str(r[a]) for a in axes),

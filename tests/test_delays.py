@@ -131,13 +131,19 @@ BAD_TRACES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "part", "message"), BAD_TRACES, ids=[m for _, _, m in BAD_TRACES])
-def test_a_malformed_trace_exits_2_naming_the_line(text, part, message, tmp_path, capsys) -> None:
-    path, out = tmp_path / "bad.csv", tmp_path / "out"
+def _train_on_trace(text: str, part: str, tmp_path, capsys) -> tuple[Path, Path, str]:
+    """afl-train with ``delay.PART`` read from a trace file holding ``text``, which must exit 2:
+    ``(trace path, output folder, stderr)``."""
+    path, out = tmp_path / "trace.csv", tmp_path / "out"
     path.write_text(text)
     code = train([*TINY, f"delay.{part}.name=trace", f"delay.{part}.path={path}", f"output_dir={out}"])
-    err = capsys.readouterr().err
     assert code == 2
+    return path, out, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "part", "message"), BAD_TRACES, ids=[m for _, _, m in BAD_TRACES])
+def test_a_malformed_trace_exits_2_naming_the_line(text, part, message, tmp_path, capsys) -> None:
+    path, out, err = _train_on_trace(text, part, tmp_path, capsys)
     assert err.startswith(f"error: delay.{part}.path: {path}"), err
     assert message in err
     assert len(err.strip().splitlines()) == 1
@@ -161,11 +167,7 @@ def test_a_malformed_trace_exits_2_naming_the_line(text, part, message, tmp_path
     ],
 )
 def test_a_trace_must_cover_exactly_the_runs_clients(text, part, message, tmp_path, capsys) -> None:
-    path, out = tmp_path / "clients.csv", tmp_path / "out"
-    path.write_text(text)
-    code = train([*TINY, f"delay.{part}.name=trace", f"delay.{part}.path={path}", f"output_dir={out}"])
-    err = capsys.readouterr().err
-    assert code == 2
+    path, out, err = _train_on_trace(text, part, tmp_path, capsys)
     assert err.startswith(f"error: delay.{part}.path: {path}{message}"), err
     assert not out.exists()
 
