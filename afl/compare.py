@@ -545,7 +545,8 @@ def plot_bands(
     grid[-1][0].set_xlabel("simulated time (s)")
     grid[-1][1].set_xlabel("client updates")
     handles, labels = grid[0][0].get_legend_handles_labels()
-    columns = min(len(labels), 6 if len(labels) <= 6 else 4)
+    longest = max(len(label) for label in labels)
+    columns = max(1, min(len(labels), 6, 150 // (longest + 8)))  # 12 inches hold ~150 characters at 9 pt
     rows = -(-len(labels) // columns)
     fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=9, frameon=False)
     fig.suptitle(

@@ -383,14 +383,11 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
 def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Final test accuracy (mean ± std over seeds) along the first axis, one line per arm and combination
     of the other axes' labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     first, *others = list(sweep.axes)
     labels = list(sweep.axes[first])
-    fig = plt.figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     series: dict[str, dict[str, tuple[float, float]]] = {}
     for r in table:
@@ -413,4 +410,3 @@ def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
