@@ -16,15 +16,12 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
-from afl.registry import Registry
+from afl.components import OPTIMIZERS  # declared there (light) so the config lists names without torch
 
 if TYPE_CHECKING:
     from afl.client_callbacks import CallbackSpec
 
 State = dict[str, torch.Tensor]
-
-#: Client optimizers by name (``client.optimizer``): ``(parameters, lr=, momentum=, weight_decay=)``.
-OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
 
 
 @OPTIMIZERS.register("adam")

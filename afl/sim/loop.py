@@ -25,14 +25,11 @@ from afl.server.lr_schedules import LRSchedule
 from afl.sim.delays import DelayModel
 from afl.sim.executors import Executor
 from afl.sim.faults import REJECT_REASONS, FaultModel
+from afl.sim.modes import MODES, STALENESS_POLICIES
 
 
 class NonFiniteModel(RuntimeError):
     """The global model became non-finite although every applied update was finite."""
-
-
-MODES = ("async", "sync")
-STALENESS_POLICIES = ("keep", "drop")
 
 
 @dataclass
