@@ -25,7 +25,9 @@ and noisy: compare ratios, not seconds). Writes with --json:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer repeats and updates (about 3 minutes)")
+    p.add_argument(
+        "--quick", action="store_true", help="fewer repeats and updates (about 3 minutes on a quiet machine)"
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results to PATH")
     return p
 
