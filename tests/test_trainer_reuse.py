@@ -149,3 +149,48 @@ def test_serial_runs_reuse_the_trainer_and_change_nothing(tiny) -> None:
     assert finals[0][0] == finals[1][0]
     for key, value in finals[0][1].items():
         assert torch.equal(value, finals[1][1][key]), key
+
+
+@dataclass(frozen=True)
+class _FailOnFirstBatch(CallbackSpec):
+    """A callback that raises inside the fit, as a user's buggy callback (or a numerical error) would."""
+
+    def make(self, job: ClientJob) -> L.Callback:
+        class Fail(L.Callback):
+            def on_train_batch_start(self, *args: object) -> None:
+                raise RuntimeError("callback failed")
+
+        return Fail()
+
+
+def test_a_job_after_one_that_raised_inside_fit_gives_what_a_new_trainer_gives() -> None:
+    torch.set_num_threads(1)
+    state = _factory().state_dict()
+    job = _jobs(state, 1)[0]
+    out: list[ClientResult] = []
+    errors: list[str] = []
+
+    def work() -> None:
+        failing = ClientRuntime(
+            _clients(),
+            _factory,
+            num_classes=10,
+            local_epochs=2,
+            batch_size=16,
+            callbacks=[_FailOnFirstBatch()],
+        )
+        try:
+            failing(job)
+        except RuntimeError as err:
+            errors.append(str(err))
+        out.append(ClientRuntime(_clients(), _factory, num_classes=10, local_epochs=2, batch_size=16)(job))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert errors == ["callback failed"]
+    fresh = ClientRuntime(
+        _clients(), _factory, num_classes=10, local_epochs=2, batch_size=16, reuse_trainer=False
+    )
+    _same(out[0], fresh(job))
+    assert out[0].steps == 6  # 40 samples, batches of 16, 2 epochs
