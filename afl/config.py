@@ -331,13 +331,13 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The pluggable components, built (see :func:`build_components`).
     """
-    from afl.client import OPTIMIZERS
-    from afl.data.datasets import DATASET_LOADERS as DATASETS
-    from afl.data.partition import SCHEMES as PARTITIONERS
-    from afl.models import MODELS
+    # light modules only: a config error answers without importing torch or Lightning (tests/test_cli.py)
+    from afl.components import DATASET_LOADERS as DATASETS
+    from afl.components import MODELS, OPTIMIZERS
+    from afl.components import SCHEMES as PARTITIONERS
     from afl.sim.executors import EXECUTORS
     from afl.sim.faults import FAULT_KINDS
-    from afl.sim.loop import MODES, STALENESS_POLICIES
+    from afl.sim.modes import MODES, STALENESS_POLICIES
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -430,8 +430,10 @@ def check_relations(cfg: DictConfig) -> None:
 
 
 def build_components(cfg: DictConfig) -> dict[str, Any]:
-    """Build (and so validate) the pluggable server and delay components named in the config."""
-    from afl.client_callbacks import build_client_callbacks
+    """Build (and so validate) the pluggable server and delay components named in the config.
+
+    Only client callbacks need a heavy import to be checked (Lightning: their own argument checks run in
+    their constructors), and only when ``client.callbacks`` or ``client.prox_mu`` asks for some."""
     from afl.server.aggregators import AGGREGATORS
     from afl.server.lr_schedules import LR_SCHEDULES
     from afl.sim.delays import COMM_DELAYS, SPEEDS
@@ -444,8 +446,16 @@ def build_components(cfg: DictConfig) -> dict[str, Any]:
         "lr_schedule": LR_SCHEDULES.build(plain("server.lr_schedule"), "server.lr_schedule"),
         "speed": SPEEDS.build(plain("delay.speed"), "delay.speed"),
         "comm": COMM_DELAYS.build(plain("delay.comm"), "delay.comm"),
-        "client_callbacks": build_client_callbacks(cfg),
+        "client_callbacks": _client_callbacks(cfg),
     }
+
+
+def _client_callbacks(cfg: DictConfig) -> list[Any]:
+    if not cfg.client.callbacks and cfg.client.prox_mu <= 0:
+        return []  # what build_client_callbacks gives, without importing Lightning
+    from afl.client_callbacks import build_client_callbacks
+
+    return build_client_callbacks(cfg)
 
 
 def to_yaml(cfg: DictConfig) -> str:

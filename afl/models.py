@@ -9,10 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from afl.registry import Registry
-
-#: Models by name: register a class taking ``in_channels``, ``num_classes``, ``image_size``.
-MODELS: Registry[nn.Module] = Registry("model")
+from afl.components import MODELS  # declared there (light) so the config lists names without torch
 
 
 @MODELS.register("cnn")

@@ -6,6 +6,7 @@ the wrong type or an impossible value is a :class:`~afl.errors.ConfigError` nami
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import types
@@ -29,6 +30,10 @@ class Registry(Generic[T]):
         kind: what the components are, for error messages ("aggregator").
         nested: option name → registry, for options that are components themselves (built from a
             mapping with a ``name`` key, e.g. an aggregator's ``staleness``).
+        lazy: name → ``"module:attr"``, components listed without importing their module (torch and
+            Lightning cost seconds to import, which listing or checking names should not pay): the module
+            is imported on first :meth:`get`. Its ``@KIND.register(name)`` then fills the entry, if the
+            decorated object is that ``module:attr``.
 
     Example:
         >>> SHAPES: Registry[object] = Registry("shape")
@@ -38,18 +43,26 @@ class Registry(Generic[T]):
         ...         self.side = side
         >>> SHAPES.build({"name": "square", "side": 2}, key="shape").side
         2
+        >>> LAZY: Registry[object] = Registry("thing", lazy={"odict": "collections:OrderedDict"})
+        >>> LAZY.names(), LAZY.get("odict").__name__  # listed without importing; imported by get
+        (['odict'], 'OrderedDict')
     """
 
-    def __init__(self, kind: str, nested: Mapping[str, Registry[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        nested: Mapping[str, Registry[Any]] | None = None,
+        lazy: Mapping[str, str] | None = None,
+    ) -> None:
         self.kind = kind
         self.nested = dict(nested or {})
-        self._classes: dict[str, Callable[..., T]] = {}
+        self._classes: dict[str, Callable[..., T] | str] = dict(lazy or {})
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator that registers a class or function under ``name``."""
 
         def add(cls: F) -> F:
-            if name in self._classes:
+            if name in self._classes and self._classes[name] != _address(cls):  # not its lazy entry
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._classes[name] = cls
             return cls
@@ -72,7 +85,15 @@ class Registry(Generic[T]):
     def get(self, name: str, key: str = "name") -> Callable[..., T]:
         if name not in self._classes:
             raise ConfigError(key, f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}")
-        return self._classes[name]
+        entry = self._classes[name]
+        if isinstance(entry, str):  # lazy: importing the module registers it with its decorator
+            module, _, attr = entry.partition(":")
+            found = getattr(importlib.import_module(module), attr)
+            if isinstance(self._classes[name], str):  # not decorated: the attribute itself
+                self._classes[name] = found
+            entry = self._classes[name]
+        assert not isinstance(entry, str)
+        return entry
 
     def options(self, name: str) -> dict[str, inspect.Parameter]:
         """The keyword options of a registered component, with their defaults."""
@@ -113,6 +134,11 @@ class Registry(Generic[T]):
             return cls(**kwargs)
         except ConfigError as err:
             raise ConfigError(f"{key}.{err.key}", err.message) from None
+
+
+def _address(obj: Any) -> str:
+    """``"module:qualname"`` of a class or function, as lazy entries name them."""
+    return f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
 
 
 def _matches(value: Any, hint: Any) -> bool:

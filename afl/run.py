@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from afl import checkpoint
-from afl.client import ClientRuntime
+from afl.client import ClientRuntime, ClientShards
 from afl.config import load_config, to_yaml, validate
 from afl.data.datasets import ArrayData, DatasetSplits, load_dataset
 from afl.data.partition import class_counts, partition, stratified_split
@@ -329,7 +329,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         return copy.deepcopy(model)
 
     runtime = ClientRuntime(
-        [(train.x[torch.as_tensor(ix)], train.y[torch.as_tensor(ix)]) for ix in parts],
+        ClientShards(train.x, train.y, parts),
         model_factory,
         num_classes=data.num_classes,
         local_epochs=cfg.client.local_epochs,

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python scripts/bench.py [--quick]`` (``afl-bench``)."""
+"""Benchmarks: ``python scripts/bench.py [--quick] [--json PATH]`` (``afl-bench``)."""
 
 import sys
 

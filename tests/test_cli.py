@@ -105,3 +105,43 @@ def test_compare_from_a_folder_that_is_no_comparison_exits_2(tmp_path: Path) -> 
         proc.stderr.strip()
         == f"error: --from: {tmp_path} is not a finished comparison folder (no comparison.json)"
     )
+
+
+# One of each kind of check validate() makes: scalar ranges, names of every registry, relations between keys,
+# options of the server and delay components.
+CONFIG_ERRORS = [
+    ("client.lr=-1", "client.lr"),
+    ("model.name=vgg", "model.name"),
+    ("dataset.name=imagenet", "dataset.name"),
+    ("partition.scheme=random", "partition.scheme"),
+    ("client.optimizer=lbfgs", "client.optimizer"),
+    ("federation.executor=ray", "federation.executor"),
+    ("federation.mode=semi", "federation.mode"),
+    ("federation.mode=sync", "federation.mode"),
+    ("federation.concurrency=11", "federation.concurrency"),
+    ("server.aggregator.buffer_sise=3", "server.aggregator.buffer_sise"),
+    ("server.aggregator.staleness.name=linear", "server.aggregator.staleness.name"),
+    ("server.lr_schedule.decay=cosine", "server.lr_schedule.decay"),
+    ("delay.speed.name=gamma", "delay.speed.name"),
+    ("delay.comm.max=-1", "delay.comm.max"),
+]
+
+
+def test_a_config_error_answers_without_importing_torch_or_lightning() -> None:
+    """``afl-train KEY=bad`` exits 2 naming the key before anything heavy is imported (torch takes about 2 s
+    to import, Lightning 5 s); so does ``--show-config`` of a valid config. In a fresh interpreter."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from afl.cli.train import main\n"
+        f"for item, key in {CONFIG_ERRORS!r}:\n"
+        "    with contextlib.redirect_stderr(io.StringIO()) as err:\n"
+        "        assert main([item]) == 2, item\n"
+        "    assert err.getvalue().startswith(f'error: {key}: '), err.getvalue()\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert main(['experiment=demo', '--show-config']) == 0\n"
+        "assert 'experiment: demo' in out.getvalue()\n"
+        "print(','.join(m for m in ('torch', 'lightning', 'torchvision', 'sklearn') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"a config error imported {proc.stdout.strip()}"

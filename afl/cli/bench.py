@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 DESCRIPTION = """\
-Benchmarks, measured side by side in one run (this machine is shared and noisy: compare ratios).
+Benchmarks, measured side by side in one run, interleaved, medians over repeats (this machine is shared
+and noisy: compare ratios, not seconds). Writes with --json:
 
-1. Client job: a Lightning Trainer per job vs a plain PyTorch loop doing the same steps.
-2. Executors: a short federated run with 2 worker threads vs 1 vs serial (same results, other speed).
-3. Torch intra-op threads for one job: 1 vs 2.
+  overhead_ratio       a federated run / a plain PyTorch loop doing the same local steps on the same shards
+                       (same model, batch size, Adam, torch threads): LeNet on 28x28 with 600-sample shards,
+                       and the demo
+  per_job_overhead_ms  (federated run - plain loop) / jobs, same settings
+  worker_speedup       a run on 1 worker thread / the same run on 2 (identical results)
+  scale                100,000 clients, 1,000 in flight (1k, 10k, 100k clients): server-side ms per arrival
+                       and peak resident memory, each point in a fresh interpreter
+  startup_s            fresh interpreters: --help, a config error, importing the run machinery
+  client_job           one client job, a Lightning Trainer vs a plain loop
 """
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer repeats and updates")
+    p.add_argument(
+        "--quick", action="store_true", help="fewer repeats and updates (about 3 minutes on a quiet machine)"
+    )
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results to PATH")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    import torch
+    from afl.cli.benchmarks import run_all  # torch and Lightning: after the arguments are parsed
 
-    from afl.cli.benchmarks import bench_client, bench_executors, bench_torch_threads
-
-    repeat = 2 if args.quick else 5
-    torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread per job")
-    bench_client("cnn", 8, 300, 2, repeat)  # a demo-sized job (digits client, I=2)
-    bench_client("lenet", 28, 2000, 1, repeat)  # a Fashion-MNIST-sized job
-    bench_client("cnn", 28, 500, 1, repeat)  # the paper's CNN at 28x28
-    bench_executors(60 if args.quick else 150)
-    bench_torch_threads(repeat)
+    results = run_all(quick=args.quick)
+    text = json.dumps(results, indent=1)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+        print(f"results: {args.json}")
+    else:
+        print(text)
     return 0

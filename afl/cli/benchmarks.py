@@ -1,31 +1,272 @@
-"""The benchmarks behind ``afl-bench`` (torch and Lightning imported here, not by ``afl.cli.bench``)."""
+"""The benchmarks behind ``afl-bench`` (torch and Lightning imported here, not by ``afl.cli.bench``).
+
+Everything is measured side by side in one process, interleaved (A, B, A, B, ...; the order alternating
+between repeats) and summarised by medians: this machine is shared and noisy, so ratios mean more than
+seconds. The scale points and the start-up times run in fresh interpreters, for their peak memory and
+import costs.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from afl.client import ClientJob, ClientRuntime, batch_loader
-from afl.config import load_config
+from afl.client import ClientJob, ClientResult, ClientRuntime, batch_loader
+from afl.config import load_config, validate
 from afl.data.datasets import load_dataset
 from afl.models import build_model
-from afl.run import run
+from afl.run import build, make_loop, run
+from afl.sim.executors import SerialExecutor
+
+QUIET = ["logging.wandb.mode=disabled", "logging.progress=false"]
+
+#: The settings of ``overhead_ratio``: a preset and overrides; each is run with its final evaluation only
+#: (``eval_every`` = the budget), so the federated run and the plain loop do the same work but the machinery.
+SETTINGS: dict[str, list[str]] = {
+    # LeNet-5 on 28×28 inputs, 10 clients of exactly 600 samples (iid), one epoch of Adam per job
+    "lenet28_600": [
+        "dataset.name=synthetic",
+        "dataset.synthetic.image_size=28",
+        "dataset.synthetic.train_size=6000",
+        "dataset.synthetic.test_size=1000",
+        "partition.scheme=iid",
+        "partition.num_clients=10",
+        "model.name=lenet",
+        "theory.enabled=false",
+    ],
+    # the demo preset as it is (digits, the paper's CNN, 2 local epochs, validation split, theory on)
+    "demo": ["experiment=demo"],
+}
 
 
-def _best_of(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _interleaved(fns: dict[str, Callable[[], float]], repeat: int) -> dict[str, list[float]]:
+    """Each function ``repeat`` times, A B C, C B A, A B C, ...; each returns the seconds it measured."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for rep in range(repeat):
+        for name in list(fns) if rep % 2 == 0 else list(fns)[::-1]:
+            times[name].append(fns[name]())
+    return times
+
+
+# ----------------------------------------------------------------------------------------------- overhead
+def _plain_loop(cfg: Any, jobs: list[dict[str, Any]]) -> Callable[[], float]:
+    """The same local steps as the federated run of ``cfg`` (its jobs: client, shuffle seed, LR, in
+    arrival order) by a plain PyTorch loop: the same shards, model, batch size, Adam, epochs and torch
+    threads; each job starts from the model the previous one ended with; one final evaluation, like the
+    run's. Returns a function timing one pass."""
+    setup = build(cfg, validate(cfg))
+    data, factory = setup.runtime.client_data, setup.model_factory
+    evaluate = setup.evaluate()
+    from afl.rng import derive_seed
+
+    def once() -> float:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.federation.torch_threads)
+        start = time.perf_counter()
+        state = setup.global_state
+        for job in jobs:
+            x, y = data[job["client_id"]]
+            model = factory()
+            model.load_state_dict(state)
+            optimizer = torch.optim.Adam(model.parameters(), lr=job["lr"])
+            batches = batch_loader(
+                x, y, cfg.client.batch_size, derive_seed(cfg.seed, "shuffle", job["client_id"], job["job_id"])
+            )
+            for _ in range(cfg.client.local_epochs):
+                for xb, yb in batches:
+                    optimizer.zero_grad()
+                    torch.nn.functional.cross_entropy(model(xb), yb).backward()
+                    optimizer.step()
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        evaluate(state)
+        elapsed = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        return elapsed
+
+    return once
+
+
+def bench_overhead(name: str, updates: int, repeat: int, tmp: Path) -> dict[str, Any]:
+    """A federated run (1 and 2 worker threads) against the plain loop doing its local steps."""
+    overrides = [
+        *SETTINGS[name],
+        *QUIET,
+        f"federation.max_updates={updates}",
+        f"federation.eval_every={updates}",
+    ]
+    counter = iter(range(10**6))
+
+    def federated(workers: int) -> Callable[[], float]:
+        def once() -> float:
+            cfg = load_config(
+                [*overrides, f"federation.workers={workers}", f"output_dir={tmp / str(next(counter))}"]
+            )
+            start = time.perf_counter()
+            result = run(cfg)
+            elapsed = time.perf_counter() - start
+            finals.add(result.summary["final_test_accuracy"])
+            return elapsed
+
+        return once
+
+    finals: set[float] = set()
+    warm = run(load_config([*overrides, f"output_dir={tmp / 'warm-up'}"]))  # and the jobs to replay
+    jobs = sorted(warm.updates, key=lambda u: u["client_updates"])
+    steps = sum(u["steps"] for u in jobs)
+    times = _interleaved(
+        {
+            "run_1_worker_s": federated(1),
+            "plain_loop_s": _plain_loop(warm.config, jobs),
+            "run_2_workers_s": federated(2),
+        },
+        repeat,
+    )
+    assert len(finals) == 1, f"{name}: runs with 1 and 2 workers must give the same model"
+    run1, plain, run2 = (_median(times[k]) for k in ("run_1_worker_s", "plain_loop_s", "run_2_workers_s"))
+    return {
+        "jobs": len(jobs),
+        "local_steps": steps,
+        **{k: _median(v) for k, v in times.items()},
+        "overhead_ratio": run1 / plain,
+        "per_job_overhead_ms": (run1 - plain) / len(jobs) * 1e3,
+        "worker_speedup": run1 / run2,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- scale
+def scale_point(clients: int, in_flight: int, arrivals: int, samples_per_client: int = 4) -> dict[str, Any]:
+    """The loop at scale, server side only: ``clients`` registered with tiny synthetic shards (8×8, iid),
+    ``in_flight`` jobs at once, ``arrivals`` client updates; the run built as ``run`` builds it (data,
+    partition, client shards, delay model) and driven by :func:`afl.run.make_loop`.
+
+    The jobs train zero local steps (each returns its dispatched model, as a client with nothing to do
+    would): the time they take is measured inside them and subtracted, so ``server_ms_per_arrival`` is
+    the loop's own work per arrival (dispatch, event queue, checks, staleness, aggregation, bookkeeping).
+    Run it in a fresh interpreter: ``peak_rss_mib`` is the process's peak resident memory.
+    """
+    cfg = load_config(
+        [
+            "dataset.name=synthetic",
+            f"dataset.synthetic.train_size={clients * samples_per_client}",
+            "dataset.synthetic.test_size=100",
+            "partition.scheme=iid",
+            f"partition.num_clients={clients}",
+            "partition.min_samples=1",
+            f"federation.concurrency={in_flight}",
+            f"federation.max_updates={arrivals}",
+            f"federation.eval_every={arrivals}",
+            "theory.enabled=false",
+            *QUIET,
+        ]
+    )
+    torch.set_num_threads(cfg.federation.torch_threads)
+    rss_start = _rss_mib()
+    start = time.perf_counter()
+    setup = build(cfg, validate(cfg))
+    build_s = time.perf_counter() - start
+    rss_built = _rss_mib()
+    job_seconds = [0.0]
+
+    def zero_steps(job: ClientJob) -> ClientResult:
         t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        state = {k: v.clone() for k, v in job.state.items()}
+        result = ClientResult(
+            job.job_id, job.client_id, state, setup.parts[job.client_id].size, 0, math.nan, math.nan
+        )
+        job_seconds[0] += time.perf_counter() - t
+        return result
+
+    with SerialExecutor(zero_steps) as executor:
+        loop = make_loop(setup, executor)
+        start = time.perf_counter()
+        loop.run()
+        loop_s = time.perf_counter() - start
+    return {
+        "clients": clients,
+        "in_flight": in_flight,
+        "arrivals": arrivals,
+        "build_s": build_s,
+        "server_ms_per_arrival": (loop_s - job_seconds[0]) / arrivals * 1e3,  # with 1 evaluation: µs
+        "zero_step_job_ms": job_seconds[0] / arrivals * 1e3,
+        "peak_rss_mib": _peak_rss_mib(),
+        "rss_after_imports_mib": rss_start,
+        "rss_after_build_mib": rss_built,
+    }
 
 
-def bench_client(model: str, side: int, samples: int, epochs: int, repeat: int) -> None:
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM, not ``getrusage``'s ru_maxrss: Linux carries that over
+    an exec from the forking parent, so a fresh interpreter started by a big process reports its size."""
+    return _proc_status_mib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now."""
+    return _proc_status_mib("VmRSS")
+
+
+def _proc_status_mib(field: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:  # not Linux
+        pass
+    return 0.0
+
+
+def bench_scale(points: Sequence[int], in_flight: int, arrivals: int) -> dict[str, Any]:
+    """:func:`scale_point` at each number of clients, each in a fresh interpreter."""
+    results = []
+    for clients in points:
+        code = (
+            "import json\nfrom afl.cli.benchmarks import scale_point\n"
+            f"print(json.dumps(scale_point({clients}, {in_flight}, {arrivals})))"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"  scale {clients:>7,} clients: {_format(results[-1])}", flush=True)
+    return {"in_flight": in_flight, "arrivals": arrivals, "points": results}
+
+
+# ----------------------------------------------------------------------------------------------- startup
+STARTUP = {
+    "help": ["scripts/train.py", "--help"],
+    "config_error": ["scripts/train.py", "client.lr=-1"],
+    "import_run": ["-c", "import afl.run"],  # what a run imports before it starts (torch, Lightning, ...)
+}
+
+
+def bench_startup(repeat: int) -> dict[str, float]:
+    """Wall seconds of fresh interpreters: ``--help``, a config error, importing the run machinery."""
+    root = Path(__file__).resolve().parents[2]
+    times: dict[str, list[float]] = {name: [] for name in STARTUP}
+    for _ in range(repeat):
+        for name, args in STARTUP.items():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *args], cwd=root, capture_output=True, check=False)
+            times[name].append(time.perf_counter() - start)
+    return {name: _median(t) for name, t in times.items()}
+
+
+# ----------------------------------------------------------------------------------------------- one job
+def bench_client(model: str, side: int, samples: int, epochs: int, repeat: int) -> dict[str, Any]:
+    """One client job: a Lightning Trainer (:class:`ClientRuntime`) against a plain loop, same steps."""
     data = load_dataset(
         "synthetic", root="data", synthetic={"train_size": samples, "test_size": 10, "image_size": side}
     )
@@ -37,10 +278,13 @@ def bench_client(model: str, side: int, samples: int, epochs: int, repeat: int) 
     state = factory().state_dict()
     runtime = ClientRuntime([(x, y)], factory, num_classes=10, local_epochs=epochs, batch_size=32)
 
-    def lightning_job() -> None:
+    def lightning_job() -> float:
+        start = time.perf_counter()
         runtime(ClientJob(0, 0, state, 1e-3, 0))
+        return time.perf_counter() - start
 
-    def plain_job() -> None:
+    def plain_job() -> float:
+        start = time.perf_counter()
         m = factory()
         m.load_state_dict(state)
         opt = torch.optim.Adam(m.parameters(), lr=1e-3)
@@ -51,71 +295,48 @@ def bench_client(model: str, side: int, samples: int, epochs: int, repeat: int) 
                 torch.nn.functional.cross_entropy(m(xb), yb).backward()
                 opt.step()
         {k: v.detach().clone() for k, v in m.state_dict().items()}
+        return time.perf_counter() - start
 
-    lightning_job()  # warm-up
-    plain_job()
-    pairs = [(_best_of(lightning_job, 1), _best_of(plain_job, 1)) for _ in range(repeat)]  # interleaved
-    lt = min(p[0] for p in pairs)
-    pt = min(p[1] for p in pairs)
-    print(
-        f"client job  {model:<6} {samples:>5} samples x{epochs} epochs {1}x{side}x{side}: "
-        f"lightning {lt * 1e3:7.1f} ms  plain {pt * 1e3:7.1f} ms  ratio {lt / pt:5.2f}  "
-        f"({samples * epochs / lt:,.0f} samples/s)"
-    )
+    lightning_job(), plain_job()  # warm-up
+    times = _interleaved({"lightning_ms": lightning_job, "plain_ms": plain_job}, repeat)
+    lt, pt = _median(times["lightning_ms"]), _median(times["plain_ms"])
+    return {"lightning_ms": lt * 1e3, "plain_ms": pt * 1e3, "ratio": lt / pt, "extra_ms": (lt - pt) * 1e3}
 
 
-def bench_executors(updates: int) -> None:
-    base = [
-        "experiment=demo",
-        f"federation.max_updates={updates}",
-        "federation.eval_every=1000",
-        "logging.wandb.mode=disabled",
-        "logging.progress=false",
-    ]
-    variants = {
-        "thread x2": ["federation.workers=2"],
-        "thread x1": ["federation.workers=1"],
-        "serial": ["federation.executor=serial"],
-        "thread x1, 2 torch threads": ["federation.workers=1", "federation.torch_threads=2"],
-    }
-    walls: dict[str, list[float]] = {k: [] for k in variants}
-    finals: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(2):
-            for name, extra in variants.items():
-                out = f"{tmp}/{name.replace(' ', '').replace(',', '')}-{rep}"
-                r = run(load_config([*base, *extra, f"output_dir={out}"]))
-                walls[name].append(r.summary["wall_time_s"])
-                finals[name] = r.summary["final_test_accuracy"]
-    ref = statistics.median(walls["serial"])
-    for name, w in walls.items():
-        m = statistics.median(w)
-        print(
-            f"executor    {name:<26} {updates} demo updates: {m:6.2f} s  speed-up vs serial {ref / m:4.2f}x  "
-            f"final acc {finals[name]:.4f}"
-        )
-    one_thread = {v for k, v in finals.items() if "torch threads" not in k}
-    assert len(one_thread) == 1, "executors must give identical results at the same torch thread count"
+# ----------------------------------------------------------------------------------------------- all
+def _format(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
 
 
-def bench_torch_threads(repeat: int) -> None:
-    data = load_dataset(
-        "synthetic", root="data", synthetic={"train_size": 2000, "test_size": 10, "image_size": 28}
-    )
-
-    def factory() -> torch.nn.Module:
-        return build_model("cnn", in_channels=1, num_classes=10, image_size=28)
-
-    runtime = ClientRuntime(
-        [(data.train.x, data.train.y)], factory, num_classes=10, local_epochs=1, batch_size=32
-    )
-    state = factory().state_dict()
-    res = {}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        res[threads] = _best_of(lambda: runtime(ClientJob(0, 0, state, 1e-3, 0)), repeat)
+def run_all(quick: bool) -> dict[str, Any]:
+    """Every benchmark; the JSON document ``afl-bench --json`` writes."""
+    repeat = 3 if quick else 5
     torch.set_num_threads(1)
-    print(
-        f"torch threads  paper CNN, 2000 samples 28x28: 1 thread {res[1]:.2f} s, 2 threads {res[2]:.2f} s "
-        f"(speed-up {res[1] / res[2]:.2f}x; two 1-thread workers use both cores with no sharing)"
-    )
+    out: dict[str, Any] = {
+        "quick": quick,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "repeats": repeat,
+    }
+    print("start-up (fresh interpreters) ...", flush=True)
+    out["startup_s"] = bench_startup(repeat)
+    print(f"  {_format(out['startup_s'])}", flush=True)
+    settings: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, updates in (("lenet28_600", 20 if quick else 60), ("demo", 60 if quick else 300)):
+            print(f"{name}: a federated run vs a plain loop, {updates} client updates ...", flush=True)
+            settings[name] = bench_overhead(name, updates, repeat, Path(tmp) / name)
+            print(f"  {_format(settings[name])}", flush=True)
+    out["settings"] = settings
+    for key in ("overhead_ratio", "per_job_overhead_ms", "worker_speedup"):
+        out[key] = {name: values[key] for name, values in settings.items()}
+    print("one client job: Lightning vs plain ...", flush=True)
+    out["client_job"] = {
+        "lenet28_600": bench_client("lenet", 28, 600, 1, 2 * repeat + 1),
+        "cnn8_120x2": bench_client("cnn", 8, 120, 2, 2 * repeat + 1),
+    }
+    for name, values in out["client_job"].items():
+        print(f"  {name}: {_format(values)}", flush=True)
+    print("scale: server-side cost per arrival and peak memory (fresh interpreters) ...", flush=True)
+    out["scale"] = bench_scale((1_000, 10_000, 100_000), in_flight=1_000, arrivals=2_000 if quick else 10_000)
+    return out

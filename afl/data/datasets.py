@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from afl.components import DATASET_LOADERS  # declared there (light): config lists names without torch
 from afl.errors import ConfigError
-from afl.registry import Registry
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,8 +83,7 @@ class DatasetSplits:
 #: A loader gets the data root, the download flag and the ``synthetic`` options (empty for other datasets).
 Loader = Callable[[Path, bool, Mapping[str, Any]], DatasetSplits]
 
-#: Loaders by data set name: register a :data:`Loader` with ``@DATASET_LOADERS.register("name")``.
-DATASET_LOADERS: Registry[DatasetSplits] = Registry("dataset")
+# Loaders by data set name (DATASET_LOADERS): register a Loader with ``@DATASET_LOADERS.register("name")``.
 
 
 def load_dataset(

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from afl.components import SCHEMES  # declared there (light): the config lists names without torch
 from afl.errors import ConfigError
-from afl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ class PartitionOptions:
 #: A scheme draws one partition: (labels, num_clients, rng, options) -> per-client index arrays.
 Scheme = Callable[[np.ndarray, int, np.random.Generator, PartitionOptions], list[np.ndarray]]
 
-#: Partition schemes by name: register a :data:`Scheme` with ``@SCHEMES.register("name")``.
-SCHEMES: Registry[list[np.ndarray]] = Registry("partition scheme")
+# Partition schemes by name (SCHEMES): register a Scheme with ``@SCHEMES.register("name")``.
 
 
 def partition(

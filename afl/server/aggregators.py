@@ -20,14 +20,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from afl.registry import Registry, require
 from afl.server.staleness import STALENESS, Inverse, Polynomial, StalenessFunction
 
-State = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # tensors come in and out, but this module needs no torch import: the config builds
+    import torch  # (and so checks) aggregators without importing it
+
+State = dict[str, "torch.Tensor"]
 
 AGGREGATORS: Registry[Aggregator] = Registry("aggregator", nested={"staleness": STALENESS})
 
@@ -107,7 +108,7 @@ def max_int_entries(target: State, source: State) -> None:
     """Integer entries of ``target`` become the elementwise max of target and source."""
     for k, v in source.items():
         if not v.is_floating_point():
-            torch.maximum(target[k], v, out=target[k])
+            target[k].copy_(target[k].maximum(v))
 
 
 class Aggregator(ABC):
@@ -162,7 +163,7 @@ class _Buffer:
                     total[k] = v.mul(weight)
         for k, v in ints.items():
             if not v.is_floating_point():
-                self.int_max[k] = torch.maximum(self.int_max[k], v) if k in self.int_max else v.clone()
+                self.int_max[k] = self.int_max[k].maximum(v) if k in self.int_max else v.clone()
         self.weight += weight
         self.samples += samples
         self.count += 1

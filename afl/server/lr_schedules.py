@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 from afl.registry import Registry, require
-from callbacks.delay_lr import delay_aware_lr
 
 LR_SCHEDULES: Registry[LRSchedule] = Registry("LR schedule")
 
@@ -85,8 +84,12 @@ class PaperLR(LRSchedule):
         require(self.decay in DECAYS, "decay", f"got {self.decay!r}; allowed: {', '.join(DECAYS)}")
 
     def at_dispatch(self, base_lr: float, round: int, previous_staleness: int) -> float:
+        from callbacks.delay_lr import delay_aware_lr  # here: the callbacks import Lightning, checks need not
+
         alpha = self.alpha if self.delay_at == "dispatch" else 0.0  # α = 0: a factor of exactly 1
         return delay_aware_lr(base_lr, alpha, previous_staleness, round if self.decay == "sqrt" else None)
 
     def at_arrival(self, staleness: int) -> float:
+        from callbacks.delay_lr import delay_aware_lr
+
         return delay_aware_lr(1.0, self.alpha, staleness) if self.delay_at == "arrival" else 1.0

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from afl.client import ClientJob, ClientResult
 from afl.registry import Registry
 
-TrainFn = Callable[[ClientJob], ClientResult]
+if TYPE_CHECKING:  # afl.client imports Lightning: the config lists executors without it
+    from afl.client import ClientJob, ClientResult
+
+TrainFn = Callable[["ClientJob"], "ClientResult"]
 
 #: Executors by name: ``federation.executor``.
 EXECUTORS: Registry[Executor] = Registry("executor")

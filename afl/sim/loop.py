@@ -4,13 +4,19 @@
 arrivals are applied in order of simulated finish time (ties broken by dispatch index). *What* a job
 computes is left to an executor, which may train every in-flight job in parallel. All loop state lives
 in a plain :class:`LoopState` so that a run can later be checkpointed and resumed.
+
+The server's work per arrival does not grow with the number of clients: the in-flight jobs are a heap
+keyed by (finish time, dispatch index), and an idle client is drawn from the sorted in-flight client ids
+(:func:`kth_idle`) without listing the idle ones.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
 import math
 import time
+from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,14 +31,11 @@ from afl.server.lr_schedules import LRSchedule
 from afl.sim.delays import DelayModel
 from afl.sim.executors import Executor
 from afl.sim.faults import REJECT_REASONS, FaultModel
+from afl.sim.modes import MODES, STALENESS_POLICIES
 
 
 class NonFiniteModel(RuntimeError):
     """The global model became non-finite although every applied update was finite."""
-
-
-MODES = ("async", "sync")
-STALENESS_POLICIES = ("keep", "drop")
 
 
 @dataclass
@@ -44,6 +47,10 @@ class InFlight:
     dispatch_time: float
     finish_time: float
     timed_out: bool = False  # the job's duration exceeded client.timeout_s: it arrives as a rejection
+
+    def __lt__(self, other: InFlight) -> bool:
+        """The event order: simulated finish time, ties broken by dispatch index (unique)."""
+        return (self.finish_time, self.job.job_id) < (other.finish_time, other.job.job_id)
 
 
 @dataclass
@@ -60,7 +67,7 @@ class LoopState:
     stale_updates: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
     first_rejection: str = ""  # what the first rejected update said, for the error if all are rejected
-    in_flight: list[InFlight] = field(default_factory=list)
+    in_flight: list[InFlight] = field(default_factory=list)  # a heap (heapq) in event order
     last_staleness: list[int] = field(default_factory=list)
     arrivals: list[dict[str, Any]] = field(default_factory=list)  # one row per client update
     evaluated_upto: int = 0  # arrivals covered by the evaluation rows so far
@@ -139,6 +146,7 @@ class FederatedLoop:
         self.faults = faults
         self.on_checkpoint = on_checkpoint
         self.state = LoopState(global_state=global_state, last_staleness=[0] * self.num_clients)
+        self._busy: list[int] = []  # the in-flight jobs' client ids, sorted (a client is in flight once)
         self.history: list[dict[str, Any]] = []
         self.aggregator.setup(concurrency=config.concurrency)
         self._t0 = 0.0
@@ -180,6 +188,8 @@ class FederatedLoop:
             for f in saved["in_flight"]
         ]
         self.state = LoopState(**saved)
+        heapq.heapify(self.state.in_flight)  # the saved list's order is any
+        self._busy = sorted(f.job.client_id for f in self.state.in_flight)
         self.history = list(state["history"])
         self.aggregator.load_state_dict(state["aggregator"])
         self._elapsed = float(state["wall_time"])
@@ -227,24 +237,23 @@ class FederatedLoop:
             duration *= self.faults.slow_factor
         timeout = self.cfg.timeout_s
         timed_out = timeout is not None and duration > timeout
-        s.in_flight.append(
-            InFlight(
-                job=job,
-                version=s.version,
-                dispatch_time=s.clock,
-                finish_time=s.clock + (timeout if timed_out and timeout is not None else duration),
-                timed_out=timed_out,
-            )
+        flight = InFlight(
+            job=job,
+            version=s.version,
+            dispatch_time=s.clock,
+            finish_time=s.clock + (timeout if timed_out and timeout is not None else duration),
+            timed_out=timed_out,
         )
+        heapq.heappush(s.in_flight, flight)
+        insort(self._busy, client_id)
         s.dispatched += 1
         self.executor.submit(job)
 
     def _dispatch_async(self) -> None:
-        """Refill a slot with a client drawn uniformly from the idle ones."""
-        busy = {f.job.client_id for f in self.state.in_flight}
-        idle = [c for c in range(self.num_clients) if c not in busy]
+        """Refill a slot with a client drawn uniformly from the idle ones: the k-th of them in id order,
+        ``k`` uniform in ``[0, idle clients)``."""
         rng = derive_rng(self.cfg.seed, "select", self.state.dispatched)
-        self._dispatch(int(idle[rng.integers(len(idle))]))
+        self._dispatch(kth_idle(self._busy, int(rng.integers(self.num_clients - len(self._busy)))))
 
     def _dispatch_round(self) -> None:
         """Sync: J clients sampled uniformly without replacement, all at the current version."""
@@ -255,11 +264,9 @@ class FederatedLoop:
 
     # ----------------------------------------------------------------------------------------- arrival
     def _next_arrival(self) -> InFlight:
-        s = self.state
-        i = min(
-            range(len(s.in_flight)), key=lambda j: (s.in_flight[j].finish_time, s.in_flight[j].job.job_id)
-        )
-        return s.in_flight.pop(i)
+        flight = heapq.heappop(self.state.in_flight)
+        del self._busy[bisect_left(self._busy, flight.job.client_id)]
+        return flight
 
     def _collect(self, flight: InFlight) -> tuple[ClientResult | None, str, str]:
         """The job's result, or why it is rejected: ``(result or None, reason or "", detail)``."""
@@ -426,6 +433,27 @@ class FederatedLoop:
         finally:
             bar.close()
         return self.history
+
+
+def kth_idle(busy: list[int], k: int) -> int:
+    """The ``k``-th (from 0) client id not in ``busy`` (sorted, distinct ids >= 0): ``sorted(idle)[k]``
+    in O(log len(busy)), however many clients there are.
+
+    The answer is ``k + i`` with ``i`` the number of busy ids below it: the first ``i`` with
+    ``busy[i] - i > k`` (``busy[i] - i``, the idle ids below ``busy[i]``, never decreases).
+
+    Example:
+        >>> [kth_idle([1, 2, 5], k) for k in range(4)]  # idle: 0, 3, 4, 6, ...
+        [0, 3, 4, 6]
+    """
+    lo, hi = 0, len(busy)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if busy[mid] - mid <= k:
+            lo = mid + 1
+        else:
+            hi = mid
+    return k + lo
 
 
 def parameter_distance(a: State, b: State) -> float:

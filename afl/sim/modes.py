@@ -1,0 +1,5 @@
+"""The loop's modes and staleness policies, in a module of their own: the config checks them without
+importing the loop (which imports torch and Lightning)."""
+
+MODES = ("async", "sync")
+STALENESS_POLICIES = ("keep", "drop")

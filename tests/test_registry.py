@@ -1,0 +1,76 @@
+"""Registries: lazy built-in entries ("module:attr") are listed without importing their module and resolve
+to what that module registers."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from afl.components import DATASET_LOADERS, MODELS, OPTIMIZERS, SCHEMES
+from afl.errors import ConfigError
+from afl.registry import Registry
+
+LAZY = {"models": MODELS, "optimizers": OPTIMIZERS, "datasets": DATASET_LOADERS, "schemes": SCHEMES}
+
+
+def test_names_are_listed_without_importing_their_modules() -> None:
+    code = (
+        "import sys\n"
+        "from afl.components import DATASET_LOADERS, MODELS, OPTIMIZERS, SCHEMES\n"
+        "print([r.names() for r in (MODELS, OPTIMIZERS, DATASET_LOADERS, SCHEMES)])\n"
+        "print(sorted(m for m in sys.modules if m in ('torch', 'afl.models', 'afl.client', 'afl.data')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    names, imported = proc.stdout.splitlines()
+    assert names == str(
+        [
+            ["cnn", "lenet", "resnet20"],
+            ["adam", "sgd"],
+            ["cifar10", "digits", "fashion_mnist", "mnist", "synthetic"],
+            ["dirichlet", "iid", "shards"],
+        ]
+    )
+    assert imported == "[]"
+
+
+@pytest.mark.parametrize("kind", sorted(LAZY))
+def test_every_lazy_entry_is_what_its_module_registers(kind: str) -> None:
+    """Importing a module whose decorator registers another object under a lazily declared name raises
+    "registered twice"; so every entry resolving means each module registered what was declared."""
+    registry = LAZY[kind]
+    for name in registry.names():
+        found = registry.get(name)
+        assert found.__module__.startswith("afl.")
+        assert getattr(importlib.import_module(found.__module__), found.__qualname__) is found
+        assert registry.get(name) is found
+    from afl.client import OPTIMIZERS as from_client
+    from afl.data import DATASET_LOADERS as from_data
+    from afl.data import SCHEMES as from_partition
+    from afl.models import MODELS as from_models
+
+    assert [from_models, from_client, from_data, from_partition] == [
+        MODELS,
+        OPTIMIZERS,
+        DATASET_LOADERS,
+        SCHEMES,
+    ]
+
+
+def test_a_lazy_entry_is_filled_by_its_own_decorator_only() -> None:
+    things: Registry[object] = Registry("thing", lazy={"counter": "collections:Counter"})
+    import collections
+
+    assert things.register("counter")(collections.Counter) is collections.Counter  # the promised object
+    assert things.get("counter") is collections.Counter
+    with pytest.raises(ValueError, match="registered twice"):
+        things.register("counter")(collections.OrderedDict)
+    lazy: Registry[object] = Registry("thing", lazy={"odict": "collections:OrderedDict"})
+    with pytest.raises(ValueError, match="registered twice"):
+        lazy.register("odict")(dict)  # another object under a lazily declared name
+    assert lazy.get("odict") is collections.OrderedDict  # not decorated: the attribute itself
+    with pytest.raises(ConfigError, match="unknown thing 'x'; allowed: odict"):
+        lazy.get("x", "thing.name")
