@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from afl.config import load_config
+
+# Hypothesis profiles (tests/test_properties.py), picked by HYPOTHESIS_PROFILE: "default" keeps the fast
+# suite fast and the same on every run (derandomised); "ci" is CI's larger, random search.
+settings.register_profile("default", max_examples=20, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
