@@ -1,0 +1,265 @@
+"""Rule tests for the lines of DESIGN §3-§4 that had none: the hinge boundary, tie-breaking, who goes next,
+the LR of a sync round, and the server rules end to end (FedAsync; the final flush of a partly filled
+buffer for fedbuff and for afl with M > 1), each against the formula written out here by hand."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from afl.client import ClientJob, ClientResult
+from afl.config import validate
+from afl.errors import ConfigError
+from afl.run import build, make_loop
+from afl.server.staleness import Hinge
+from afl.sim.executors import SerialExecutor
+from afl.sim.loop import FederatedLoop
+
+State = dict[str, torch.Tensor]
+
+
+def _clone(state: State) -> State:
+    return {k: v.clone() for k, v in state.items()}
+
+
+class Recording:
+    """The run's own client runtime, keeping each job it was handed and each result it returned (the
+    rules are then checked on exactly the models the server saw)."""
+
+    def __init__(self, runtime: Callable[[ClientJob], ClientResult]) -> None:
+        self.runtime = runtime
+        self.jobs: dict[int, ClientJob] = {}
+        self.results: dict[int, ClientResult] = {}
+
+    def __call__(self, job: ClientJob) -> ClientResult:
+        result = self.runtime(job)
+        self.jobs[job.job_id], self.results[job.job_id] = job, result
+        return result
+
+
+def _run(cfg: Any) -> tuple[Recording, FederatedLoop, State]:
+    """The loop of ``cfg`` run to its budget (serially): its recorded client jobs, the loop, and the
+    initial global model."""
+    setup = build(cfg, validate(cfg))
+    initial = _clone(setup.global_state)
+    torch.set_num_threads(cfg.federation.torch_threads)
+    recording = Recording(setup.runtime)
+    with SerialExecutor(recording) as executor:
+        loop = make_loop(setup, executor)
+        loop.run()
+    return recording, loop, initial
+
+
+# ----------------------------------------------------------------------------- the hinge boundary
+@pytest.mark.parametrize(("a", "b"), [(10.0, 4), (1.0, 0), (0.5, 2), (3.0, 1)])
+def test_hinge_is_one_up_to_and_including_b_then_falls(a: float, b: int) -> None:
+    """``s = 1 if τ ≤ b else 1 / (a (τ - b) + 1)``. At τ = b the second branch is also 1 (the function is
+    continuous at the hinge), so ``τ ≤ b`` and ``τ < b`` define the same function: what matters, and what
+    is pinned here, is its value on both sides of b."""
+    s = Hinge(a=a, b=b)
+    assert [s(t) for t in range(b + 1)] == [1.0] * (b + 1)
+    assert s(b + 1) == pytest.approx(1 / (a + 1), rel=1e-12)
+    assert s(b + 3) == pytest.approx(1 / (3 * a + 1), rel=1e-12)
+    assert s(b + 1) < 1.0 or a == 0
+
+
+def test_hinge_options_are_checked_at_their_bounds() -> None:
+    assert Hinge(a=0.0, b=0)(7) == 1.0  # a = 0: no discount at all, and both bounds are allowed
+    with pytest.raises(ConfigError, match="b"):
+        Hinge(a=1.0, b=-1)
+    with pytest.raises(ConfigError, match="a"):
+        Hinge(a=-0.5, b=1)
+
+
+# ----------------------------------------------------------------------------- order and who goes next
+EQUAL_JOBS = (
+    "partition.num_clients=4",
+    "delay.speed.name=constant",
+    "delay.time_per_sample=0.0",
+    "delay.comm.name=constant",
+    "delay.comm.value=0.5",
+    "server.lr_schedule.name=constant",
+)
+
+
+def test_equal_finish_times_are_applied_in_dispatch_order(tiny) -> None:
+    """Every job takes 0.5 s: the J = 3 jobs of each wave tie. They are applied in dispatch order, so job
+    j arrives j-th, and from the second wave on each is exactly 2 versions stale (afl, M = 1)."""
+    _, loop, _ = _run(tiny(*EQUAL_JOBS, "federation.max_updates=9"))
+    rows = loop.state.arrivals
+    assert [r["job_id"] for r in rows] == list(range(9))
+    assert [r["arrival_time"] for r in rows] == [0.5] * 3 + [1.0] * 3 + [1.5] * 3
+    assert [r["staleness"] for r in rows] == [0, 1, 2, 2, 2, 2, 2, 2, 2]
+    assert [r["dispatched_version"] for r in rows] == [0, 0, 0, 1, 2, 3, 4, 5, 6]
+
+
+def test_the_client_that_just_arrived_is_idle_again_at_once(tiny) -> None:
+    """With J = C every other client is in flight when one arrives, so the refill (uniform over the idle
+    clients, the one that just arrived included) must hand the slot straight back to it."""
+    _, loop, _ = _run(
+        tiny("partition.num_clients=3", "federation.concurrency=3", "federation.max_updates=12")
+    )
+    rows = loop.state.arrivals
+    by_job = {r["job_id"]: r["client_id"] for r in rows}
+    for k, r in enumerate(rows[:-3], start=1):  # arrival k frees the slot that job k + 2 takes
+        assert by_job[k + 2] == r["client_id"]
+    assert sorted(by_job[j] for j in range(3)) == [0, 1, 2]
+
+
+def test_sync_rounds_hand_out_the_lr_of_their_barrier_round(tiny) -> None:
+    """Sync: r is the barrier round, so all J jobs of round r get γ0 / sqrt(r + 1)."""
+    cfg = tiny(
+        "federation.mode=sync",
+        "server.aggregator.name=fedavg",
+        "server.lr_schedule.name=paper",
+        "federation.concurrency=2",
+        "federation.max_updates=7",
+    )
+    _, loop, _ = _run(cfg)
+    lrs = [r["lr"] for r in sorted(loop.state.arrivals, key=lambda r: r["job_id"])]
+    expected = [0.003 / math.sqrt(j // 2 + 1) for j in range(7)]  # the last round holds one client
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert loop.state.rounds == 4 and loop.state.version == 4
+
+
+# ----------------------------------------------------------------------------- rules end to end
+class ByHand:
+    """A server rule written out from DESIGN §4, applied to client models trained again here."""
+
+    def arrive(self, theta: State, client: State, dispatched: State, row: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def flush(self, theta: State) -> bool:
+        return False
+
+
+class FedAsyncByHand(ByHand):
+    """θ ← (1 - α_t) θ + α_t θ_c, α_t = α s(τ) for each update."""
+
+    def __init__(self, alpha: float, s: Callable[[int], float]) -> None:
+        self.alpha, self.s = alpha, s
+        self.alphas: list[float] = []
+
+    def arrive(self, theta: State, client: State, dispatched: State, row: dict[str, Any]) -> bool:
+        alpha_t = self.alpha * self.s(row["staleness"])
+        self.alphas.append(alpha_t)
+        for k in theta:
+            theta[k] = (1 - alpha_t) * theta[k] + alpha_t * client[k]
+        return True
+
+
+class BufferedByHand(ByHand):
+    """afl: after M arrivals θ ← θ + η_g Σ (n_c / Σ n) s(τ_c) Δ_c; fedbuff: after K arrivals
+    θ ← θ + η_g Σ s(τ_c) Δ_c / K. At the end a partly filled buffer is applied with its own size."""
+
+    def __init__(self, rule: str, size: int, server_lr: float, s: Callable[[int], float]) -> None:
+        self.rule, self.size, self.server_lr, self.s = rule, size, server_lr, s
+        self.buffer: list[tuple[int, float, State]] = []
+        self.flushed_sizes: list[int] = []
+
+    def arrive(self, theta: State, client: State, dispatched: State, row: dict[str, Any]) -> bool:
+        delta = {k: row["delta_scale"] * (client[k] - dispatched[k]) for k in theta}
+        self.buffer.append((row["num_samples"], self.s(row["staleness"]), delta))
+        return len(self.buffer) == self.size and self.flush(theta)
+
+    def flush(self, theta: State) -> bool:
+        if not self.buffer:
+            return False
+        total = sum(n for n, _, _ in self.buffer)
+        for k in theta:
+            if self.rule == "afl":
+                step = sum((n / total) * s * d[k] for n, s, d in self.buffer)
+            else:
+                step = sum(s * d[k] for _, s, d in self.buffer) / len(self.buffer)
+            theta[k] = theta[k] + self.server_lr * step
+        self.flushed_sizes.append(len(self.buffer))
+        self.buffer = []
+        return True
+
+
+def replay(recording: Recording, loop: FederatedLoop, initial: State, rule: ByHand) -> tuple[State, int]:
+    """Apply ``rule`` to the recorded client models in the loop's arrival order, keeping every global
+    version. Each job must have been handed the version it says it was dispatched at. Returns the final
+    model and version."""
+    versions, theta = [_clone(initial)], _clone(initial)
+    for row in loop.state.arrivals:
+        job, result = recording.jobs[row["job_id"]], recording.results[row["job_id"]]
+        assert (job.client_id, job.lr) == (row["client_id"], row["lr"])
+        for k, v in versions[row["dispatched_version"]].items():
+            torch.testing.assert_close(job.state[k], v, rtol=TOL, atol=TOL)
+        if rule.arrive(theta, result.state, job.state, row):
+            versions.append(_clone(theta))
+    if rule.flush(theta):
+        versions.append(_clone(theta))
+    return theta, len(versions) - 1
+
+
+# The aggregator's in-place float32 arithmetic (lerp_, add_) and the formulas above round differently:
+# a few ulps per update, no more (measured here: at most 6e-8 apart after 10 updates).
+TOL = 1e-6
+
+
+def _assert_same_model(loop: FederatedLoop, theta: State, initial: State) -> None:
+    for k, v in theta.items():
+        torch.testing.assert_close(loop.state.global_state[k], v, rtol=TOL, atol=TOL)
+    moved = max(float((theta[k] - initial[k]).abs().max()) for k in theta)
+    assert moved > 1e-2  # far beyond the tolerance: the rule did move the model
+
+
+def test_fedasync_end_to_end_mixes_each_update_with_alpha_times_its_staleness_weight(tiny) -> None:
+    """FedAsync with a hinge s(τ) (a = 2, b = 1), α = 0.6, over 10 stale updates."""
+    cfg = tiny(
+        "server.aggregator.name=fedasync",
+        "server.aggregator.alpha=0.6",
+        "server.aggregator.staleness.name=hinge",
+        "server.aggregator.staleness.a=2.0",
+        "server.aggregator.staleness.b=1",
+        "server.lr_schedule.name=constant",
+        "federation.max_updates=10",
+    )
+    recording, loop, initial = _run(cfg)
+    rule = FedAsyncByHand(0.6, lambda t: 1.0 if t <= 1 else 1 / (2.0 * (t - 1) + 1))
+    theta, version = replay(recording, loop, initial, rule)
+    assert version == loop.state.version == 10
+    assert {r["staleness"] for r in loop.state.arrivals} >= {0, 1, 2}
+    assert len({round(a, 12) for a in rule.alphas}) >= 2  # α_t recomputed per update: 0.6 and below
+    _assert_same_model(loop, theta, initial)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rule", "sizes"),
+    [
+        (  # K = 4 over 10 updates: 4 + 4 + a final partial buffer of 2, divided by 2 (not by K)
+            (
+                "server.aggregator.name=fedbuff",
+                "server.aggregator.buffer_size=4",
+                "server.lr_schedule.name=constant",
+            ),
+            lambda: BufferedByHand("fedbuff", 4, 1.0, lambda t: 1 / math.sqrt(1 + t)),
+            [4, 4, 2],
+        ),
+        (  # M = 3, η_g = M / J = 1, the paper LR's delay factor on each delta: 3 + 3 + 3 + a final 1
+            (
+                "server.aggregator.name=afl",
+                "server.aggregator.buffer_size=3",
+                "server.lr_schedule.name=paper",
+                "server.lr_schedule.alpha=0.5",
+            ),
+            lambda: BufferedByHand("afl", 3, 1.0, lambda t: 1 / (1 + 0.2 * t)),
+            [3, 3, 3, 1],
+        ),
+    ],
+    ids=["fedbuff-K4", "afl-M3"],
+)
+def test_buffered_rules_end_to_end_with_the_final_partial_flush(tiny, overrides, rule, sizes) -> None:
+    recording, loop, initial = _run(tiny(*overrides, "federation.max_updates=10"))
+    by_hand = rule()
+    theta, version = replay(recording, loop, initial, by_hand)
+    assert by_hand.flushed_sizes == sizes
+    assert version == loop.state.version == len(sizes)
+    assert {r["staleness"] for r in loop.state.arrivals} >= {0, 1}  # s(τ) weighs them unequally
+    _assert_same_model(loop, theta, initial)
