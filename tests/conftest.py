@@ -15,6 +15,7 @@ from afl.config import load_config
 # suite fast and the same on every run (derandomised); "ci" is CI's larger, random search.
 settings.register_profile("default", max_examples=20, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
+settings.register_profile("mutation", max_examples=8, deadline=None, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 

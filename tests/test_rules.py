@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,11 @@ from afl.client import ClientJob, ClientResult
 from afl.config import validate
 from afl.errors import ConfigError
 from afl.run import build, make_loop
-from afl.server.staleness import Hinge
+from afl.server.aggregators import AFL, FedAsync, FedBuff
+from afl.server.lr_schedules import PaperLR
+from afl.server.staleness import Hinge, Inverse, Polynomial
+from afl.sim.delays import Constant as ConstantDelay
+from afl.sim.delays import ExponentialDelay, LogNormalSpeed, UniformDelay, UniformSpeed
 from afl.sim.executors import SerialExecutor
 from afl.sim.loop import FederatedLoop
 
@@ -67,12 +72,66 @@ def test_hinge_is_one_up_to_and_including_b_then_falls(a: float, b: int) -> None
     assert s(b + 1) < 1.0 or a == 0
 
 
-def test_hinge_options_are_checked_at_their_bounds() -> None:
-    assert Hinge(a=0.0, b=0)(7) == 1.0  # a = 0: no discount at all, and both bounds are allowed
-    with pytest.raises(ConfigError, match="b"):
-        Hinge(a=1.0, b=-1)
-    with pytest.raises(ConfigError, match="a"):
-        Hinge(a=-0.5, b=1)
+# ----------------------------------------------------------------------------- options at their bounds
+BOUNDS = [
+    # component, options accepted at the bound, options just past it, the key and message of the error
+    (Inverse, {"a": 0.0}, {"a": -0.5}, "a", "must be >= 0, got -0.5"),
+    (Polynomial, {"a": 0.0}, {"a": -0.5}, "a", "must be >= 0, got -0.5"),
+    (Hinge, {"a": 0.0, "b": 0}, {"a": -0.5}, "a", "must be >= 0, got -0.5"),
+    (Hinge, {"a": 1.0, "b": 0}, {"b": -1}, "b", "must be >= 0, got -1"),
+    (PaperLR, {"alpha": 0.0}, {"alpha": -0.1}, "alpha", "must be >= 0, got -0.1"),
+    (PaperLR, {"alpha": 0.0}, {"alpha": math.inf}, "alpha", "must be >= 0, got inf"),
+    (
+        PaperLR,
+        {"delay_at": "dispatch"},
+        {"delay_at": "both"},
+        "delay_at",
+        "got 'both'; allowed: arrival, dispatch",
+    ),
+    (PaperLR, {"decay": "none"}, {"decay": "cosine"}, "decay", "got 'cosine'; allowed: sqrt, none"),
+    (ConstantDelay, {"value": 0.0}, {"value": -1.0}, "value", "must be >= 0, got -1.0"),
+    (UniformSpeed, {"low": 0.5, "high": 0.5}, {"low": 0.0}, "low", "need 0 < low <= high, got 0.0, 1.0"),
+    (
+        UniformSpeed,
+        {"low": 0.5, "high": 0.5},
+        {"low": 0.6, "high": 0.5},
+        "low",
+        "need 0 < low <= high, got 0.6, 0.5",
+    ),
+    (LogNormalSpeed, {"sigma": 0.0}, {"sigma": -1.0}, "sigma", "must be >= 0, got -1.0"),
+    (UniformDelay, {"max": 0.0}, {"max": -1.0}, "max", "must be >= 0, got -1.0"),
+    (ExponentialDelay, {"mean": 1e-9}, {"mean": 0.0}, "mean", "must be > 0, got 0.0"),
+    (AFL, {"server_lr": 1e-9, "buffer_size": 1}, {"server_lr": 0.0}, "server_lr", "must be > 0, got 0.0"),
+    (AFL, {"buffer_size": 1}, {"buffer_size": 0}, "buffer_size", "must be >= 1, got 0"),
+    (FedAsync, {"alpha": 1.0}, {"alpha": 0.0}, "alpha", "must be in (0, 1], got 0.0"),
+    (FedAsync, {"alpha": 1.0}, {"alpha": 1.5}, "alpha", "must be in (0, 1], got 1.5"),
+    (
+        FedBuff,
+        {"buffer_size": 1, "server_lr": 1e-9},
+        {"buffer_size": 0},
+        "buffer_size",
+        "must be >= 1, got 0",
+    ),
+    (FedBuff, {"buffer_size": 1, "server_lr": 1e-9}, {"server_lr": 0.0}, "server_lr", "must be > 0, got 0.0"),
+]
+
+
+@pytest.mark.parametrize(("component", "ok", "bad", "key", "message"), BOUNDS)
+def test_component_options_are_checked_at_their_bounds(component, ok, bad, key, message) -> None:
+    """The bound itself is allowed; just past it is a ConfigError naming the option and what is allowed."""
+    component(**ok)
+    with pytest.raises(ConfigError) as info:
+        component(**bad)
+    assert (info.value.key, info.value.message) == (key, message)
+
+
+def test_values_at_the_bounds_mean_what_they_say() -> None:
+    assert [Hinge(a=0.0, b=0)(t) for t in (0, 1, 9)] == [1.0, 1.0, 1.0]  # a = 0: no discount
+    assert [Inverse(a=0.0)(9), Polynomial(a=0.0)(9)] == [1.0, 1.0]
+    assert PaperLR(alpha=0.0).at_arrival(9) == 1.0
+    rng = np.random.default_rng(0)
+    assert UniformSpeed(low=0.5, high=0.5).sample(rng) == 0.5 and LogNormalSpeed(sigma=0.0).sample(rng) == 1.0
+    assert UniformDelay(max=0.0).sample(rng) == 0.0 and ConstantDelay(value=0.0).sample(rng) == 0.0
 
 
 # ----------------------------------------------------------------------------- order and who goes next
