@@ -16,7 +16,15 @@ from afl.client import ClientJob, ClientResult
 from afl.config import validate
 from afl.errors import ConfigError
 from afl.run import build, make_loop
-from afl.server.aggregators import AFL, FedAsync, FedBuff
+from afl.server.aggregators import (
+    AFL,
+    AGGREGATORS,
+    ClientUpdate,
+    FedAsync,
+    FedBuff,
+    is_parameter,
+    is_running_stat,
+)
 from afl.server.lr_schedules import PaperLR
 from afl.server.staleness import Hinge, Inverse, Polynomial
 from afl.sim.delays import Constant as ConstantDelay
@@ -132,6 +140,102 @@ def test_values_at_the_bounds_mean_what_they_say() -> None:
     rng = np.random.default_rng(0)
     assert UniformSpeed(low=0.5, high=0.5).sample(rng) == 0.5 and LogNormalSpeed(sigma=0.0).sample(rng) == 1.0
     assert UniformDelay(max=0.0).sample(rng) == 0.0 and ConstantDelay(value=0.0).sample(rng) == 0.0
+
+
+def test_aggregator_defaults_are_the_documented_rules() -> None:
+    """What a config with only ``server.aggregator.name`` runs: afl with M = 1, η_g = M/J and
+    s(τ) = 1/(1 + 0.2 τ); fedasync with α = 0.6 and s(τ) = (τ + 1)^-0.5; fedbuff with K = 10, η_g = 1 and
+    s(τ) = 1/sqrt(1 + τ) (DESIGN §4, the aggregators' docstrings)."""
+
+    def built(name: str) -> Any:
+        agg = AGGREGATORS.build({"name": name}, "server.aggregator")
+        agg.setup(concurrency=4)
+        return agg
+
+    afl, fedasync, fedbuff = built("afl"), built("fedasync"), built("fedbuff")
+    assert (afl.buffer_size, afl.server_lr, afl.staleness(5)) == (1, 0.25, 0.5)
+    assert (fedasync.alpha, fedasync.staleness(3), fedasync.staleness(8)) == (0.6, 0.5, 1 / 3)
+    assert (fedbuff.buffer_size, fedbuff.server_lr, fedbuff.staleness(3)) == (10, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("name", ["afl", "fedasync", "fedbuff"])
+def test_a_configured_staleness_function_is_the_one_applied(name: str) -> None:
+    """With ``staleness: constant`` a 3-versions-stale update weighs as much as a fresh one (the defaults
+    would discount it to 1/1.6, 1/2 and 1/2)."""
+    node = {"name": name, "staleness": {"name": "constant"}}
+    node.update({"fedasync": {"alpha": 1.0}}.get(name, {"buffer_size": 1, "server_lr": 1.0}))
+    agg = AGGREGATORS.build(node, "server.aggregator")
+    agg.setup(concurrency=1)
+    state, start = {"w": torch.tensor([2.0])}, {"w": torch.tensor([0.0])}
+    global_state = {"w": torch.tensor([0.0])}
+    assert agg.on_arrival(ClientUpdate(0, 5, 3, state=state, dispatched=start), global_state)
+    assert float(global_state["w"]) == 2.0
+
+
+@pytest.mark.parametrize("name", ["afl", "fedbuff"])
+def test_an_update_discounted_to_zero_leaves_running_statistics_alone(name: str) -> None:
+    """s(τ) = 2^-2000 underflows to 0: the buffer's total weight is 0, so there is no weighted mean of client
+    statistics to mix toward (it would be 0/0); parameters and statistics stay as they were, finite."""
+    agg = AGGREGATORS.build(
+        {"name": name, "buffer_size": 1, "server_lr": 1.0, "staleness": {"name": "polynomial", "a": 2000.0}},
+        "server.aggregator",
+    )
+    agg.setup(concurrency=1)
+
+    def bn(w: float, mean: float, var: float) -> State:
+        return {
+            "w": torch.tensor([w]),
+            "bn.running_mean": torch.tensor([mean]),
+            "bn.running_var": torch.tensor([var]),
+        }
+
+    global_state = bn(1.0, 0.5, 2.0)
+    update = ClientUpdate(0, 10, 1, state=bn(3.0, 4.0, 9.0), dispatched=bn(1.0, 0.5, 2.0))
+    assert agg.staleness(1) == 0.0
+    assert agg.on_arrival(update, global_state)
+    assert [float(v) for v in global_state.values()] == [1.0, 0.5, 2.0]
+
+
+def _bn(w: float, stat: float, counter: int) -> State:
+    return {
+        "w": torch.tensor([w], dtype=torch.float64),
+        "bn.running_mean": torch.tensor([stat], dtype=torch.float64),
+        "bn.num_batches_tracked": torch.tensor(counter),
+    }
+
+
+@pytest.mark.parametrize(("name", "first", "second"), [("fedavg", 5.0, 2.0), ("afl", 2.5, 2.25)])
+def test_each_buffer_starts_from_nothing_and_keeps_the_largest_counter(name: str, first, second) -> None:
+    """Two buffers of two updates (FedAvg rounds; afl with M = 2, η_g = 0.5, s ≡ 1), every client's
+    parameter equal to its statistic. FedAvg: the n-weighted mean of each round (5, then 2); afl: a step of
+    η_g times the weighted mean delta, and a mix of weight η_g toward the weighted mean statistic (2.5, then
+    2.25 both). The counter is the largest seen, also when the larger came first in its buffer."""
+    node: dict[str, Any] = {"name": name}
+    if name == "afl":
+        node.update(buffer_size=2, server_lr=0.5, staleness={"name": "constant"})
+    agg = AGGREGATORS.build(node, "server.aggregator")
+    agg.setup(concurrency=2)
+    g = _bn(0.0, 0.0, 3)
+    for updates, expected in ((((1, 2.0, 9), (3, 6.0, 5)), first), (((2, 1.0, 2), (2, 3.0, 4)), second)):
+        start = {k: v.clone() for k, v in g.items()}
+        for n, value, counter in updates:
+            agg.on_arrival(ClientUpdate(0, n, 0, state=_bn(value, value, counter), dispatched=start), g)
+        assert agg.flush(g) == (name == "fedavg")  # the barrier; afl's full buffer was applied at once
+        assert [float(g["w"]), float(g["bn.running_mean"]), int(g["bn.num_batches_tracked"])] == [
+            pytest.approx(expected, rel=1e-12),
+            pytest.approx(expected, rel=1e-12),
+            9,
+        ]
+
+
+def test_running_statistics_are_recognised_at_any_depth() -> None:
+    """ResNet-20's keys nest: ``layer1.0.bn1.running_var`` is a running statistic, ``layer1.0.bn1.weight``
+    a parameter, whatever the depth."""
+    var, weight = torch.ones(2), torch.ones(2)
+    for prefix in ("bn", "layer1.0.bn1", "a.b.c.d.bn"):
+        assert is_running_stat(f"{prefix}.running_var") and is_running_stat(f"{prefix}.running_mean")
+        assert not is_parameter(f"{prefix}.running_var", var) and is_parameter(f"{prefix}.weight", weight)
+    assert not is_running_stat("running_var.weight")
 
 
 # ----------------------------------------------------------------------------- order and who goes next
