@@ -5,6 +5,8 @@ buffer for fedbuff and for afl with M > 1), each against the formula written out
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,7 @@ from afl.server.lr_schedules import PaperLR
 from afl.server.staleness import Hinge, Inverse, Polynomial
 from afl.sim.delays import Constant as ConstantDelay
 from afl.sim.delays import ExponentialDelay, LogNormalSpeed, UniformDelay, UniformSpeed
-from afl.sim.executors import SerialExecutor
+from afl.sim.executors import SerialExecutor, ThreadExecutor
 from afl.sim.loop import FederatedLoop
 
 State = dict[str, torch.Tensor]
@@ -426,3 +428,51 @@ def test_buffered_rules_end_to_end_with_the_final_partial_flush(tiny, overrides,
     assert version == loop.state.version == len(sizes)
     assert {r["staleness"] for r in loop.state.arrivals} >= {0, 1}  # s(τ) weighs them unequally
     _assert_same_model(loop, theta, initial)
+
+
+# ----------------------------------------------------------------------------- executors
+def _probe() -> tuple[Callable[[ClientJob], int], dict[str, Any]]:
+    """A job function that reports how many jobs ran at once and on which threads: each job waits (up to
+    0.5 s) for a second one to be running beside it."""
+    seen: dict[str, Any] = {"active": 0, "peak": 0, "threads": set()}
+    cond = threading.Condition()
+
+    def train(job: ClientJob) -> int:
+        with cond:
+            seen["active"] += 1
+            seen["peak"] = max(seen["peak"], seen["active"])
+            seen["threads"].add(threading.current_thread().name)
+            cond.notify_all()
+            cond.wait_for(lambda: seen["active"] >= 2, timeout=0.5)
+            seen["active"] -= 1
+        return job.job_id
+
+    return train, seen
+
+
+@pytest.mark.parametrize(("workers", "peak"), [(1, 1), (2, 2), (None, 2)])
+def test_thread_executor_trains_up_to_workers_jobs_at_once_on_its_own_threads(workers, peak: int) -> None:
+    train, seen = _probe()
+    executor = ThreadExecutor(train) if workers is None else ThreadExecutor(train, workers)  # default: 2
+    with executor:
+        for j in range(4):
+            executor.submit(ClientJob(j, 0, {}, 0.1, 0))
+        assert [executor.result(j) for j in range(4)] == [0, 1, 2, 3]
+    assert seen["peak"] == peak
+    assert len(seen["threads"]) == peak and all(t.startswith("afl-client") for t in seen["threads"])
+
+
+def test_closing_a_thread_executor_waits_for_a_job_still_running() -> None:
+    started, finished = threading.Event(), threading.Event()
+
+    def train(job: ClientJob) -> int:
+        started.set()
+        time.sleep(0.2)
+        finished.set()
+        return job.job_id
+
+    executor = ThreadExecutor(train, 1)
+    executor.submit(ClientJob(0, 0, {}, 0.1, 0))
+    assert started.wait(5.0)
+    executor.close()
+    assert finished.is_set()
