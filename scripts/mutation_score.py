@@ -1,7 +1,7 @@
 """The mutation score of the last ``mutmut run`` (``make mutate``), per module and in all.
 
-Reads mutmut's results under ``mutants/`` and the equivalent mutants listed in ``docs/mutants.md`` (one
-``- `mutant name` — why`` line each). Prints killed / total per module: "total" counts the mutants run,
+Reads mutmut's results under ``mutants/`` and the equivalent mutants named (in backquotes, each with why)
+in ``docs/mutants.md``. Prints killed / total per module: "total" counts the mutants run,
 "equivalent" the survivors listed as equivalent, "other" timeouts and the like. Exits 1 if fewer than
 90% of the mutants run are killed, or if a surviving mutant is neither killed nor listed as equivalent.
 
@@ -34,7 +34,7 @@ def status(exit_code: int | None) -> str:
 def equivalent_names(path: Path) -> set[str]:
     if not path.exists():
         return set()
-    return set(re.findall(r"^\s*[-*]\s+`([^`]+)`", path.read_text(), flags=re.MULTILINE))
+    return set(re.findall(r"`([^`\s]+__mutmut_\d+)`", path.read_text()))
 
 
 def row(

@@ -275,6 +275,21 @@ def test_the_client_that_just_arrived_is_idle_again_at_once(tiny) -> None:
     assert sorted(by_job[j] for j in range(3)) == [0, 1, 2]
 
 
+def test_each_dispatch_draws_its_client_anew(tiny) -> None:
+    """Async with J = 1: every refill is a fresh uniform draw over all 6 clients (24 draws reach at least
+    4 of them); sync: every round samples its J clients anew (4 rounds of 2 out of 6 are not all the same
+    pair)."""
+    _, loop, _ = _run(tiny("federation.concurrency=1", "federation.max_updates=24"))
+    assert len({r["client_id"] for r in loop.state.arrivals}) >= 4
+    sync = tiny("federation.mode=sync", "server.aggregator.name=fedavg", "federation.concurrency=2")
+    _, loop, _ = _run(sync)
+    rounds = {
+        frozenset(r["client_id"] for r in loop.state.arrivals if r["dispatched_version"] == v)
+        for v in range(6)
+    }
+    assert len(rounds - {frozenset()}) >= 2
+
+
 def test_sync_rounds_hand_out_the_lr_of_their_barrier_round(tiny) -> None:
     """Sync: r is the barrier round, so all J jobs of round r get γ0 / sqrt(r + 1)."""
     cfg = tiny(
