@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from collections import Counter
 from typing import Any
 
@@ -42,20 +43,22 @@ BASE = [
 ]
 
 
-def simulate(overrides: list[str]) -> tuple[DictConfig, FederatedLoop, BaseException | None]:
-    """Build and run the loop of ``BASE + overrides``; returns the config, the finished loop and the error
-    the run ended with, if any (a run whose every update was rejected raises)."""
+def simulate(overrides: list[str]) -> tuple[DictConfig, FederatedLoop, BaseException | None, float]:
+    """Build and run the loop of ``BASE + overrides``; returns the config, the finished loop, the error
+    the run ended with, if any (a run whose every update was rejected raises), and the seconds it took."""
     cfg = load_config([*BASE, *overrides])
     setup = build(cfg, validate(cfg))
     torch.set_num_threads(cfg.federation.torch_threads)  # as run() does; conftest restores it
     error: BaseException | None = None
     with EXECUTORS.get(cfg.federation.executor)(setup.runtime, cfg.federation.workers) as executor:
         loop = make_loop(setup, executor)
+        start = time.perf_counter()
         try:
             loop.run()
         except RuntimeError as err:
             error = err
-    return cfg, loop, error
+        elapsed = time.perf_counter() - start
+    return cfg, loop, error, elapsed
 
 
 # ----------------------------------------------------------------------------- random configurations
@@ -207,7 +210,7 @@ def expected_delta_scale(cfg: DictConfig, tau: int) -> float:
     return 1.0
 
 
-def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None) -> None:
+def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None, elapsed: float) -> None:
     """Every invariant of one finished run (DESIGN §3-§4), from its recorded rows."""
     s, fed = loop.state, cfg.federation
     rows, n, J = s.arrivals, fed.max_updates, fed.concurrency
@@ -266,21 +269,23 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None)
 
     # job durations: samples · epochs · time_per_sample / speed + communication delay (DESIGN §3), all of it
     # slow_factor times longer for an injected slow fault, cut at client.timeout_s (then rejected)
-    speeds, comm = loop.delay.speeds, cfg.delay.comm
+    speeds, comm, timeout = loop.delay.speeds, cfg.delay.comm, cfg.client.timeout_s
     for r in rows:
         duration = r["arrival_time"] - r["dispatch_time"]
-        if r["rejected"] == "timeout":
-            assert duration == pytest.approx(cfg.client.timeout_s, rel=1e-9, abs=1e-9)
-            continue
         factor = cfg.faults.slow_factor if r["fault"] == "slow" else 1.0
         samples = r["num_samples"] * cfg.client.local_epochs
         compute = samples * cfg.delay.time_per_sample / speeds[r["client_id"]]
-        if comm.name == "constant":
-            assert duration == pytest.approx((compute + comm.value) * factor, rel=1e-9, abs=1e-9)
+        if comm.name == "constant":  # the whole duration known: timed out exactly when it exceeds the limit
+            full = (compute + comm.value) * factor
+            timed_out = timeout is not None and full > timeout
+            assert (r["rejected"] == "timeout") == timed_out
+            assert duration == pytest.approx(timeout if timed_out else full, rel=1e-9, abs=1e-9)
+        elif r["rejected"] == "timeout":
+            assert duration == pytest.approx(timeout, rel=1e-9, abs=1e-9)
         else:
             upper = (compute + comm.max) * factor if comm.name == "uniform" else math.inf
             assert compute * factor - 1e-9 <= duration <= upper + 1e-9
-        assert cfg.client.timeout_s is None or duration <= cfg.client.timeout_s
+        assert timeout is None or duration <= timeout * (1 + 1e-12)
 
     if fed.mode == "sync":  # rounds of J distinct clients, all at one version, separated by a barrier
         for start in range(0, n, J):
@@ -296,6 +301,28 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None)
     assert [h["client_updates"] for h in history] == [*range(e, n, e), n]
     assert [h["version"] for h in history[:-1]] == [V[h["client_updates"]] for h in history[:-1]]
     assert history[-1]["version"] == final_version
+    # each row sums up the arrivals since the row before it (metrics.csv, DESIGN §5)
+    previous, wall = 0, 0.0
+    for h in history:
+        m = h["client_updates"]
+        window = rows[previous:m]
+        taus = [r["staleness"] for r in window]
+        assert h["mean_staleness"] == pytest.approx(sum(taus) / len(taus), rel=1e-12)
+        assert h["max_staleness"] == max(taus)
+        for key in ("train_loss", "train_accuracy"):  # NaN when the window holds a rejected update
+            mean = sum(r[key] for r in window) / len(window)
+            assert (math.isnan(mean) and math.isnan(h[key])) or h[key] == pytest.approx(mean, rel=1e-12)
+        assert h["sim_time"] == rows[m - 1]["arrival_time"]
+        if fed.mode == "sync":  # barriers passed: every J-th arrival and the last one
+            assert h["round"] == sum(1 for k in range(1, m + 1) if k % J == 0 or k == n)
+        else:
+            assert h["round"] == m // J
+        assert h["dropped_updates"] == sum(r["dropped"] for r in rows[:m])
+        assert h["rejected_updates"] == sum(1 for r in rows[:m] if r["rejected"])
+        for reason in s.rejected:
+            assert h[f"rejected_{reason}"] == sum(1 for r in rows[:m] if r["rejected"] == reason)
+        assert wall <= h["wall_time"] <= elapsed
+        previous, wall = m, h["wall_time"]
 
 
 # Cases every profile runs, besides the random ones: equal job durations (ties everywhere), faults and
@@ -321,6 +348,18 @@ FAULTY_STALE = [
     "server.lr_schedule.name=paper",
     "server.lr_schedule.delay_at=dispatch",
 ]
+SLOW_FAULTS = [  # a slow job takes 10 × 0.1 s: within client.timeout_s = 2, so it is applied, not rejected
+    "partition.num_clients=4",
+    "federation.concurrency=2",
+    "federation.max_updates=8",
+    "faults.rate=0.5",
+    "faults.kinds=[slow]",
+    "faults.slow_factor=10.0",
+    "client.timeout_s=2.0",
+    "delay.time_per_sample=0.0",
+    "delay.comm.name=constant",
+    "delay.comm.value=0.1",
+]
 PARTIAL_BUFFER = [
     "partition.num_clients=4",
     "federation.concurrency=2",
@@ -334,6 +373,7 @@ PARTIAL_BUFFER = [
 @example(overrides=TIES)
 @example(overrides=FAULTY_STALE)
 @example(overrides=PARTIAL_BUFFER)
+@example(overrides=SLOW_FAULTS)
 def test_loop_invariants_hold_for_random_configurations(overrides: list[str]) -> None:
     check_run(*simulate(overrides))
 
@@ -365,7 +405,9 @@ def _same_model(a: FederatedLoop, b: FederatedLoop) -> None:
 def test_eval_every_changes_nothing_but_the_evaluation_rows(
     overrides: list[str], periods: tuple[int, int]
 ) -> None:
-    (cfg, a, err_a), (_, b, err_b) = (simulate([*overrides, f"federation.eval_every={e}"]) for e in periods)
+    (cfg, a, err_a, _), (_, b, err_b, _) = (
+        simulate([*overrides, f"federation.eval_every={e}"]) for e in periods
+    )
     assert (err_a is None) == (err_b is None)
     _same_rows(a.state.arrivals, b.state.arrivals)
     _same_model(a, b)
@@ -392,13 +434,13 @@ def test_eval_every_changes_nothing_but_the_evaluation_rows(
 @given(overrides=configs(max_updates=8))
 @example(overrides=TIES)
 def test_serial_and_thread_executors_give_the_same_run(overrides: list[str]) -> None:
-    cfg, serial, err_s = simulate(overrides)
-    _, threads, err_t = simulate([*overrides, "federation.executor=thread", "federation.workers=2"])
+    cfg, serial, err_s, _ = simulate(overrides)
+    _, threads, err_t, elapsed = simulate([*overrides, "federation.executor=thread", "federation.workers=2"])
     assert str(err_s) == str(err_t)
     _same_rows(serial.state.arrivals, threads.state.arrivals)
     _same_model(serial, threads)
     _same_rows(serial.history, threads.history, skip=("wall_time",))
-    check_run(cfg, threads, err_t)
+    check_run(cfg, threads, err_t, elapsed)
 
 
 # ----------------------------------------------------------------------------- aggregator state round trip

@@ -30,9 +30,9 @@ from afl.server.aggregators import (
 from afl.server.lr_schedules import PaperLR
 from afl.server.staleness import Hinge, Inverse, Polynomial
 from afl.sim.delays import Constant as ConstantDelay
-from afl.sim.delays import ExponentialDelay, LogNormalSpeed, UniformDelay, UniformSpeed
+from afl.sim.delays import DelayModel, ExponentialDelay, LogNormalSpeed, UniformDelay, UniformSpeed
 from afl.sim.executors import SerialExecutor, ThreadExecutor
-from afl.sim.loop import FederatedLoop
+from afl.sim.loop import FederatedLoop, LoopConfig
 
 State = dict[str, torch.Tensor]
 
@@ -491,3 +491,36 @@ def test_closing_a_thread_executor_waits_for_a_job_still_running() -> None:
     assert started.wait(5.0)
     executor.close()
     assert finished.is_set()
+
+
+# ----------------------------------------------------------------------------- the loop's own checks
+def test_loop_settings_out_of_range_are_refused_with_what_is_allowed() -> None:
+    """The config layer reports these to users (exit 2); the loop refuses them too, for direct callers."""
+    with pytest.raises(ValueError, match=r"^mode must be one of \('async', 'sync'\), got 'semi'$"):
+        LoopConfig(mode="semi")
+    with pytest.raises(ValueError, match=r"^staleness_policy must be one of \('keep', 'drop'\)$"):
+        LoopConfig(staleness_policy="clip")
+    with pytest.raises(ValueError, match=r"^concurrency must be in \[1, 2\], got 3$"):
+        FederatedLoop(
+            LoopConfig(concurrency=3),
+            global_state={},
+            num_samples=[10, 10],
+            aggregator=AFL(),
+            lr_schedule=PaperLR(),
+            delay=DelayModel(
+                speed=ConstantDelay(), comm=ConstantDelay(), time_per_sample=0.0, num_clients=2, seed=0
+            ),
+            executor=SerialExecutor(lambda job: job),
+            evaluate=lambda state: {},
+        )
+
+
+def test_a_job_exactly_as_long_as_the_timeout_is_not_rejected(tiny) -> None:
+    """client.timeout_s rejects a job *longer* than the limit: every job here takes exactly 1 s."""
+    exact = ("delay.time_per_sample=0.0", "delay.comm.name=constant", "delay.comm.value=1.0")
+    _, loop, _ = _run(tiny(*exact, "client.timeout_s=1.0", "federation.max_updates=6"))
+    assert [r["rejected"] for r in loop.state.arrivals] == [""] * 6
+    with pytest.raises(
+        RuntimeError, match="every one of the 6 client updates was rejected; the first: timeout"
+    ):
+        _run(tiny(*exact, "client.timeout_s=0.999", "federation.max_updates=6"))
