@@ -524,3 +524,21 @@ def test_a_job_exactly_as_long_as_the_timeout_is_not_rejected(tiny) -> None:
         RuntimeError, match="every one of the 6 client updates was rejected; the first: timeout"
     ):
         _run(tiny(*exact, "client.timeout_s=0.999", "federation.max_updates=6"))
+
+
+def test_client_speeds_are_draws_of_the_speed_distribution() -> None:
+    """One speed per client, drawn from the configured distribution (all of them in [0.2, 0.5] here, none
+    alike); a speed of 0 is kept just above 0, so durations stay finite."""
+    model = DelayModel(
+        speed=UniformSpeed(low=0.2, high=0.5),
+        comm=ConstantDelay(0.0),
+        time_per_sample=1.0,
+        num_clients=40,
+        seed=1,
+    )
+    assert all(0.2 <= v <= 0.5 for v in model.speeds) and len(set(model.speeds)) == 40
+    assert model.duration(3, 10, 0) == pytest.approx(10 / model.speeds[3], rel=1e-12)
+    stopped = DelayModel(
+        speed=ConstantDelay(0.0), comm=ConstantDelay(0.0), time_per_sample=1.0, num_clients=2, seed=1
+    )
+    assert all(0 < v < 1e-6 for v in stopped.speeds) and math.isfinite(stopped.duration(0, 10, 0))
