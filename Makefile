@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch and torchvision pinned to the releases known to import together here (see README).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-fast lint bench clean-runs
+.PHONY: demo test test-fast lint bench clean-runs mutate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check afl callbacks scripts tests
 	$(VENV)/bin/mypy afl callbacks
+
+# Mutation testing of afl/server, afl/sim and afl/data/partition.py against their fast tests (mutmut; see
+# README). Not part of `make test`. Results are kept in mutants/: a re-run tests only new or changed
+# mutants (rm -rf mutants for a fresh run); MUTANTS='afl.server.*' runs only those.
+mutate: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=mutation $(VENV)/bin/mutmut run --max-children 1 $(MUTANTS)
+	$(PY) scripts/mutation_score.py
 
 bench: $(VENV)/.installed
 	$(PY) scripts/bench.py

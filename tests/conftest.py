@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import Phase, settings
 
 from afl.config import load_config
+
+# Hypothesis profiles (tests/test_properties.py), picked by HYPOTHESIS_PROFILE: "default" keeps the fast
+# suite fast and the same on every run (derandomised); "ci" is CI's larger, random search; "mutation" is
+# for `make mutate`.
+settings.register_profile("default", max_examples=20, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
+# `make mutate`: a failure is all it needs, so no shrinking (which can take longer than the test itself)
+settings.register_profile(
+    "mutation",
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
