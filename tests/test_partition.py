@@ -182,3 +182,55 @@ def test_stratified_split_holds_out_the_fraction_of_every_class() -> None:
     assert np.array_equal(again, kept) and not np.array_equal(other, kept)
     everything, none = stratified_split(labels, 0.0, np.random.default_rng(7))
     assert none.size == 0 and np.array_equal(everything, np.arange(len(labels)))
+
+
+def test_stratified_split_bounds_types_and_empty_input() -> None:
+    labels = np.repeat(np.arange(3), 10)
+    kept, held = stratified_split(labels, 0.5, np.random.default_rng(0))
+    assert kept.dtype == np.int64 and held.dtype == np.int64 and len(held) == 15
+    for fraction in (1.0, 1.5, -0.1):  # 1 would leave nothing to train on
+        with pytest.raises(ConfigError) as info:
+            stratified_split(labels, fraction, np.random.default_rng(0))
+        assert (info.value.key, info.value.message) == (
+            "dataset.val_fraction",
+            f"must be in [0, 1), got {fraction}",
+        )
+    kept, held = stratified_split(np.array([], dtype=np.int64), 0.2, np.random.default_rng(0))
+    assert kept.size == 0 and held.size == 0 and kept.dtype == np.int64 and held.dtype == np.int64
+
+
+def test_class_counts_take_empty_parts_and_refuse_labels_out_of_range() -> None:
+    labels = np.array([0, 2, 2, 1])
+    assert class_counts(labels, [np.array([1, 2]), [], [0, 3]], 3) == [[0, 0, 2], [0, 0, 0], [1, 1, 0]]
+    for bad, parts in ((np.array([0, 3]), [np.array([0, 1])]), (np.array([-1, 1]), [np.array([0, 1])])):
+        with pytest.raises(ValueError, match=r"^labels must lie in 0\.\.2$"):
+            class_counts(bad, parts, 3)
+
+
+def test_partition_defaults_are_the_documented_ones() -> None:
+    """alpha 0.5, min_samples 1, shards_per_client 2, max_redraws 100 when not given."""
+    explicit = {"alpha": 0.5, "min_samples": 1, "shards_per_client": 2, "max_redraws": 100}
+    for scheme in ("dirichlet", "shards"):
+        a = partition(LABELS, 10, scheme, rng=np.random.default_rng(4))
+        b = partition(LABELS, 10, scheme, rng=np.random.default_rng(4), **explicit)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert [len(p) for p in partition(np.array([0, 1, 1]), 2, "iid", rng=np.random.default_rng(0))] == [2, 1]
+    assert all(len(p) == 2 for p in partition(np.arange(10) % 2, 5, "shards", rng=np.random.default_rng(0)))
+    with pytest.raises(ConfigError, match="after 100 draws"):
+        partition(LABELS[:200], 20, "dirichlet", rng=np.random.default_rng(0), alpha=0.01, min_samples=10)
+
+
+@pytest.mark.parametrize("labels", [np.zeros((4, 2), dtype=np.int64), np.array([0.0, 1.0, 1.0, 0.0])])
+def test_labels_must_be_a_one_dimensional_integer_array(labels: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="labels must be a 1-D integer array"):
+        partition(labels, 2, "iid", rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("value", [True, 2.0, "2"])
+def test_counts_must_be_integers_not_booleans_or_floats(value) -> None:
+    with pytest.raises(ConfigError) as info:
+        partition(LABELS, value, "iid", rng=np.random.default_rng(0))
+    assert (info.value.key, info.value.message) == (
+        "partition.num_clients",
+        f"must be an integer >= 1, got {value!r}",
+    )

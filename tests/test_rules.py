@@ -448,7 +448,7 @@ def test_buffered_rules_end_to_end_with_the_final_partial_flush(tiny, overrides,
 # ----------------------------------------------------------------------------- executors
 def _probe() -> tuple[Callable[[ClientJob], int], dict[str, Any]]:
     """A job function that reports how many jobs ran at once and on which threads: each job waits (up to
-    0.5 s) for a second one to be running beside it."""
+    0.3 s) for two others to be running beside it, so the peak is as many jobs as the pool lets run."""
     seen: dict[str, Any] = {"active": 0, "peak": 0, "threads": set()}
     cond = threading.Condition()
 
@@ -458,7 +458,7 @@ def _probe() -> tuple[Callable[[ClientJob], int], dict[str, Any]]:
             seen["peak"] = max(seen["peak"], seen["active"])
             seen["threads"].add(threading.current_thread().name)
             cond.notify_all()
-            cond.wait_for(lambda: seen["active"] >= 2, timeout=0.5)
+            cond.wait_for(lambda: seen["active"] >= 3, timeout=0.3)
             seen["active"] -= 1
         return job.job_id
 
