@@ -234,3 +234,18 @@ def test_counts_must_be_integers_not_booleans_or_floats(value) -> None:
         "partition.num_clients",
         f"must be an integer >= 1, got {value!r}",
     )
+
+
+def test_label_and_client_count_edges() -> None:
+    assert [len(p) for p in partition(np.arange(4) % 2, 4, "iid", rng=np.random.default_rng(0))] == [1] * 4
+    with pytest.raises(ConfigError) as info:
+        partition(np.arange(3), 4, "iid", rng=np.random.default_rng(0))
+    assert (info.value.key, info.value.message) == (
+        "partition.num_clients",
+        "must be at most the number of samples (3), got 4",
+    )
+    with pytest.raises(ValueError, match="^labels must be >= 0$"):
+        partition(np.array([0, -1, 1]), 2, "iid", rng=np.random.default_rng(0))
+    with pytest.raises(ConfigError) as info:  # no labels at all: any dtype, then too few samples
+        partition(np.array([]), 1, "iid", rng=np.random.default_rng(0))
+    assert info.value.key == "partition.num_clients"
