@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_fresh
 from omegaconf import OmegaConf
 
 from afl.compare import ARMS
@@ -60,9 +61,8 @@ def test_help_imports_neither_torch_nor_lightning(module: str) -> None:
         "assert text.getvalue().startswith('usage: '), text.getvalue()\n"
         "print(','.join(m for m in ('torch', 'lightning', 'matplotlib', 'wandb') if m in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "", f"--help imported {proc.stdout.strip()}"
+    imported = run_fresh(code).strip()
+    assert imported == "", f"--help imported {imported}"
 
 
 def test_train_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -142,6 +142,5 @@ def test_a_config_error_answers_without_importing_torch_or_lightning() -> None:
         "assert 'experiment: demo' in out.getvalue()\n"
         "print(','.join(m for m in ('torch', 'lightning', 'torchvision', 'sklearn') if m in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "", f"a config error imported {proc.stdout.strip()}"
+    imported = run_fresh(code).strip()
+    assert imported == "", f"a config error imported {imported}"

@@ -4,10 +4,9 @@ to what that module registers."""
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 
 import pytest
+from conftest import run_fresh
 
 from afl.components import DATASET_LOADERS, MODELS, OPTIMIZERS, SCHEMES
 from afl.errors import ConfigError
@@ -23,9 +22,7 @@ def test_names_are_listed_without_importing_their_modules() -> None:
         "print([r.names() for r in (MODELS, OPTIMIZERS, DATASET_LOADERS, SCHEMES)])\n"
         "print(sorted(m for m in sys.modules if m in ('torch', 'afl.models', 'afl.client', 'afl.data')))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    names, imported = proc.stdout.splitlines()
+    names, imported = run_fresh(code, timeout=60).splitlines()
     assert names == str(
         [
             ["cnn", "lenet", "resnet20"],
