@@ -24,12 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from afl.errors import ConfigError
 from afl.registry import Registry, require
+from afl.server.lr_schedules import DECAYS
 from callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm
 
 if TYPE_CHECKING:
     from afl.client import ClientJob
-
-DECAYS = ("sqrt", "none")
 
 
 class CallbackSpec:

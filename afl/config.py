@@ -261,13 +261,18 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) ->
             )
         cfg = _merge(cfg, OmegaConf.load(path), f"configs/experiment/{experiment}.yaml")
         cfg.experiment = experiment
+    cfg = _merge_dotlist(cfg, dotlist)
+    validate(cfg)
+    return cfg
+
+
+def _merge_dotlist(cfg: DictConfig, dotlist: list[str]) -> DictConfig:
+    """The command line's ``key=value`` overrides on top of ``cfg``."""
     try:
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as err:
         raise ConfigError(str(getattr(err, "full_key", "") or dotlist), str(err).splitlines()[0]) from None
-    cfg = _merge(cfg, cli, "the command line")
-    validate(cfg)
-    return cfg
+    return _merge(cfg, cli, "the command line")
 
 
 def _resume_config(cfg: DictConfig, folder: str, experiment: str | None, dotlist: list[str]) -> DictConfig:
@@ -291,11 +296,7 @@ def _resume_config(cfg: DictConfig, folder: str, experiment: str | None, dotlist
                 "cannot be changed when resuming: a run continues with the settings it started with "
                 f"(only {changeable} may be given)",
             )
-    try:
-        cli = OmegaConf.from_dotlist(dotlist)
-    except OmegaConfBaseException as err:
-        raise ConfigError(str(getattr(err, "full_key", "") or dotlist), str(err).splitlines()[0]) from None
-    cfg = _merge(cfg, cli, "the command line")
+    cfg = _merge_dotlist(cfg, dotlist)
     cfg.resume = folder
     cfg.output_dir = folder
     validate(cfg)

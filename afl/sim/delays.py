@@ -30,6 +30,7 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -270,44 +271,44 @@ def _number(cell: str, column: str, where: str, strict: bool) -> float | None:
     return value
 
 
-@SPEEDS.register("trace")
 @dataclass(frozen=True)
-class TraceSpeed(Distribution):
-    """Each client's speed factor from the ``speed`` column of a trace file (format above)."""
+class _TraceColumn(Distribution):
+    """A distribution read from one column (:attr:`column`) of a trace file (format above)."""
 
+    column: ClassVar[str]
     path: str = ""
     trace: Trace = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        require(bool(self.path), "path", "give the trace file: delay.speed.path=FILE.csv")
+        require(bool(self.path), "path", f"give the trace file: delay.{self.column}.path=FILE.csv")
         object.__setattr__(self, "trace", read_trace(self.path))  # frozen: set once, here
+
+    def check_clients(self, num_clients: int) -> None:
+        self.trace.check_clients(num_clients, self.column)
+
+
+@SPEEDS.register("trace")
+@dataclass(frozen=True)
+class TraceSpeed(_TraceColumn):
+    """Each client's speed factor from the ``speed`` column of a trace file (format above)."""
+
+    column: ClassVar[str] = "speed"
 
     def draw(self, rng: np.random.Generator, client_id: int, dispatch_index: int = 0) -> float:
         return self.trace.speeds[client_id][0]
 
-    def check_clients(self, num_clients: int) -> None:
-        self.trace.check_clients(num_clients, "speed")
-
 
 @COMM_DELAYS.register("trace")
 @dataclass(frozen=True)
-class TraceComm(Distribution):
+class TraceComm(_TraceColumn):
     """Each job's communication time: one of its client's recorded times (``comm`` column of a trace
     file, format above), picked uniformly from the job's own random stream."""
 
-    path: str = ""
-    trace: Trace = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        require(bool(self.path), "path", "give the trace file: delay.comm.path=FILE.csv")
-        object.__setattr__(self, "trace", read_trace(self.path))  # frozen: set once, here
+    column: ClassVar[str] = "comm"
 
     def draw(self, rng: np.random.Generator, client_id: int, dispatch_index: int = 0) -> float:
         times: list[float] = self.trace.comm[client_id]
         return times[int(rng.integers(len(times)))]
-
-    def check_clients(self, num_clients: int) -> None:
-        self.trace.check_clients(num_clients, "comm")
 
 
 class DelayModel:
