@@ -9,7 +9,14 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
+import afl
 from afl.config import load_config
+
+# Subprocesses the tests start (scripts, crash drivers, fresh interpreters) import the same afl as the tests
+# themselves, also when that is not the installed one (mutmut's mutants/ copy, a git worktree).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(afl.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+)
 
 # Hypothesis profiles (tests/test_properties.py), picked by HYPOTHESIS_PROFILE: "default" keeps the fast
 # suite fast and the same on every run (derandomised); "ci" is CI's larger, random search; "mutation" is
