@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch and torchvision pinned to the releases known to import together here (see README).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# the test tools, and Ray (federation.executor=ray) so that `make test` runs its tests too
+EXTRAS ?= dev,ray
 
 .PHONY: demo test test-fast lint bench clean-runs mutate
 
@@ -11,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: $(VENV)/.installed

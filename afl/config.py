@@ -7,6 +7,7 @@ naming the key: unknown keys, wrong types, impossible values, unknown component 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,6 +137,16 @@ class CheckpointConfig:
 
 
 @dataclass
+class RayConfig:
+    """Read only with ``federation.executor=ray`` (:mod:`afl.sim.ray_executor`)."""
+
+    address: str | None = None
+    num_cpus: float = MISSING
+    num_gpus: float = MISSING
+    max_retries: int = MISSING
+
+
+@dataclass
 class CompareConfig:
     """Read by the comparison harness only (``scripts/compare.py``), never by a single run."""
 
@@ -161,6 +172,7 @@ class Config:
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
@@ -175,6 +187,10 @@ RESUMABLE_KEYS = (
     "logging.wandb.mode",
     "checkpoint.every",
     "checkpoint.every_s",
+    "ray.address",
+    "ray.num_cpus",
+    "ray.num_gpus",
+    "ray.max_retries",
 )
 
 
@@ -383,6 +399,14 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _within(cfg, "faults.rate", 0, 1)
     _within(cfg, "logging.target_accuracy", 0, 1)
     _at_least(cfg, "checkpoint.every", 0)
+    _at_least(cfg, "ray.num_cpus", 0, strict=True)
+    _at_least(cfg, "ray.max_retries", 0)
+    if cfg.ray.num_gpus:
+        raise ConfigError(
+            "ray.num_gpus", "must be 0: client Trainers train on the CPU in this release (README: Not yet)"
+        )
+    if cfg.federation.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("federation.executor", 'ray needs the optional extra: pip install -e ".[ray]"')
     _at_least(cfg, "checkpoint.every_s", 0, strict=True)
     for key in ("client.timeout_s", "server.max_delta_norm"):
         _at_least(cfg, key, 0, strict=True)

@@ -31,7 +31,7 @@ from afl.models import build_model, count_parameters
 from afl.rng import derive_rng, derive_seed
 from afl.server.aggregators import State
 from afl.sim.delays import DelayModel
-from afl.sim.executors import EXECUTORS, Executor
+from afl.sim.executors import EXECUTORS, Executor, TrainFn
 from afl.sim.faults import REJECT_REASONS, FaultModel
 from afl.sim.loop import FederatedLoop, LoopConfig, LoopState
 from afl.tracking import WandbTracker
@@ -195,7 +195,7 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
                 }
                 checkpoint.save(out / checkpoint.CHECKPOINT, payload)
 
-            with EXECUTORS.get(cfg.federation.executor)(setup.runtime, cfg.federation.workers) as executor:
+            with make_executor(cfg, setup.runtime) as executor:
                 loop = make_loop(setup, executor, on_eval, on_checkpoint)
                 if resumed is not None:
                     loop.load_state_dict(resumed["loop"])
@@ -359,6 +359,14 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         delay=delay,
         components=components,
     )
+
+
+def make_executor(cfg: DictConfig, train: TrainFn) -> Executor:
+    """The run's executor (``federation.executor``); Ray's takes the ``ray.*`` options."""
+    options: dict[str, Any] = {}
+    if cfg.federation.executor == "ray":
+        options = {key: cfg.ray[key] for key in cfg.ray}
+    return EXECUTORS.get(cfg.federation.executor)(train, cfg.federation.workers, **options)
 
 
 def make_loop(

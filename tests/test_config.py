@@ -136,6 +136,11 @@ BAD_INPUT = [
     (["experiment=nope"], "experiment", "available: demo"),
     (["federation.concurrency"], "federation.concurrency", "expected key=value"),
     (["logging.wandb.mode=cloud"], "logging.wandb.mode", "offline, online, disabled"),
+    (["federation.executor=rays"], "federation.executor", "allowed: ray, serial, thread"),
+    (["ray.num_cpus=0"], "ray.num_cpus", "must be > 0, got 0"),
+    (["ray.max_retries=-1"], "ray.max_retries", "must be >= 0, got -1"),
+    (["ray.num_gpus=1"], "ray.num_gpus", "must be 0: client Trainers train on the CPU in this release"),
+    (["ray.adress=auto"], "ray.adress", "unknown key"),
 ]
 
 
@@ -148,6 +153,17 @@ def test_bad_input_exits_2_naming_the_key(argv, key, text, tmp_path, capsys) -> 
     assert err.startswith(f"error: {key}: ")
     assert text in err
     assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_ray_without_the_extra_is_a_config_error_saying_how_to_install_it(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` finds when Ray is not installed
+    out = tmp_path / "out"
+    assert train.main(["federation.executor=ray", f"output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert err == 'error: federation.executor: ray needs the optional extra: pip install -e ".[ray]"\n'
     assert not out.exists()
 
 

@@ -9,6 +9,7 @@ import costs.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import resource
 import statistics
@@ -303,6 +304,68 @@ def bench_client(model: str, side: int, samples: int, epochs: int, repeat: int) 
     return {"lightning_ms": lt * 1e3, "plain_ms": pt * 1e3, "ratio": lt / pt, "extra_ms": (lt - pt) * 1e3}
 
 
+def bench_ray(updates: int, repeat: int, tmp: Path) -> dict[str, Any]:
+    """The demo with 2 workers: Ray actors on a local cluster against threads (same jobs, same model).
+
+    Each executor runs ``updates`` and ``3 × updates`` client updates; the difference between the two
+    budgets is the cost of ``2 × updates`` jobs, free of what a run pays once (for Ray: starting its actors,
+    whose processes import torch and Lightning). Ray's own start (``ray.init``, once per process) is
+    measured apart.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return {"skipped": 'ray is not installed (pip install -e ".[ray]")'}
+    import ray
+
+    counter = iter(range(10**6))
+    finals: dict[int, set[float]] = {updates: set(), 3 * updates: set()}
+
+    def federated(executor: str, budget: int) -> Callable[[], float]:
+        def once() -> float:
+            cfg = load_config(
+                [
+                    *SETTINGS["demo"],
+                    *QUIET,
+                    f"federation.max_updates={budget}",
+                    f"federation.eval_every={budget}",
+                    "federation.workers=2",
+                    f"federation.executor={executor}",
+                    f"output_dir={tmp / str(next(counter))}",
+                ]
+            )
+            start = time.perf_counter()
+            finals[budget].add(run(cfg).summary["final_test_accuracy"])
+            return time.perf_counter() - start
+
+        return once
+
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
+    init_s = time.perf_counter() - start
+    try:
+        federated("ray", updates)()  # warm-up
+        runs = {f"{executor}_{n}_s": federated(executor, n) for executor in ("thread", "ray") for n in finals}
+        times = {k: _median(v) for k, v in _interleaved(runs, repeat).items()}
+    finally:
+        ray.shutdown()
+    assert all(len(f) == 1 for f in finals.values()), "ray and thread executors must give the same model"
+    per_job = {
+        executor: (times[f"{executor}_{3 * updates}_s"] - times[f"{executor}_{updates}_s"]) / (2 * updates)
+        for executor in ("thread", "ray")
+    }
+    return {
+        "ray_init_s": init_s,
+        **times,
+        "thread_per_job_ms": per_job["thread"] * 1e3,
+        "ray_per_job_ms": per_job["ray"] * 1e3,
+        "per_job_ratio": per_job["ray"] / per_job["thread"],
+        "per_job_extra_ms": (per_job["ray"] - per_job["thread"]) * 1e3,
+        "ray_run_start_s": (times[f"ray_{updates}_s"] - times[f"thread_{updates}_s"])
+        - (per_job["ray"] - per_job["thread"]) * updates,
+    }
+
+
 # ----------------------------------------------------------------------------------------------- all
 def _format(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
@@ -327,6 +390,9 @@ def run_all(quick: bool) -> dict[str, Any]:
             print(f"{name}: a federated run vs a plain loop, {updates} client updates ...", flush=True)
             settings[name] = bench_overhead(name, updates, repeat, Path(tmp) / name)
             print(f"  {_format(settings[name])}", flush=True)
+        print("Ray actors vs threads, the demo with 2 workers ...", flush=True)
+        out["ray"] = bench_ray(60 if quick else 300, repeat, Path(tmp) / "ray")
+        print(f"  {_format(out['ray'])}", flush=True)
     out["settings"] = settings
     for key in ("overhead_ratio", "per_job_overhead_ms", "worker_speedup"):
         out[key] = {name: values[key] for name, values in settings.items()}

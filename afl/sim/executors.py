@@ -18,8 +18,9 @@ if TYPE_CHECKING:  # afl.client imports Lightning: the config lists executors wi
 
 TrainFn = Callable[["ClientJob"], "ClientResult"]
 
-#: Executors by name: ``federation.executor``.
-EXECUTORS: Registry[Executor] = Registry("executor")
+#: Executors by name: ``federation.executor``. ``ray`` is defined in :mod:`afl.sim.ray_executor`, imported
+#: only when chosen (Ray is an optional extra).
+EXECUTORS: Registry[Executor] = Registry("executor", lazy={"ray": "afl.sim.ray_executor:RayExecutor"})
 
 
 class Executor:

@@ -1,0 +1,163 @@
+"""The Ray executor (``federation.executor=ray``) on a real local Ray cluster of 2 CPUs.
+
+Each run starts 2 actor processes that import torch and Lightning (about 5 s each here), so these tests are
+marked slow. Without Ray installed they skip, except under ``AFL_REQUIRE_RAY=1`` (CI), where that fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+from afl.config import load_config, validate
+from afl.run import VOLATILE_SUMMARY_KEYS, build, make_loop, run
+from afl.sim.executors import ThreadExecutor
+
+if os.environ.get("AFL_REQUIRE_RAY") == "1":
+    import ray
+else:
+    ray = pytest.importorskip("ray", reason='the Ray extra is not installed (pip install -e ".[ray]")')
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+FAULTY = ("faults.rate=0.25", "faults.kinds=[raise,nonfinite]", "federation.concurrency=4")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The local cluster: started by the first run (the executor's own start-up) or here; stopped at the
+    end of the module."""
+    yield lambda: ray.is_initialized() or ray.init(num_cpus=2, include_dashboard=False)
+    ray.shutdown()
+
+
+def _files(result) -> tuple:
+    """What a run wrote, wall time aside: summary.json, updates.csv, metrics.csv."""
+    out = result.output_dir
+    return _summary(result), (out / "updates.csv").read_text(), _without_wall_time(out / "metrics.csv")
+
+
+def _without_wall_time(path: Path) -> list[list[str]]:
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    col = rows[0].index("wall_time")
+    return [row[:col] + row[col + 1 :] for row in rows]
+
+
+def test_ray_runs_match_thread_runs(cluster, tiny) -> None:
+    """Same seed, same run: summary, metrics.csv, updates.csv and the final parameters, with failing and
+    non-finite clients among the jobs."""
+    threads = run(tiny(*FAULTY))
+    on_ray = run(tiny(*FAULTY, "federation.executor=ray"))  # starts the local cluster itself
+    assert ray.is_initialized() and ray.cluster_resources()["CPU"] >= 2
+    assert threads.summary["rejected_by_reason"]["error"] > 0, "the test needs failing clients"
+    assert _files(on_ray) == _files(threads)
+    final = torch.load(on_ray.output_dir / "final_model.pt", weights_only=True)
+    for key, value in threads.final_state.items():
+        assert torch.equal(final[key], value), key
+
+
+def _kill_once(runtime, job_id: int, marker: str):
+    """The runtime, except that the worker process training ``job_id`` is killed (SIGKILL, mid-job) the
+    first time; ``marker`` records that it happened. A local class: Ray ships it by value."""
+
+    class KillOnce:
+        def num_samples(self, client_id: int) -> int:
+            return runtime.num_samples(client_id)
+
+        def __call__(self, job):
+            if job.job_id == job_id and not os.path.exists(marker):
+                Path(marker).write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return runtime(job)
+
+    return KillOnce()
+
+
+def _loop(cfg, executor_for):
+    setup = build(cfg, validate(cfg))
+    torch.set_num_threads(cfg.federation.torch_threads)  # as run() does; conftest restores it
+    with executor_for(setup.runtime) as executor:
+        loop = make_loop(setup, executor)
+        loop.run()
+    return loop
+
+
+def test_a_killed_worker_is_replaced_and_its_jobs_run_again(cluster, tmp_path) -> None:
+    from afl.sim.ray_executor import RayExecutor
+
+    cluster()
+    cfg = load_config([*TINY, *FAULTY, "federation.max_updates=10"])
+    marker = tmp_path / "killed"
+    expected = _loop(cfg, lambda rt: ThreadExecutor(rt, 2))
+    got = _loop(cfg, lambda rt: RayExecutor(_kill_once(rt, 4, str(marker)), 2, max_retries=1))
+    assert marker.exists(), "no worker was killed"
+    assert expected.state.rejected["error"] > 0, "the test needs failing clients"
+    assert got.state.rejected == expected.state.rejected
+    # a job's own error comes back as it is, not wrapped by Ray
+    assert got.state.first_rejection == expected.state.first_rejection
+    assert "InjectedFault" in got.state.first_rejection
+    assert repr(got.state.arrivals) == repr(expected.state.arrivals)
+    for key, value in expected.state.global_state.items():
+        assert torch.equal(got.state.global_state[key], value), key
+
+
+def test_without_retries_the_lost_jobs_count_as_failed_clients(cluster, tmp_path) -> None:
+    from afl.sim.ray_executor import DEPTH, RayExecutor
+
+    cluster()
+    cfg = load_config([*TINY, "federation.max_updates=10"])
+    marker = tmp_path / "killed"
+    got = _loop(cfg, lambda rt: RayExecutor(_kill_once(rt, 4, str(marker)), 2, max_retries=0))
+    assert marker.exists(), "no worker was killed"
+    lost = [a for a in got.state.arrivals if a["rejected"]]
+    # the killed job, and any job queued on the same actor (at most DEPTH in all), fail; the run goes on
+    assert 4 in [a["job_id"] for a in lost]
+    assert 1 <= len(lost) <= DEPTH
+    assert {a["rejected"] for a in lost} == {"error"} and got.state.rejected["error"] == len(lost)
+    assert "Actor" in got.state.first_rejection  # Ray's ActorDiedError / RayActorError, by name
+    assert got.state.client_updates == 10 and got.state.version == 10 - len(lost)
+
+
+def test_a_run_joins_a_running_cluster_by_address(cluster, tiny, tmp_path) -> None:
+    """``ray.address`` (here the cluster of this test process): a separate training process joins it."""
+    cluster()
+    address = ray.get_runtime_context().gcs_address
+    expected = run(tiny())
+    out = tmp_path / "joined"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            *TINY,
+            "federation.executor=ray",
+            f"ray.address={address}",
+            f"output_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {k: v for k, v in summary.items() if k not in VOLATILE_SUMMARY_KEYS} == _summary(expected)
+
+
+def _summary(result) -> dict:
+    saved = json.loads((result.output_dir / "summary.json").read_text())
+    return {k: v for k, v in saved.items() if k not in VOLATILE_SUMMARY_KEYS}
+
+
+def test_a_cluster_too_small_for_the_actors_is_an_error_that_says_so(cluster, tiny) -> None:
+    cluster()
+    with pytest.raises(RuntimeError, match=r"has 2 CPUs, and federation.workers × ray.num_cpus needs 3"):
+        run(tiny("federation.executor=ray", "federation.workers=3"))
