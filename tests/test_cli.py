@@ -115,7 +115,8 @@ CONFIG_ERRORS = [
     ("dataset.name=imagenet", "dataset.name"),
     ("partition.scheme=random", "partition.scheme"),
     ("client.optimizer=lbfgs", "client.optimizer"),
-    ("federation.executor=ray", "federation.executor"),
+    ("federation.executor=dask", "federation.executor"),
+    ("ray.num_gpus=1", "ray.num_gpus"),
     ("federation.mode=semi", "federation.mode"),
     ("federation.mode=sync", "federation.mode"),
     ("federation.concurrency=11", "federation.concurrency"),
@@ -140,7 +141,8 @@ def test_a_config_error_answers_without_importing_torch_or_lightning() -> None:
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    assert main(['experiment=demo', '--show-config']) == 0\n"
         "assert 'experiment: demo' in out.getvalue()\n"
-        "print(','.join(m for m in ('torch', 'lightning', 'torchvision', 'sklearn') if m in sys.modules))\n"
+        "heavy = ('torch', 'lightning', 'torchvision', 'sklearn', 'ray')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     imported = run_fresh(code).strip()
     assert imported == "", f"a config error imported {imported}"
