@@ -22,7 +22,7 @@ def _comm_draws(comm, n: int, clients: int = 4, seed: int = 0) -> np.ndarray:
     return np.array([model.duration(j % clients, 0, j) for j in range(n)])
 
 
-@pytest.mark.parametrize("shape", [1.5, 3.0])
+@pytest.mark.parametrize("shape", [0.8, 1.5, 3.0])  # 0.8: an infinite mean, still a valid delay
 def test_pareto_draws_follow_the_closed_form(shape: float) -> None:
     scale, n = 0.5, 20_000
     draws = _comm_draws(ParetoDelay(shape=shape, scale=scale), n)
@@ -54,7 +54,7 @@ def test_pareto_in_a_run_is_the_seeded_draw_of_each_job(tiny) -> None:
     expected = [model.duration(u["client_id"], 0, u["job_id"]) for u in result.updates]
     assert comm == pytest.approx(expected, rel=1e-9)  # clock arithmetic: dispatch + duration − dispatch
     assert min(comm) >= 0.5 and len(set(comm)) == len(comm)
-    for bad, key in (("shape=0", "shape"), ("scale=-1", "scale")):
+    for bad, key in (("shape=0", "shape"), ("scale=0", "scale"), ("scale=-1", "scale")):
         with pytest.raises(ConfigError, match=f"^delay.comm.{key}: must be > 0"):
             tiny("delay.comm.name=pareto", f"delay.comm.{bad}")
 
@@ -67,6 +67,7 @@ client,speed,comm
 2,1.0,0.1
 2,1.0,0.2
 
+   # an indented comment
 2,,0.4
 3,0.25,3.0
 4,4.0,0.0
@@ -117,6 +118,7 @@ BAD_TRACES = [
     ),
     ("clients,speed\n0,1\n", "speed", "line 1: the header must name client and speed and/or comm"),
     ("client\n0\n", "speed", "line 1: the header must name client and speed and/or comm"),
+    ("client,speed,extra\n0,1,2\n", "speed", "line 1: the header must name client and speed and/or comm"),
     ("client,comm,comm\n0,1,1\n", "comm", "line 1: a column is named twice"),
     ("client,speed\n0,1.0\n1,1.0,2.0\n", "speed", "line 3: expected 2 cells (client,speed), got 3"),
     ("client,speed\n0,1.0\n-1,1.0\n", "speed", "line 3: client must be an integer >= 0, got '-1'"),
@@ -160,7 +162,12 @@ def test_a_malformed_trace_exits_2_naming_the_line(text, part, message, tmp_path
             ": no comm for client 0 (6 of",
         ),
         (
-            "client,speed\n" + "".join(f"{c},1\n" for c in range(6)) + "9,1\n",
+            "client,speed\n" + "".join(f"{c},1\n" for c in range(6)) + "6,1\n",
+            "speed",
+            ", line 8: client 6 is not one of the run's 6 clients (0-5, partition.num_clients)",
+        ),
+        (  # two clients too many: the first in the file is named
+            "client,speed\n" + "".join(f"{c},1\n" for c in range(6)) + "9,1\n7,1\n",
             "speed",
             ", line 8: client 9 is not",
         ),
