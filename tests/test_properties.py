@@ -246,6 +246,8 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         assert r["dispatch_time"] == (0.0 if p == 0 else rows[p - 1]["arrival_time"])
         # τ ≥ 0 and is the number of versions applied between its dispatch and its arrival
         assert r["staleness"] == V[k - 1] - V[p] >= 0
+        if r["staleness"] == 0:  # no version applied meanwhile: the server has not moved
+            assert r["drift"] == 0.0
         # in flight at its dispatch: the jobs dispatched before it that had not arrived yet; never the
         # same client twice; J at once in async mode until the budget runs out
         flying = [q for q in by_job[:j] if position[q["job_id"]] > p]
@@ -309,6 +311,9 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         taus = [r["staleness"] for r in window]
         assert h["mean_staleness"] == pytest.approx(sum(taus) / len(taus), rel=1e-12)
         assert h["max_staleness"] == max(taus)
+        drifts = [r["drift"] for r in window]  # how far the server moved while each job was out
+        assert h["mean_drift"] == pytest.approx(sum(drifts) / len(drifts), rel=1e-12)
+        assert h["max_drift"] == max(drifts)
         for key in ("train_loss", "train_accuracy"):  # NaN when the window holds a rejected update
             mean = sum(r[key] for r in window) / len(window)
             assert (math.isnan(mean) and math.isnan(h[key])) or h[key] == pytest.approx(mean, rel=1e-12)
