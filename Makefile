@@ -32,8 +32,9 @@ lint: $(VENV)/.installed
 # Mutation testing of afl/server, afl/sim and afl/data/partition.py against their fast tests (mutmut; see
 # README). Not part of `make test`. Results are kept in mutants/: a re-run tests only new or changed
 # mutants (rm -rf mutants for a fresh run); MUTANTS='afl.server.*' runs only those.
+# One test process per core (mutmut's default).
 mutate: $(VENV)/.installed
-	HYPOTHESIS_PROFILE=mutation $(VENV)/bin/mutmut run --max-children 1 $(MUTANTS)
+	HYPOTHESIS_PROFILE=mutation $(VENV)/bin/mutmut run $(MUTANTS)
 	$(PY) scripts/mutation_score.py
 
 bench: $(VENV)/.installed
