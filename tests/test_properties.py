@@ -23,6 +23,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from omegaconf import DictConfig
 
+from afl.client import ClientJob
 from afl.config import load_config, validate
 from afl.run import build, make_loop
 from afl.server.aggregators import AGGREGATORS, ClientUpdate
@@ -50,8 +51,16 @@ def simulate(overrides: list[str]) -> tuple[DictConfig, FederatedLoop, BaseExcep
     setup = build(cfg, validate(cfg))
     torch.set_num_threads(cfg.federation.torch_threads)  # as run() does; conftest restores it
     error: BaseException | None = None
-    with EXECUTORS.get(cfg.federation.executor)(setup.runtime, cfg.federation.workers) as executor:
+    submitted: dict[int, tuple[int, int]] = {}  # per job: the previous staleness and round it was given
+
+    class Recording(EXECUTORS.get(cfg.federation.executor)):  # type: ignore[misc]
+        def submit(self, job: ClientJob) -> None:
+            submitted[job.job_id] = (job.previous_staleness, job.round)
+            super().submit(job)
+
+    with Recording(setup.runtime, cfg.federation.workers) as executor:
         loop = make_loop(setup, executor)
+        loop.submitted = submitted  # type: ignore[attr-defined]  # read by check_run
         start = time.perf_counter()
         try:
             loop.run()
@@ -259,6 +268,7 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         previous_tau = seen[-1]["staleness"] if seen else 0
         round_ = j // J if fed.mode == "sync" else p // J
         assert r["lr"] == pytest.approx(expected_lr(cfg, round_, previous_tau), rel=1e-12)
+        assert loop.submitted[j] == (previous_tau, round_)  # what client callbacks read (delay_aware_lr)
         assert r["delta_scale"] == pytest.approx(expected_delta_scale(cfg, r["staleness"]), rel=1e-12)
         # a staleness bound with policy drop drops exactly the accepted updates staler than it
         too_stale = bound is not None and r["staleness"] > bound
@@ -326,7 +336,7 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         assert h["rejected_updates"] == sum(1 for r in rows[:m] if r["rejected"])
         for reason in s.rejected:
             assert h[f"rejected_{reason}"] == sum(1 for r in rows[:m] if r["rejected"] == reason)
-        assert wall <= h["wall_time"] <= elapsed
+        assert wall < h["wall_time"] <= elapsed  # every window trained at least one job
         previous, wall = m, h["wall_time"]
 
 

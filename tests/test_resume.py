@@ -285,7 +285,9 @@ def test_loop_state_round_trip_continues_identically() -> None:
     setup = build(cfg, validate(cfg))
     with SerialExecutor(setup.runtime) as executor:
         whole = make_loop(setup, executor, on_checkpoint=states.append)
+        assert whole.state_dict()["wall_time"] == 0.0  # not started: no wall time spent yet
         whole.run()
+    assert whole.history[-1]["wall_time"] > 0
     middle = torch.load(_saved(states[2]), weights_only=True)  # at update 15, through the file format
     setup = build(cfg, validate(cfg))
     with SerialExecutor(setup.runtime) as executor:
@@ -294,6 +296,7 @@ def test_loop_state_round_trip_continues_identically() -> None:
         resumed.run()
     assert repr(resumed.state.arrivals) == repr(whole.state.arrivals)  # repr: NaN == NaN, floats exact
     assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in whole.history]
+    assert resumed.history[-1]["wall_time"] > middle["wall_time"] > 0  # the resumed run adds its own time
     for key, value in whole.state.global_state.items():
         assert torch.equal(resumed.state.global_state[key], value), key
 

@@ -526,6 +526,25 @@ def test_a_job_exactly_as_long_as_the_timeout_is_not_rejected(tiny) -> None:
         _run(tiny(*exact, "client.timeout_s=0.999", "federation.max_updates=6"))
 
 
+@pytest.mark.parametrize(
+    ("kind", "timeout", "first"),
+    [
+        ("raise", None, r"the first: error: InjectedFault: injected fault in job \d+ \(client \d+\)"),
+        ("raise", 0.999, r"the first: timeout: InjectedFault: injected fault in job \d+"),
+        ("nonfinite", None, r"the first: nonfinite: non-finite weights"),
+        ("nonfinite", 0.999, r"the first: timeout: longer than client\.timeout_s=0\.999"),
+    ],
+)
+def test_a_rejected_update_is_counted_under_the_first_reason_that_applies(tiny, kind, timeout, first) -> None:
+    """A job past client.timeout_s is a timeout, whatever else it did (raised, returned NaN); otherwise a
+    raising job is an error and a NaN one non-finite; the first rejection is quoted when all are."""
+    exact = ("delay.time_per_sample=0.0", "delay.comm.name=constant", "delay.comm.value=1.0")
+    limit = "null" if timeout is None else timeout
+    faulty = ("faults.rate=1.0", f"faults.kinds=[{kind}]", f"client.timeout_s={limit}")
+    with pytest.raises(RuntimeError, match=first):
+        _run(tiny(*exact, *faulty, "federation.max_updates=4"))
+
+
 def test_client_speeds_are_draws_of_the_speed_distribution() -> None:
     """One speed per client, drawn from the configured distribution (all of them in [0.2, 0.5] here, none
     alike); a speed of 0 is kept just above 0, so durations stay finite."""
