@@ -269,6 +269,10 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         round_ = j // J if fed.mode == "sync" else p // J
         assert r["lr"] == pytest.approx(expected_lr(cfg, round_, previous_tau), rel=1e-12)
         assert loop.submitted[j] == (previous_tau, round_)  # what client callbacks read (delay_aware_lr)
+        if r["rejected"]:  # nothing of a rejected job's training is reported
+            assert r["steps"] == 0 and math.isnan(r["train_loss"]), r
+        else:
+            assert r["steps"] >= 1
         assert r["delta_scale"] == pytest.approx(expected_delta_scale(cfg, r["staleness"]), rel=1e-12)
         # a staleness bound with policy drop drops exactly the accepted updates staler than it
         too_stale = bound is not None and r["staleness"] > bound
