@@ -269,6 +269,7 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         round_ = j // J if fed.mode == "sync" else p // J
         assert r["lr"] == pytest.approx(expected_lr(cfg, round_, previous_tau), rel=1e-12)
         assert loop.submitted[j] == (previous_tau, round_)  # what client callbacks read (delay_aware_lr)
+        assert r["fault"] in ({"", *cfg.faults.kinds} if cfg.faults.rate > 0 else {""})
         if r["rejected"]:  # nothing of a rejected job's training is reported
             assert r["steps"] == 0 and math.isnan(r["train_loss"]), r
         else:

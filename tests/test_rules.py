@@ -545,6 +545,13 @@ def test_a_rejected_update_is_counted_under_the_first_reason_that_applies(tiny, 
         _run(tiny(*exact, *faulty, "federation.max_updates=4"))
 
 
+def test_what_client_callbacks_measure_is_recorded_with_each_update(tiny) -> None:
+    """client.callbacks report per job (here parameter_drift's ‖θ_c − θ_dispatched‖); the loop records it
+    with the update (updates.csv), next to the update itself."""
+    _, loop, _ = _run(tiny("client.callbacks=[parameter_drift]", "federation.max_updates=4"))
+    assert all(r["client_drift"] > 0 and r["steps"] >= 1 for r in loop.state.arrivals)
+
+
 def test_client_speeds_are_draws_of_the_speed_distribution() -> None:
     """One speed per client, drawn from the configured distribution (all of them in [0.2, 0.5] here, none
     alike); a speed of 0 is kept just above 0, so durations stay finite."""
