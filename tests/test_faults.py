@@ -91,8 +91,12 @@ def test_a_global_model_that_becomes_non_finite_stops_the_run_clearly(tiny) -> N
         "client.lr=1.0",
         "checkpoint.every=1",
     )
-    with pytest.raises(NonFiniteModel, match="became non-finite at version 1"):
+    with pytest.raises(NonFiniteModel, match="became non-finite at version 1") as err:
         run(cfg)
+    assert str(err.value).endswith(  # what to do about it
+        "lower the step sizes (client.lr, server.aggregator.server_lr) or bound updates with "
+        "server.max_delta_norm"
+    )
     out = Path(cfg.output_dir)
     assert (out / "FAILED").read_text().startswith("NonFiniteModel: the global model")
     assert not (out / "summary.json").exists()
