@@ -110,7 +110,7 @@ def test_a_killed_worker_is_replaced_and_its_jobs_run_again(cluster, tmp_path) -
 
 
 def test_without_retries_the_lost_jobs_count_as_failed_clients(cluster, tmp_path) -> None:
-    from afl.sim.ray_executor import DEPTH, RayExecutor
+    from afl.sim.ray_executor import RayExecutor
 
     cluster()
     cfg = load_config([*TINY, "federation.max_updates=10"])
@@ -118,9 +118,9 @@ def test_without_retries_the_lost_jobs_count_as_failed_clients(cluster, tmp_path
     got = _loop(cfg, lambda rt: RayExecutor(_kill_once(rt, 4, str(marker)), 2, max_retries=0))
     assert marker.exists(), "no worker was killed"
     lost = [a for a in got.state.arrivals if a["rejected"]]
-    # the killed job, and any job queued on the same actor (at most DEPTH in all), fail; the run goes on
-    assert 4 in [a["job_id"] for a in lost]
-    assert 1 <= len(lost) <= DEPTH
+    # the killed job fails, and so do the jobs sent to that worker before Ray saw it die (how many depends
+    # on timing); the jobs before it are untouched and the run goes on to its budget
+    assert 4 in [a["job_id"] for a in lost] and min(a["job_id"] for a in lost) == 4
     assert {a["rejected"] for a in lost} == {"error"} and got.state.rejected["error"] == len(lost)
     assert "Actor" in got.state.first_rejection  # Ray's ActorDiedError / RayActorError, by name
     assert got.state.client_updates == 10 and got.state.version == 10 - len(lost)

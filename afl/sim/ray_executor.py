@@ -14,7 +14,8 @@ so a run gives the same results as with the thread executor (``tests/test_ray.py
 * A worker that dies mid-job (killed, out of memory, its node lost) is restarted and its jobs are run again,
   up to ``ray.max_retries`` times each; a job's result depends only on its description, so a retried job
   gives what it would have given. After that the job fails, and the loop counts it as a failing client
-  (``rejected_updates.error``) and goes on.
+  (``rejected_updates.error``) and goes on. Without retries, the jobs sent to that worker before Ray saw
+  it die fail as well.
 * Each actor trains with the driver's torch intra-op thread count (``federation.torch_threads``).
 
 Ray is an optional extra: ``pip install -e ".[ray]"``.
