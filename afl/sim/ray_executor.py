@@ -90,8 +90,6 @@ class RayExecutor(Executor):
                 num_cpus=None if address else local_cpus,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
-                configure_logging=True,
-                log_to_driver=True,
             )
         _enough(ray.cluster_resources(), "CPU", workers * num_cpus, "ray.num_cpus")
         if num_gpus:
