@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -314,3 +315,34 @@ def test_atomic_write_leaves_old_or_new(tmp_path) -> None:
     checkpoint.save(path, {"format": 1, "x": torch.arange(5)})
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.arange(5))
     assert os.listdir(tmp_path) == ["c.pt"]
+
+
+def test_progress_bar_counts_updates_from_where_a_run_resumes(capsys) -> None:
+    """``logging.progress``: the bar counts client updates out of the budget (a resumed run's from where it
+    stopped) on stderr; ``false`` writes nothing."""
+    from afl.config import validate
+    from afl.run import build, make_loop
+    from afl.sim.executors import SerialExecutor
+
+    def loop_run(progress: str, state: dict | None = None) -> tuple[list[dict], str]:
+        cfg = load_config(
+            [*TINY, "federation.max_updates=6", "checkpoint.every=3", f"logging.progress={progress}"]
+        )
+        states: list[dict] = []
+        setup = build(cfg, validate(cfg))
+        capsys.readouterr()
+        with SerialExecutor(setup.runtime) as executor:
+            loop = make_loop(setup, executor, on_checkpoint=states.append)
+            if state is not None:
+                loop.load_state_dict(state)
+            loop.run()
+        return states, capsys.readouterr().err
+
+    states, quiet = loop_run("false")
+    assert quiet == ""
+    _, shown = loop_run("true")
+    last = shown.strip().split("\r")[-1]  # the bar as it is left: the whole budget, and the evaluation
+    assert "0/6 [" in shown, shown
+    assert re.search(r" 6/6 \[.*(update/s|s/update), acc=0\.\d{3}, t=\d+s\]$", last), last
+    _, resumed = loop_run("true", states[0])  # at update 3
+    assert "3/6 [" in resumed and "0/6 [" not in resumed and "6/6 [" in resumed.strip().split("\r")[-1]

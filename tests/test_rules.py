@@ -17,6 +17,7 @@ import torch
 from afl.client import ClientJob, ClientResult
 from afl.config import validate
 from afl.errors import ConfigError
+from afl.rng import derive_rng
 from afl.run import build, make_loop
 from afl.server.aggregators import (
     AFL,
@@ -277,8 +278,8 @@ def test_the_client_that_just_arrived_is_idle_again_at_once(tiny) -> None:
 
 def test_each_dispatch_draws_its_client_anew(tiny) -> None:
     """Async with J = 1: every refill is a fresh uniform draw over all 6 clients (24 draws reach at least
-    4 of them); sync: every round samples its J clients anew (4 rounds of 2 out of 6 are not all the same
-    pair)."""
+    4 of them); sync: every round, the first included, samples its J clients anew with its own generator
+    (4 rounds of 2 out of 6 are not all the same pair)."""
     _, loop, _ = _run(tiny("federation.concurrency=1", "federation.max_updates=24"))
     assert len({r["client_id"] for r in loop.state.arrivals}) >= 4
     sync = tiny("federation.mode=sync", "server.aggregator.name=fedavg", "federation.concurrency=2")
@@ -288,6 +289,11 @@ def test_each_dispatch_draws_its_client_anew(tiny) -> None:
         for v in range(6)
     }
     assert len(rounds - {frozenset()}) >= 2
+    for r in range(loop.state.rounds):
+        drawn = derive_rng(sync.seed, "select-round", r).choice(6, size=2, replace=False)
+        assert sorted(a["client_id"] for a in loop.state.arrivals if a["dispatched_version"] == r) == sorted(
+            drawn.tolist()
+        ), r
 
 
 def test_sync_rounds_hand_out_the_lr_of_their_barrier_round(tiny) -> None:
