@@ -156,6 +156,10 @@ def test_class_counts_sum_up() -> None:
         ({"scheme": "pathological"}, "partition.scheme"),
         ({"alpha": 0.0}, "partition.alpha"),
         ({"alpha": -1.0}, "partition.alpha"),
+        ({"alpha": float("inf")}, "partition.alpha"),  # infinite concentration: not a Dirichlet draw
+        ({"alpha": float("nan")}, "partition.alpha"),
+        ({"shards_per_client": 0}, "partition.shards_per_client"),
+        ({"max_redraws": 0}, "partition.max_redraws"),
         ({"num_clients": 0}, "partition.num_clients"),
         ({"num_clients": 2001}, "partition.num_clients"),
         ({"min_samples": -1}, "partition.min_samples"),
