@@ -96,7 +96,23 @@ def test_impossible_min_samples_raises() -> None:
     # More than the data can give at all is refused before drawing.
     with pytest.raises(ConfigError) as info:
         partition(LABELS[:200], 20, "iid", rng=np.random.default_rng(0), min_samples=11)
-    assert info.value.key == "partition.min_samples"
+    assert (info.value.key, info.value.message) == (
+        "partition.min_samples",
+        "min_samples=11 for each of num_clients=20 clients needs 220 samples but there are only 200; "
+        "lower partition.min_samples",
+    )
+    with pytest.raises(ConfigError) as info:
+        partition(LABELS, 1000, "shards", rng=np.random.default_rng(0), shards_per_client=3)
+    assert info.value.message == "num_clients * shards_per_client = 3000 shards exceed 2000 samples"
+
+
+def test_smallest_valid_arguments() -> None:
+    """One shard per client, one draw, and exactly n / num_clients samples each are all allowed."""
+    parts = partition(LABELS, 10, "shards", rng=np.random.default_rng(0), shards_per_client=1)
+    assert sorted(len(np.unique(LABELS[p])) for p in parts) == [1] * 10  # one label-sorted shard each
+    assert_exact_cover(parts, len(LABELS))
+    parts = partition(LABELS, 10, "iid", rng=np.random.default_rng(0), min_samples=200, max_redraws=1)
+    assert [len(p) for p in parts] == [200] * 10
 
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
