@@ -90,9 +90,18 @@ def test_impossible_min_samples_raises() -> None:
             min_samples=10,
             max_redraws=5,
         )
-    assert info.value.key == "partition.min_samples"
-    assert "alpha=0.01" in info.value.message and "num_clients=20" in info.value.message
-    assert "5 draws" in info.value.message and "partition.alpha" in info.value.message
+    assert (info.value.key, info.value.message) == (
+        "partition.min_samples",
+        "min_samples=10 could not be met by scheme 'dirichlet' with alpha=0.01 num_clients=20 after 5 draws; "
+        "lower partition.min_samples or raise partition.alpha",
+    )
+    # Shards of 2, 2, 2, 2, 1 and 1 samples, two per client: these two draws both give a client the two 1s.
+    with pytest.raises(ConfigError) as info:
+        partition(LABELS[:10], 3, "shards", rng=np.random.default_rng(0), min_samples=3, max_redraws=2)
+    assert info.value.message == (  # no alpha: the shards scheme has none
+        "min_samples=3 could not be met by scheme 'shards' with num_clients=3 after 2 draws; "
+        "lower partition.min_samples"
+    )
     # More than the data can give at all is refused before drawing.
     with pytest.raises(ConfigError) as info:
         partition(LABELS[:200], 20, "iid", rng=np.random.default_rng(0), min_samples=11)
