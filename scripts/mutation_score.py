@@ -5,8 +5,9 @@ in ``docs/mutants.md``. Prints killed / total per module: "total" counts the mut
 includes timeouts (a mutant that makes the tests hang is caught: a hung suite fails CI), "equivalent"
 the survivors listed as equivalent, "other" mutants with no tests and the like. Exits 1 if fewer than
 90% of the mutants run are killed, if a surviving mutant is neither killed nor listed as equivalent, or if
-the list names a mutant that a test kills (mutmut renumbers a function's mutants when it changes, so
-such an entry has gone stale; a listed mutant that timed out, e.g. on a busy machine, is let stand).
+the list names a mutant that a test kills or that mutmut no longer makes (it renumbers a function's
+mutants when the function changes, so such an entry has gone stale; a listed mutant that timed out, e.g.
+on a busy machine, or has not run yet is let stand).
 
     python scripts/mutation_score.py [--mutants mutants] [--equivalent docs/mutants.md]
 """
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     equivalent = equivalent_names(args.equivalent)
     survivors: list[str] = []
     killed_outright: set[str] = set()
+    known: set[str] = set()
     totals: Counter[str] = Counter()
     print(row("module", "killed", "survived", "equivalent", "other", "total", "score"))
     for meta in metas:
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         survived = [name for name, code in results.items() if status(code) == "survived"]
         survivors += survived
         killed_outright.update(name for name, code in results.items() if status(code) == "killed")
+        known.update(results)
         listed = sum(name in equivalent for name in survived)
         counts["killed"] += counts["timeout"]
         run = len(results) - counts["not run"]
@@ -93,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(unexplained)} surviving mutants are neither killed nor listed in {args.equivalent}:")
         for name in unexplained:
             print(f"  mutmut show '{name}'")
-    stale = sorted(equivalent & killed_outright)
+    stale = sorted((equivalent & killed_outright) | (equivalent - known))
     if stale:
-        print(f"\n{len(stale)} mutants listed in {args.equivalent} are killed by the tests (stale entries):")
+        print(f"\n{len(stale)} mutants listed in {args.equivalent} are killed or no longer exist (stale):")
         for name in stale:
             print(f"  mutmut show '{name}'")
     ok = run > 0 and score >= TARGET and not unexplained and not stale

@@ -13,7 +13,7 @@ from conftest import TINY
 from afl.cli.train import main as train
 from afl.errors import ConfigError
 from afl.run import run
-from afl.sim.delays import Constant, DelayModel, ParetoDelay, TraceComm, TraceSpeed
+from afl.sim.delays import Constant, DelayModel, Distribution, ParetoDelay, TraceComm, TraceSpeed
 
 
 def _comm_draws(comm, n: int, clients: int = 4, seed: int = 0) -> np.ndarray:
@@ -185,3 +185,15 @@ def test_a_trace_needs_a_readable_path(tmp_path, capsys) -> None:
     assert capsys.readouterr().err.startswith(f"error: delay.comm.path: cannot read the trace file {missing}")
     assert train([*TINY, "delay.comm.name=trace"]) == 2
     assert "error: delay.comm.path: give the trace file" in capsys.readouterr().err
+
+
+def test_a_plugin_distribution_is_asked_with_the_client_and_the_job() -> None:
+    """``Distribution.draw(rng, client_id, dispatch_index)`` is the hook a user's delay model overrides (a
+    per-job schedule, say): the communication delay is asked with the job's dispatch index."""
+
+    class ByJob(Distribution):
+        def draw(self, rng: np.random.Generator, client_id: int, dispatch_index: int = 0) -> float:
+            return 100.0 * client_id + dispatch_index
+
+    model = DelayModel(speed=Constant(2.0), comm=ByJob(), time_per_sample=0.5, num_clients=4, seed=0)
+    assert [model.duration(c, 8, j) for c, j in [(0, 0), (3, 7), (1, 12)]] == [2.0, 309.0, 114.0]

@@ -49,7 +49,12 @@ def test_a_listed_mutant_that_a_test_kills_is_a_stale_entry(tmp_path, capsys, li
     code = _score(tmp_path, codes, listed=[10])
     out = capsys.readouterr().out
     assert (code == 0) is ok, out
-    assert ("stale entries" in out) is not ok
+    assert ("(stale)" in out) is not ok
+
+
+def test_a_listed_mutant_that_mutmut_no_longer_makes_is_a_stale_entry(tmp_path, capsys) -> None:
+    assert _score(tmp_path, {k: 1 for k in range(1, 11)}, listed=[11]) == 1
+    assert f"mutmut show '{M}11'" in capsys.readouterr().out
 
 
 def test_no_results_is_an_error(tmp_path, capsys) -> None:

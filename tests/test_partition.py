@@ -183,6 +183,8 @@ def test_class_counts_sum_up() -> None:
         ({"alpha": -1.0}, "partition.alpha"),
         ({"alpha": float("inf")}, "partition.alpha"),  # infinite concentration: not a Dirichlet draw
         ({"alpha": float("nan")}, "partition.alpha"),
+        ({"alpha": True}, "partition.alpha"),  # a bool is not a concentration, though Python counts it an int
+        ({"alpha": "0.5"}, "partition.alpha"),
         ({"shards_per_client": 0}, "partition.shards_per_client"),
         ({"max_redraws": 0}, "partition.max_redraws"),
         ({"num_clients": 0}, "partition.num_clients"),
@@ -198,6 +200,8 @@ def test_invalid_arguments(kwargs: dict, key: str) -> None:
     assert info.value.key == key
     if key == "partition.scheme":
         assert all(name in info.value.message for name in ("dirichlet", "iid", "shards"))
+    if key == "partition.alpha":
+        assert info.value.message == f"must be a finite number > 0, got {kwargs['alpha']!r}"
 
 
 def test_stratified_split_holds_out_the_fraction_of_every_class() -> None:

@@ -326,6 +326,7 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         taus = [r["staleness"] for r in window]
         assert h["mean_staleness"] == pytest.approx(sum(taus) / len(taus), rel=1e-12)
         assert h["max_staleness"] == max(taus)
+        assert h["staleness"] == taus  # every value of the window (W&B's histogram)
         drifts = [r["drift"] for r in window]  # how far the server moved while each job was out
         assert h["mean_drift"] == pytest.approx(sum(drifts) / len(drifts), rel=1e-12)
         assert h["max_drift"] == max(drifts)

@@ -273,6 +273,7 @@ def test_checkpoint_schedule() -> None:
     assert _checkpoint_times(short, "checkpoint.every=0") == []
     assert _checkpoint_times(short, "checkpoint.every=2") == [2, 4]  # never at the budget: the run is done
     assert _checkpoint_times(short, "checkpoint.every_s=1e-9") == [1, 2, 3, 4, 5]  # by wall time
+    assert _checkpoint_times(short, "checkpoint.every_s=3600") == []  # an hour has not passed
 
 
 def test_loop_state_round_trip_continues_identically() -> None:

@@ -574,3 +574,25 @@ def test_client_speeds_are_draws_of_the_speed_distribution() -> None:
         speed=ConstantDelay(0.0), comm=ConstantDelay(0.0), time_per_sample=1.0, num_clients=2, seed=1
     )
     assert all(0 < v < 1e-6 for v in stopped.speeds) and math.isfinite(stopped.duration(0, 10, 0))
+
+
+def test_a_plugin_aggregator_receives_each_accepted_update_as_the_arrival_rows_record_it(tiny) -> None:
+    """A user's aggregator (registered by name) is handed who trained, on how many samples, how stale, and
+    what it was dispatched: the same as the arrival rows (updates.csv) record."""
+    from afl.server.aggregators import AGGREGATORS, Aggregator
+
+    seen: list[tuple[int, int, int, float]] = []
+
+    @AGGREGATORS.register("records-updates")
+    class Records(Aggregator):
+        def on_arrival(self, update, global_state) -> bool:
+            seen.append((update.client_id, update.num_samples, update.staleness, update.delta_scale))
+            return True  # a new version (the same weights), so later updates are stale
+
+    try:
+        _, loop, _ = _run(tiny("server.aggregator.name=records-updates"))
+    finally:
+        AGGREGATORS.unregister("records-updates")
+    rows = loop.state.arrivals
+    assert seen == [(r["client_id"], r["num_samples"], r["staleness"], r["delta_scale"]) for r in rows]
+    assert max(r["staleness"] for r in rows) > 0 and len({r["client_id"] for r in rows}) > 1
