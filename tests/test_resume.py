@@ -17,7 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -26,9 +29,11 @@ from wandb_offline import read_offline_run
 
 from afl import checkpoint
 from afl.cli.train import main as train_main
-from afl.config import load_config
+from afl.config import load_config, validate
 from afl.errors import ConfigError
-from afl.run import FAILED, VOLATILE_SUMMARY_KEYS, run
+from afl.run import FAILED, VOLATILE_SUMMARY_KEYS, build, make_loop, run
+from afl.sim.executors import SerialExecutor
+from afl.sim.loop import FederatedLoop
 
 HERE = Path(__file__).resolve().parent
 # 24 updates, evaluations every 4, a checkpoint every 3 (so some rows come after the last checkpoint and
@@ -253,17 +258,23 @@ def test_complete_run_is_not_resumed(tiny, capsys) -> None:
     assert "is complete" in capsys.readouterr().err
 
 
+@contextmanager
+def _serial_loop(overrides: list[str], **kwargs: Any) -> Iterator[FederatedLoop]:
+    """The loop of a run of ``overrides``, built in this process on a serial executor, not yet run."""
+    cfg = load_config(overrides)
+    setup = build(cfg, validate(cfg))
+    with SerialExecutor(setup.runtime) as executor:
+        yield make_loop(setup, executor, **kwargs)
+
+
 def _checkpoint_times(*overrides: str) -> list[int]:
     """The client updates at which a run of TINY with ``overrides`` takes its checkpoints."""
-    from afl.config import validate
-    from afl.run import build, make_loop
-    from afl.sim.executors import SerialExecutor
-
-    cfg = load_config([*TINY, *overrides])
-    setup = build(cfg, validate(cfg))
     taken: list[int] = []
-    with SerialExecutor(setup.runtime) as executor:
-        loop = make_loop(setup, executor, on_checkpoint=lambda s: taken.append(s["state"]["client_updates"]))
+
+    def on_checkpoint(saved: dict) -> None:
+        taken.append(saved["state"]["client_updates"])
+
+    with _serial_loop([*TINY, *overrides], on_checkpoint=on_checkpoint) as loop:
         loop.run()
     return taken
 
@@ -278,22 +289,14 @@ def test_checkpoint_schedule() -> None:
 
 def test_loop_state_round_trip_continues_identically() -> None:
     """state_dict → load_state_dict into a fresh loop, mid-run, continues to the same final model."""
-    from afl.config import validate
-    from afl.run import build, make_loop
-    from afl.sim.executors import SerialExecutor
-
-    cfg = load_config([*RUN, "checkpoint.every=5"])
+    overrides = [*RUN, "checkpoint.every=5"]
     states: list[dict] = []
-    setup = build(cfg, validate(cfg))
-    with SerialExecutor(setup.runtime) as executor:
-        whole = make_loop(setup, executor, on_checkpoint=states.append)
+    with _serial_loop(overrides, on_checkpoint=states.append) as whole:
         assert whole.state_dict()["wall_time"] == 0.0  # not started: no wall time spent yet
         whole.run()
     assert whole.history[-1]["wall_time"] > 0
     middle = torch.load(_saved(states[2]), weights_only=True)  # at update 15, through the file format
-    setup = build(cfg, validate(cfg))
-    with SerialExecutor(setup.runtime) as executor:
-        resumed = make_loop(setup, executor)
+    with _serial_loop(overrides) as resumed:
         resumed.load_state_dict(middle)
         resumed.run()
     assert repr(resumed.state.arrivals) == repr(whole.state.arrivals)  # repr: NaN == NaN, floats exact
@@ -321,19 +324,12 @@ def test_atomic_write_leaves_old_or_new(tmp_path) -> None:
 def test_progress_bar_counts_updates_from_where_a_run_resumes(capsys) -> None:
     """``logging.progress``: the bar counts client updates out of the budget (a resumed run's from where it
     stopped) on stderr; ``false`` writes nothing."""
-    from afl.config import validate
-    from afl.run import build, make_loop
-    from afl.sim.executors import SerialExecutor
 
     def loop_run(progress: str, state: dict | None = None) -> tuple[list[dict], str]:
-        cfg = load_config(
-            [*TINY, "federation.max_updates=6", "checkpoint.every=3", f"logging.progress={progress}"]
-        )
+        overrides = [*TINY, "federation.max_updates=6", "checkpoint.every=3", f"logging.progress={progress}"]
         states: list[dict] = []
-        setup = build(cfg, validate(cfg))
-        capsys.readouterr()
-        with SerialExecutor(setup.runtime) as executor:
-            loop = make_loop(setup, executor, on_checkpoint=states.append)
+        with _serial_loop(overrides, on_checkpoint=states.append) as loop:
+            capsys.readouterr()
             if state is not None:
                 loop.load_state_dict(state)
             loop.run()

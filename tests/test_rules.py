@@ -578,7 +578,7 @@ def test_client_speeds_are_draws_of_the_speed_distribution() -> None:
 
 def test_a_plugin_aggregator_receives_each_accepted_update_as_the_arrival_rows_record_it(tiny) -> None:
     """A user's aggregator (registered by name) is handed who trained, on how many samples, how stale, and
-    what it was dispatched: the same as the arrival rows (updates.csv) record."""
+    the delta's scale: the same as the arrival rows (updates.csv) record."""
     from afl.server.aggregators import AGGREGATORS, Aggregator
 
     seen: list[tuple[int, int, int, float]] = []
