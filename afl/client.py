@@ -18,7 +18,10 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
-from afl.components import OPTIMIZERS  # declared there (light) so the config lists names without torch
+from afl.components import (
+    OPTIMIZER_RESETS,
+    OPTIMIZERS,
+)  # declared there (light) so the config lists names without torch
 
 try:  # the loops of a fit, to give a reused Trainer fresh ones (private: without them, a Trainer per job)
     from lightning.pytorch.loops.fit_loop import _FitLoop
@@ -72,6 +75,16 @@ class ClientModule(L.LightningModule):
     """Local training of one client: cross-entropy, Adam (default) or SGD at the LR the server handed
     out, with torchmetrics tracking the loss and accuracy over the whole job.
 
+    Two rules of the code released with the paper (``Ali-Forootani/AFL_non_convex_non_iid``,
+    ``src/async_fdl_fashion_mnist_delay_track_lr_non_iid.py`` lines 247-248, commit d9a5d21, which builds
+    a new Adam at ``γ0 / (sqrt(e + 1) (1 + α τ))`` at the start of every local epoch ``e``):
+
+    * ``epoch_lrs``: the rate of each local epoch, set on the optimizer when the epoch starts (None:
+      ``lr`` throughout);
+    * ``optimizer_reset="epoch"``: the optimizer's state (Adam's moments and step count, SGD's momentum)
+      is cleared when every epoch after the first starts: the same steps as a new optimizer per epoch.
+      ``"job"`` (default): one optimizer for the whole job.
+
     Example:
         >>> from afl.models import PaperCNN
         >>> module = ClientModule(PaperCNN(1, 10), num_classes=10, lr=1e-3)
@@ -88,13 +101,20 @@ class ClientModule(L.LightningModule):
         optimizer: str = "adam",
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        epoch_lrs: Sequence[float] | None = None,
+        optimizer_reset: str = "job",
     ) -> None:
         super().__init__()
+        if optimizer_reset not in OPTIMIZER_RESETS:
+            allowed = ", ".join(OPTIMIZER_RESETS)
+            raise ValueError(f"optimizer_reset must be one of {allowed}, got {optimizer_reset!r}")
         self.make_optimizer = OPTIMIZERS.get(optimizer, "client.optimizer")
         self.model = model
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.epoch_lrs = None if epoch_lrs is None else list(epoch_lrs)
+        self.optimizer_reset = optimizer_reset
         self.train_loss = torchmetrics.MeanMetric()
         self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
 
@@ -113,6 +133,15 @@ class ClientModule(L.LightningModule):
         return self.make_optimizer(
             self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
+
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        for optimizer in self.trainer.optimizers:
+            if self.optimizer_reset == "epoch" and epoch > 0:
+                optimizer.state.clear()  # a new optimizer: its state is created again at the next step
+            if self.epoch_lrs is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = self.epoch_lrs[min(epoch, len(self.epoch_lrs) - 1)]
 
 
 def thread_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
@@ -228,6 +257,8 @@ class ClientJob:
         previous_staleness: the staleness of this client's previous update (0 before its first): the delay
             the client knows at dispatch.
         round: the round at dispatch (client updates // J; the barrier round in sync mode).
+        epoch_lrs: the rate of each local epoch when the LR schedule changes it within the job
+            (``server.lr_schedule.decay_over=local_epoch``), else None: ``lr`` throughout.
     """
 
     job_id: int
@@ -238,6 +269,12 @@ class ClientJob:
     fault: str | None = None
     previous_staleness: int = 0
     round: int = 0
+    epoch_lrs: list[float] | None = None
+
+    @property
+    def last_lr(self) -> float:
+        """The rate of the job's last local epoch (``lr`` unless the rate changes per epoch)."""
+        return self.epoch_lrs[-1] if self.epoch_lrs else self.lr
 
 
 @dataclass
@@ -266,6 +303,8 @@ class ClientRuntime:
         model_factory: builds a fresh model of the run's architecture.
         num_classes: for the accuracy metric.
         local_epochs, batch_size, optimizer, momentum, weight_decay: local training settings.
+        optimizer_reset: ``job`` (one optimizer per job) or ``epoch`` (its state cleared every local
+            epoch; see :class:`ClientModule`).
         callbacks: the configured client callbacks; each job's Trainer gets fresh ones.
         reuse_trainer: train with this thread's Trainer (:func:`thread_trainer`), not a new one per job
             (the same results).
@@ -282,6 +321,7 @@ class ClientRuntime:
         optimizer: str = "adam",
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        optimizer_reset: str = "job",
         callbacks: Sequence[CallbackSpec] = (),
         reuse_trainer: bool = True,
     ) -> None:
@@ -294,6 +334,7 @@ class ClientRuntime:
         self.optimizer = optimizer
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.optimizer_reset = optimizer_reset
         self.callbacks = tuple(callbacks)
 
     def num_samples(self, client_id: int) -> int:
@@ -314,6 +355,8 @@ class ClientRuntime:
             optimizer=self.optimizer,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
+            epoch_lrs=job.epoch_lrs,
+            optimizer_reset=self.optimizer_reset,
         )
         callbacks = [spec.make(job) for spec in self.callbacks]
         _job.active = True

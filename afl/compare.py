@@ -31,40 +31,79 @@ from typing import Any
 from afl.config import load_config
 from afl.errors import ConfigError
 
-# Each arm: the overrides that make it that algorithm.
-ARMS: dict[str, list[str]] = {
-    # the paper: staleness-aware aggregation s(τ) = 1/(1 + 0.2τ) and the delay-aware LR
-    "afl": ["federation.mode=async", "server.aggregator.name=afl", "server.lr_schedule.name=paper"],
-    # ablation: no staleness weighting (s ≡ 1), the paper's LR kept
-    "afl-noweight": [
-        "federation.mode=async",
-        "server.aggregator.name=afl",
-        "server.aggregator.staleness.name=constant",
-        "server.lr_schedule.name=paper",
-    ],
-    # ablation: the paper's LR without its sqrt(r+1) decay (the delay factor 1/(1+ατ) kept)
-    "afl-nodecay": [
-        "federation.mode=async",
-        "server.aggregator.name=afl",
-        "server.lr_schedule.name=paper",
-        "server.lr_schedule.decay=none",
-    ],
-    # ablation: the paper's aggregation at a constant LR
-    "afl-nolr": ["federation.mode=async", "server.aggregator.name=afl", "server.lr_schedule.name=constant"],
-    "fedasync": [
-        "federation.mode=async",
-        "server.aggregator.name=fedasync",
-        "server.lr_schedule.name=constant",
-    ],
-    "fedbuff": [
-        "federation.mode=async",
-        "server.aggregator.name=fedbuff",
-        "server.lr_schedule.name=constant",
-    ],
-    # the paper's baseline: synchronous FedAvg at the base LR
-    "sync": ["federation.mode=sync", "server.aggregator.name=fedavg", "server.lr_schedule.name=constant"],
+
+@dataclass(frozen=True)
+class Arm:
+    """A named rule: the overrides that make it, and the source it follows (``afl-compare --help``).
+
+    Arms fix rules, never step sizes: those come from the preset's ``compare.arms`` (selected on
+    validation data) or the command line."""
+
+    overrides: tuple[str, ...]
+    source: str
+
+
+_ASYNC = ("federation.mode=async",)
+_AFL = (*_ASYNC, "server.aggregator.name=afl")
+#: Each arm: the rule's overrides and where the rule comes from. The three readings of the paper's
+#: learning rate (DESIGN §4) are ``afl`` (ours), ``afl-released`` and ``afl-later`` (the authors' codes).
+ARMS: dict[str, Arm] = {
+    "afl": Arm(
+        (*_AFL, "server.lr_schedule.name=paper"),
+        "our reading of the paper's text: s(τ) = 1/(1+0.2τ) per arrival, client LR γ0/(sqrt(r+1)(1+0.1τ)), "
+        "r the round",
+    ),
+    "afl-noweight": Arm(
+        (*_AFL, "server.aggregator.staleness.name=constant", "server.lr_schedule.name=paper"),
+        "ablation of afl: no staleness weight (s ≡ 1)",
+    ),
+    "afl-nodecay": Arm(
+        (*_AFL, "server.lr_schedule.name=paper", "server.lr_schedule.decay=none"),
+        "ablation of afl: its LR without the sqrt(r+1) decay",
+    ),
+    "afl-nolr": Arm(
+        (*_AFL, "server.lr_schedule.name=constant"), "ablation of afl: its aggregation at a constant LR"
+    ),
+    "afl-released": Arm(
+        (
+            *_AFL,
+            "server.aggregator.buffer_size=null",  # M = J: each step averages J arrived models
+            "server.aggregator.staleness.name=constant",
+            "server.lr_schedule.name=paper",
+            "server.lr_schedule.alpha=0.01",
+            "server.lr_schedule.delay_at=dispatch",
+            "server.lr_schedule.decay_over=local_epoch",
+            "client.optimizer_reset=epoch",
+        ),
+        "the code released with the paper: epoch e of a job at γ0/(sqrt(e+1)(1+0.01τ)), a new Adam every "
+        "epoch, sample-weighted FedAvg of each J arrivals, no staleness weight",
+    ),
+    "afl-later": Arm(
+        (
+            *_ASYNC,
+            "server.aggregator.name=fedbuff",
+            "server.aggregator.buffer_size=null",  # K = J: one step per round of arrivals
+            "server.aggregator.staleness.name=constant",
+            "server.aggregator.server_lr_decay=sqrt",
+            "server.lr_schedule.name=constant",
+        ),
+        "the authors' later code, AFL mode: constant client LR, server step η_g/sqrt(r+1) on the mean "
+        "delta of each J arrivals, no staleness weight",
+    ),
+    "fedasync": Arm(
+        (*_ASYNC, "server.aggregator.name=fedasync", "server.lr_schedule.name=constant"),
+        "FedAsync (Xie et al. 2019)",
+    ),
+    "fedbuff": Arm(
+        (*_ASYNC, "server.aggregator.name=fedbuff", "server.lr_schedule.name=constant"),
+        "FedBuff (Nguyen et al. 2022)",
+    ),
+    "sync": Arm(
+        ("federation.mode=sync", "server.aggregator.name=fedavg", "server.lr_schedule.name=constant"),
+        "synchronous FedAvg, the paper's baseline, at the base LR",
+    ),
 }
-DEFAULT_ARMS = ("afl", "afl-noweight", "afl-nolr", "sync")
+DEFAULT_ARMS = ("afl", "afl-released", "afl-later", "sync")
 BASELINE = "sync"
 DEFAULT_TARGET_FRACTION = 0.95
 
@@ -124,7 +163,7 @@ def parse_plan(
         raise ConfigError(f"compare.arms.{unknown[0]}", f"unknown arm; allowed: {', '.join(ARMS)}")
     return Plan(
         base=base,
-        arms={n: [*ARMS[n], *recorded.get(n, []), *shared, *scoped[n]] for n in names},
+        arms={n: [*ARMS[n].overrides, *recorded.get(n, []), *shared, *scoped[n]] for n in names},
         seeds=list(seeds),
         experiment=str(preset.experiment),
     )
@@ -183,14 +222,20 @@ class Selection:
 
 
 def choose(points: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The point with the best mean final validation accuracy (the first of equals, in grid order)."""
-    best = max(range(len(points)), key=lambda i: (points[i]["mean_val_accuracy"], -i))
-    return list(points[best]["overrides"])
+    """The point with the best mean final validation accuracy (the first of equals, in grid order); a
+    point where a run diverged (``mean_val_accuracy`` None) is never chosen over one that finished."""
+
+    def score(i: int) -> tuple[float, int]:
+        mean = points[i]["mean_val_accuracy"]
+        return (-math.inf if mean is None else mean, -i)
+
+    return list(points[max(range(len(points)), key=score)]["overrides"])
 
 
 def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path) -> Selection:
     """Run each arm's grid on ``seeds`` and choose its step sizes by validation accuracy."""
     from afl.run import run
+    from afl.sim.loop import AllUpdatesRejected, NonFiniteModel
 
     selection = Selection()
     jobs = []  # every config is composed and checked before the first run
@@ -211,10 +256,15 @@ def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path) ->
                 cfg.logging.wandb.tags = [*cfg.logging.wandb.tags, "selection"]
                 jobs.append((entry, seed, cfg))
     for entry, seed, cfg in jobs:
-        summary = run(cfg).summary
+        try:
+            summary = run(cfg).summary
+        except (NonFiniteModel, AllUpdatesRejected) as err:  # a step size that diverges is a result
+            entry.setdefault("diverged", {})[str(seed)] = str(err)
+            summary = {"final_val_accuracy": None, "final_test_accuracy": None}
         entry["val_accuracy"][str(seed)] = summary["final_val_accuracy"]
         entry["test_accuracy"][str(seed)] = summary["final_test_accuracy"]  # reported, never used
-        entry["mean_val_accuracy"] = statistics.fmean(entry["val_accuracy"].values())
+        values = list(entry["val_accuracy"].values())
+        entry["mean_val_accuracy"] = None if None in values else statistics.fmean(values)
     for arm, points in selection.points.items():
         selection.chosen[arm] = choose(points)
     (root / "selection.json").write_text(json.dumps(selection.to_json(), indent=1))

@@ -23,13 +23,24 @@ if TYPE_CHECKING:
 #: Models by name (``model.name``): classes taking ``in_channels``, ``num_classes``, ``image_size``.
 MODELS: Registry[torch.nn.Module] = Registry(
     "model",
-    lazy={"cnn": "afl.models:PaperCNN", "lenet": "afl.models:LeNet5", "resnet20": "afl.models:ResNet20"},
+    lazy={
+        "cnn": "afl.models:PaperCNN",
+        "lenet": "afl.models:LeNet5",
+        "resnet20": "afl.models:ResNet20",
+        "resnet14": "afl.models:ResNet14",
+    },
 )
 
 #: Client optimizers by name (``client.optimizer``): ``(parameters, lr=, momentum=, weight_decay=)``.
 OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry(
     "optimizer", lazy={"adam": "afl.client:_adam", "sgd": "afl.client:_sgd"}
 )
+
+#: ``client.optimizer_reset``: one client optimizer per job, or its state cleared every local epoch.
+OPTIMIZER_RESETS = ("job", "epoch")
+
+#: ``dataset.normalize``: each data set's own mean and std, or the released code's ``(p - 0.5) / 0.5``.
+NORMALIZATIONS = ("mean_std", "half")
 
 #: Data set loaders by name (``dataset.name``), see :mod:`afl.data.datasets`.
 DATASET_LOADERS: Registry[DatasetSplits] = Registry(

@@ -44,6 +44,7 @@ class DatasetConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     val_fraction: float = MISSING
+    normalize: str = MISSING
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -72,6 +73,7 @@ class ClientConfig:
     timeout_s: float | None = None
     callbacks: list[Any] = field(default_factory=list)  # names or {name: ..., options}: afl.client_callbacks
     prox_mu: float = MISSING
+    optimizer_reset: str = MISSING
 
 
 @dataclass
@@ -350,7 +352,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     """
     # light modules only: a config error answers without importing torch or Lightning (tests/test_cli.py)
     from afl.components import DATASET_LOADERS as DATASETS
-    from afl.components import MODELS, OPTIMIZERS
+    from afl.components import MODELS, NORMALIZATIONS, OPTIMIZER_RESETS, OPTIMIZERS
     from afl.components import SCHEMES as PARTITIONERS
     from afl.sim.executors import EXECUTORS
     from afl.sim.faults import FAULT_KINDS
@@ -363,6 +365,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _choice(cfg, "partition.scheme", PARTITIONERS.names())
     _choice(cfg, "model.name", MODELS.names())
     _choice(cfg, "client.optimizer", OPTIMIZERS.names())
+    _choice(cfg, "client.optimizer_reset", OPTIMIZER_RESETS)
+    _choice(cfg, "dataset.normalize", NORMALIZATIONS)
     _choice(cfg, "federation.mode", MODES)
     _choice(cfg, "federation.executor", EXECUTORS.names())
     _choice(cfg, "delay.staleness_policy", STALENESS_POLICIES)

@@ -1,4 +1,5 @@
-"""Client models: the paper's MNIST CNN, a LeNet-5 and the paper's CIFAR ResNet-20.
+"""Client models: the paper's MNIST CNN, a LeNet-5, the paper's CIFAR ResNet-20 and the authors' later
+ResNet-14 for MNIST and Fashion-MNIST.
 
 Every model takes ``in_channels``, ``num_classes`` and ``image_size`` (the side of a square input), so the
 data set decides them. Register a new model with ``@MODELS.register("name")``.
@@ -94,28 +95,55 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-@MODELS.register("resnet20")
-class ResNet20(nn.Module):
-    """The paper's CIFAR ResNet: BasicBlock ×[3, 3, 3] with 16/32/64 channels and 1×1 projection
-    shortcuts (272,474 parameters on 3×32×32 with 10 classes)."""
+class ResNet(nn.Module):
+    """A CIFAR-style ResNet: a 3×3 conv-BN-ReLU stem with 16 channels, then three stages of BasicBlocks
+    with 16/32/64 channels (strides 1, 2, 2; 1×1 conv-BN projection shortcuts), global average pooling and
+    a linear layer. ``blocks`` gives the number of blocks per stage."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int = 32) -> None:
+    def __init__(self, in_channels: int, num_classes: int, blocks: tuple[int, int, int]) -> None:
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
         )
-        blocks: list[nn.Module] = []
+        layers: list[nn.Module] = []
         in_planes = 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(3):
-                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+        for (planes, stride), count in zip(((16, 1), (32, 2), (64, 2)), blocks):
+            for i in range(count):
+                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
                 in_planes = planes
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*layers)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.blocks(self.stem(x))))
+
+
+@MODELS.register("resnet20")
+class ResNet20(ResNet):
+    """The paper's CIFAR ResNet: :class:`ResNet` with BasicBlocks ×[3, 3, 3] (272,474 parameters on
+    3×32×32 with 10 classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int = 32) -> None:
+        super().__init__(in_channels, num_classes, (3, 3, 3))
+
+
+@MODELS.register("resnet14")
+class ResNet14(ResNet):
+    """The authors' later code's ResNet for MNIST and Fashion-MNIST: :class:`ResNet` with BasicBlocks
+    ×[2, 2, 2] and a stem taking ``in_channels`` (174,970 parameters on 1×28×28 with 10 classes).
+    ``Ali-Forootani/Robust-Asynchronous-Federated-Learning``,
+    ``src/async_fdl_fashion_mnist_delay_track_lr_non_iid.py`` lines 93-118 (``ResNetFashion``, commit
+    a20905b; ``ResNetMNIST`` in ``..._mnist_..._10.py`` alike). Its ``log_softmax`` + NLL loss is our
+    cross-entropy on the logits.
+
+    Example:
+        >>> ResNet14(1, 10)(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int = 28) -> None:
+        super().__init__(in_channels, num_classes, (2, 2, 2))
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int) -> nn.Module:

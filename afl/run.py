@@ -57,6 +57,7 @@ METRIC_COLUMNS = (
     "heterogeneity",
     "mean_drift",
     "max_drift",
+    "server_lr",
 )
 # metrics.csv column -> W&B key (W&B groups charts by the prefix before "/")
 WANDB_KEYS = {
@@ -73,6 +74,7 @@ WANDB_KEYS = {
     "heterogeneity": "theory/heterogeneity",
     "mean_drift": "theory/mean_drift",
     "max_drift": "theory/max_drift",
+    "server_lr": "server/lr",
 }
 VOLATILE_SUMMARY_KEYS = ("wall_time_s", "output_dir")
 FAILED = "FAILED"  # written in the run folder, with the error, when a started run raises
@@ -295,6 +297,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         train_subset=ds.train_subset,
         test_subset=ds.test_subset,
         synthetic=_plain(ds.synthetic),
+        normalize=ds.normalize,
     )
     train, val = data.train, None
     if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set
@@ -337,6 +340,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         optimizer=cfg.client.optimizer,
         momentum=cfg.client.momentum,
         weight_decay=cfg.client.weight_decay,
+        optimizer_reset=cfg.client.optimizer_reset,
         callbacks=components["client_callbacks"],
     )
     delay = DelayModel(

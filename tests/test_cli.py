@@ -43,7 +43,10 @@ def test_train_help_lists_the_presets_and_points_at_the_keys(tmp_path: Path) -> 
 
 def test_compare_help_lists_the_arms_and_presets(tmp_path: Path) -> None:
     out = _cli("afl-compare", "--help", cwd=tmp_path).stdout
-    assert f"arms: {', '.join(ARMS)}" in out
+    assert "afl, afl-released, afl-later: the three readings of the paper's learning rate" in out
+    for name, arm in ARMS.items():  # every arm with the source its rule follows (wrapped at 100 columns)
+        line = next(x for x in out.splitlines() if x.startswith(f"  {name} "))
+        assert arm.source.split()[:3] == line.split()[1:4]
     assert f"experiments: {', '.join(experiments())}" in out
     assert "configs/defaults.yaml" in out
 

@@ -110,6 +110,23 @@ def test_selection_keeps_the_best_validation_point_and_records_it(tmp_path: Path
         assert cfg.client.lr == float(chosen["client.lr"])
 
 
+def test_a_diverging_grid_point_is_recorded_and_never_chosen(tmp_path: Path) -> None:
+    """γ0 = 1e30 gives every client non-finite weights, so every update is rejected: that point is a result
+    of the grid (recorded with why), not the end of the selection."""
+    _, selection = compare(
+        [*SMALL, "federation.max_updates=6", f"output_dir={tmp_path / 'cmp'}"],
+        ["afl"],
+        [0],
+        grid=["client.lr=1e30,0.003"],
+    )
+    diverged, fine = selection.points["afl"]
+    assert diverged["mean_val_accuracy"] is None and diverged["val_accuracy"] == {"0": None}
+    assert "every one of the 6 client updates was rejected" in diverged["diverged"]["0"]
+    assert fine["mean_val_accuracy"] > 0 and "diverged" not in fine
+    assert selection.chosen["afl"] == ["client.lr=0.003"]
+    assert choose([diverged, {**fine, "mean_val_accuracy": 0.0}]) == fine["overrides"]  # even at 0
+
+
 def test_selection_needs_a_validation_split(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dataset.val_fraction: selection needs a validation split"):
         compare([*TINY, f"output_dir={tmp_path / 'c'}"], ["sync"], [0], grid=["client.lr=0.001,0.01"])

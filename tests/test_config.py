@@ -36,7 +36,10 @@ def test_defaults_give_every_schema_key_a_value() -> None:
     assert cfg.server.aggregator.name == "afl" and cfg.federation.mode == "async"
 
 
-@pytest.mark.parametrize("name", ["demo", "fmnist", "paper_mnist", "paper_cifar10"])
+@pytest.mark.parametrize(
+    "name",
+    ["demo", "fmnist", "fmnist_readings", "paper_mnist", "paper_cifar10", "authors_mnist", "authors_fmnist"],
+)
 def test_presets_exist_and_validate(name: str) -> None:
     assert name in experiments()
     cfg = load_config([f"experiment={name}"])
@@ -108,8 +111,17 @@ BAD_INPUT = [
     (["server.lr_schedule.delay_at=both"], "server.lr_schedule.delay_at", "allowed: arrival, dispatch"),
     (["server.lr_schedule.decay=cosine"], "server.lr_schedule.decay", "allowed: sqrt, none"),
     (["dataset.val_fraction=1.0"], "dataset.val_fraction", "must be in [0, 1)"),
+    (["client.optimizer_reset=step"], "client.optimizer_reset", "got 'step'; allowed: job, epoch"),
+    (["dataset.normalize=zscore"], "dataset.normalize", "got 'zscore'; allowed: mean_std, half"),
+    (["server.lr_schedule.decay_over=job"], "server.lr_schedule.decay_over", "allowed: round, local_epoch"),
+    (["server.aggregator.server_lr_decay=cos"], "server.aggregator.server_lr_decay", "allowed: sqrt, none"),
+    (["server.aggregator.buffer_size=0"], "server.aggregator.buffer_size", "must be >= 1, got 0"),
     (["client.lr=nan"], "client.lr", "must be a finite number, got nan"),
-    (["experiment=../defaults"], "experiment", "unknown experiment '../defaults'; available: demo"),
+    (
+        ["experiment=../defaults"],
+        "experiment",
+        "unknown experiment '../defaults'; available: authors_cifar10, authors_fmnist, authors_mnist, demo",
+    ),
     (["partition.min_samples=0"], "partition.min_samples", "must be >= 1, got 0"),
     (["faults.rate=1.5"], "faults.rate", "must be in [0, 1], got 1.5"),
     (["seed=-1"], "seed", "must be >= 0, got -1"),
@@ -133,7 +145,11 @@ BAD_INPUT = [
     (["delay.comm.max=1e400"], "delay.comm.max", "expected a finite number, got inf"),
     (["server.lr_schedule.alpha=nan"], "server.lr_schedule.alpha", "expected a finite number, got 'nan'"),
     (["dataset.name=imagenet"], "dataset.name", "allowed:"),
-    (["experiment=nope"], "experiment", "available: demo"),
+    (
+        ["experiment=nope"],
+        "experiment",
+        "available: authors_cifar10, authors_fmnist, authors_mnist, demo, fmnist",
+    ),
     (["federation.concurrency"], "federation.concurrency", "expected key=value"),
     (["logging.wandb.mode=cloud"], "logging.wandb.mode", "offline, online, disabled"),
     (["federation.executor=rays"], "federation.executor", "allowed: ray, serial, thread"),

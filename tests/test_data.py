@@ -361,3 +361,34 @@ def test_dataset_root_that_cannot_be_created_is_a_clear_error(tmp_path: Path) ->
     blocker.write_text("")
     with pytest.raises(ConfigError, match=r"dataset.root: cannot create .*a-file/FashionMNIST/raw"):
         _place_idx_files(blocker / "FashionMNIST" / "raw", {n: found / n for n in IDX_FILES})
+
+
+# ------------------------------------------------------------------------------- dataset.normalize=half
+def test_half_normalization_is_the_released_codes_on_every_pixel_data_set(tmp_path: Path) -> None:
+    """``(p - 0.5) / 0.5`` on the real-format files: MNIST's idx and CIFAR-10's pickles, and digits."""
+    write_mnist(tmp_path / "MNIST" / "raw", gz=False)
+    assert_fake_mnist(load_dataset("mnist", root=tmp_path, normalize="half"), 0.5, 0.5)
+    write_cifar(tmp_path)
+    half, own = (load_dataset("cifar10", root=tmp_path, normalize=n) for n in ("half", "mean_std"))
+    assert half.pixel_stats == own.pixel_stats == (CIFAR_MEAN, CIFAR_STD)
+    idx = torch.arange(len(half.train), dtype=torch.float32)
+    torch.testing.assert_close(half.train.x[:, 2, 0, 0], ((200 + idx) / 255 - 0.5) / 0.5)
+    torch.testing.assert_close(half.train.x[:, 1, 31, 0], torch.full((len(idx),), (100 / 255 - 0.5) / 0.5))
+    assert torch.equal(half.train.y, own.train.y)
+    from sklearn.datasets import load_digits
+
+    digits = load_dataset("digits", root=tmp_path, normalize="half")
+    pixels = torch.from_numpy(load_digits().images / 16.0).float()
+    assert float(digits.train.x.min()) == pytest.approx(-1.0, abs=1e-5)
+    assert float(digits.train.x.max()) == pytest.approx(1.0, abs=1e-5)
+    # every normalised image is one of sklearn's, pixel for pixel
+    first = digits.train.x[0, 0]
+    match = ((pixels * 2 - 1) - first).abs().amax(dim=(1, 2)).min()
+    assert float(match) < 1e-5
+
+
+def test_half_normalization_needs_pixels(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match="dataset.normalize: half needs images of pixels in .0, 1.; synthetic"
+    ):
+        load_dataset("synthetic", root=tmp_path, normalize="half")

@@ -12,6 +12,7 @@ from afl.models import MODELS, build_model, count_parameters
         ("lenet", 1, 28, 61_706),
         ("lenet", 3, 32, 83_126),
         ("resnet20", 3, 32, 272_474),  # the paper's CIFAR ResNet (about 272k)
+        ("resnet14", 1, 28, 174_970),  # the authors' later MNIST / Fashion-MNIST ResNet
     ],
 )
 def test_parameter_counts(name: str, channels: int, side: int, expected: int) -> None:
@@ -36,6 +37,14 @@ def test_resnet20_has_projection_shortcuts_and_nine_blocks() -> None:
     assert [b.conv1.out_channels for b in model.blocks] == [16] * 3 + [32] * 3 + [64] * 3
 
 
+def test_resnet14_is_the_later_codes_two_blocks_per_stage_on_one_channel() -> None:
+    model = build_model("resnet14", in_channels=1, num_classes=10, image_size=28)
+    assert model.stem[0].in_channels == 1 and model.stem[0].out_channels == 16
+    assert [b.conv1.out_channels for b in model.blocks] == [16] * 2 + [32] * 2 + [64] * 2
+    assert [b.conv1.stride for b in model.blocks] == [(1, 1), (1, 1), (2, 2), (1, 1), (2, 2), (1, 1)]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 1 + 2 * 6 + 2  # + projections
+
+
 def test_classes_and_channels_come_from_the_data() -> None:
     model = build_model("cnn", in_channels=3, num_classes=7, image_size=8)
     assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 7)
@@ -47,6 +56,7 @@ def test_lenet_rejects_too_small_inputs() -> None:
 
 
 def test_unknown_model_lists_the_allowed_names() -> None:
-    with pytest.raises(ConfigError, match="model.name: unknown model 'vgg'; allowed: cnn, lenet, resnet20"):
+    allowed = "cnn, lenet, resnet14, resnet20"
+    with pytest.raises(ConfigError, match=f"model.name: unknown model 'vgg'; allowed: {allowed}"):
         build_model("vgg", in_channels=1, num_classes=10, image_size=28)
-    assert sorted(MODELS) == ["cnn", "lenet", "resnet20"]
+    assert sorted(MODELS) == ["cnn", "lenet", "resnet14", "resnet20"]

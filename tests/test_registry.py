@@ -25,7 +25,7 @@ def test_names_are_listed_without_importing_their_modules() -> None:
     names, imported = run_fresh(code, timeout=60).splitlines()
     assert names == str(
         [
-            ["cnn", "lenet", "resnet20"],
+            ["cnn", "lenet", "resnet14", "resnet20"],
             ["adam", "sgd"],
             ["cifar10", "digits", "fashion_mnist", "mnist", "synthetic"],
             ["dirichlet", "iid", "shards"],

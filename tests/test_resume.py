@@ -29,6 +29,7 @@ from wandb_offline import read_offline_run
 
 from afl import checkpoint
 from afl.cli.train import main as train_main
+from afl.compare import ARMS
 from afl.config import load_config, validate
 from afl.errors import ConfigError
 from afl.run import FAILED, VOLATILE_SUMMARY_KEYS, build, make_loop, run
@@ -287,15 +288,29 @@ def test_checkpoint_schedule() -> None:
     assert _checkpoint_times(short, "checkpoint.every_s=3600") == []  # an hour has not passed
 
 
-def test_loop_state_round_trip_continues_identically() -> None:
+@pytest.mark.parametrize(
+    "rule",
+    [
+        [],
+        # the released code's reading: per-epoch rates carried by the in-flight jobs, a buffer of J
+        [*ARMS["afl-released"].overrides, "client.local_epochs=2"],
+        # the later code's: the round of the buffered arrivals decides the server step
+        list(ARMS["afl-later"].overrides),
+    ],
+    ids=["afl", "afl-released", "afl-later"],
+)
+def test_loop_state_round_trip_continues_identically(rule: list[str]) -> None:
     """state_dict → load_state_dict into a fresh loop, mid-run, continues to the same final model."""
-    overrides = [*RUN, "checkpoint.every=5"]
+    overrides = [*RUN, *rule, "checkpoint.every=5"]
     states: list[dict] = []
     with _serial_loop(overrides, on_checkpoint=states.append) as whole:
         assert whole.state_dict()["wall_time"] == 0.0  # not started: no wall time spent yet
         whole.run()
     assert whole.history[-1]["wall_time"] > 0
-    middle = torch.load(_saved(states[2]), weights_only=True)  # at update 15, through the file format
+    # the first checkpoint with a part-filled buffer (update 5 or 10), through the file format
+    middle = torch.load(
+        _saved(next(s for s in states if s["aggregator"]["buffer"]["count"] > 0)), weights_only=True
+    )
     with _serial_loop(overrides) as resumed:
         resumed.load_state_dict(middle)
         resumed.run()

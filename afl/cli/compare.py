@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from afl.cli import presets_epilog, report
@@ -36,11 +37,25 @@ def _names(text: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
 
+def arms_epilog() -> str:
+    """The arms and the source each one's rule follows."""
+    width = max(map(len, ARMS))
+    indent = " " * (width + 4)
+    lines = [
+        textwrap.fill(arm.source, 100, initial_indent=f"  {name:<{width}}  ", subsequent_indent=indent)
+        for name, arm in ARMS.items()
+    ]
+    return (
+        "arms (afl, afl-released, afl-later: the three readings of the paper's learning rate):\n"
+        + "\n".join(lines)
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"arms: {', '.join(ARMS)}\n{presets_epilog()}",
+        epilog=f"{arms_epilog()}\n{presets_epilog()}",
     )
     p.add_argument(
         "overrides",

@@ -43,7 +43,7 @@ def _load_digits(root: Path, download: bool, options: Mapping[str, Any]) -> Data
     order = np.random.default_rng(0).permutation(len(data))  # fixed split, independent of any run seed
     train = data.subset(np.sort(order[:-DIGITS_TEST_SIZE]))
     test = data.subset(np.sort(order[-DIGITS_TEST_SIZE:]))
-    return DatasetSplits(train, test, 10, "digits")
+    return DatasetSplits(train, test, 10, "digits", ((DIGITS_MEAN,), (DIGITS_STD,)))
 
 
 # --------------------------------------------------------------------------------------------- synthetic

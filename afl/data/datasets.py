@@ -72,12 +72,15 @@ class DatasetSplits:
         test: test samples.
         num_classes: number of classes; labels are ``0 .. num_classes - 1``.
         name: the registry name the data was loaded under.
+        pixel_stats: per channel, the ``(mean, std)`` that pixels in [0, 1] were normalised with
+            (``(p - mean) / std``); None for data that are not pixels (``synthetic``).
     """
 
     train: ArrayData
     test: ArrayData
     num_classes: int
     name: str
+    pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 #: A loader gets the data root, the download flag and the ``synthetic`` options (empty for other datasets).
@@ -94,6 +97,7 @@ def load_dataset(
     train_subset: int | None = None,
     test_subset: int | None = None,
     synthetic: Mapping[str, Any] | None = None,
+    normalize: str = "mean_std",
 ) -> DatasetSplits:
     """Load a dataset by registry name.
 
@@ -107,6 +111,9 @@ def load_dataset(
         test_subset: keep only this many test samples.
         synthetic: options of the ``synthetic`` dataset (keys of :data:`SYNTHETIC_DEFAULTS`); ignored by
             the other datasets.
+        normalize: ``mean_std`` (each data set's own per-channel mean and std, as its loader gives it)
+            or ``half``: ``(p - 0.5) / 0.5`` on pixels ``p`` in [0, 1], the code released with the paper's
+            ``Normalize((0.5,), (0.5,))`` (see :func:`renormalize`).
 
     Returns:
         The train and test sets.
@@ -119,7 +126,27 @@ def load_dataset(
     splits = loader(Path(root).expanduser(), bool(download), synthetic or {})
     train = fixed_subset(splits.train, train_subset, "dataset.train_subset")
     test = fixed_subset(splits.test, test_subset, "dataset.test_subset")
-    return DatasetSplits(train=train, test=test, num_classes=splits.num_classes, name=name)
+    if normalize == "half":
+        if splits.pixel_stats is None:
+            raise ConfigError("dataset.normalize", f"half needs images of pixels in [0, 1]; {name} has none")
+        train, test = (renormalize(d, *splits.pixel_stats) for d in (train, test))
+    return DatasetSplits(train, test, splits.num_classes, name, splits.pixel_stats)
+
+
+def renormalize(data: ArrayData, mean: tuple[float, ...], std: tuple[float, ...]) -> ArrayData:
+    """Images normalised as ``(p - mean) / std`` per channel, normalised instead as ``(p - 0.5) / 0.5``:
+    ``x' = 2 std x + 2 mean - 1`` (the released code's ``Normalize((0.5,), (0.5,))``, on every data set).
+
+    Example:
+        >>> pixels = torch.tensor([0.0, 0.25, 1.0]).view(3, 1, 1, 1)
+        >>> x = ArrayData((pixels - 0.2) / 0.4, torch.zeros(3, dtype=torch.int64))
+        >>> renormalize(x, (0.2,), (0.4,)).x.flatten().tolist()
+        [-1.0, -0.5, 1.0]
+    """
+    shape = (1, -1, 1, 1)
+    scale = 2 * torch.tensor(std, dtype=torch.float32).view(shape)
+    shift = 2 * torch.tensor(mean, dtype=torch.float32).view(shape) - 1
+    return ArrayData((data.x * scale + shift).contiguous(), data.y)
 
 
 def fixed_subset(data: ArrayData, size: int | None, key: str) -> ArrayData:

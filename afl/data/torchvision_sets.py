@@ -185,7 +185,7 @@ def _load_idx_dataset(
 @DATASET_LOADERS.register("mnist")
 def _load_mnist(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
     train, test = _load_idx_dataset(root, download, class_name="MNIST", mean=MNIST_MEAN, std=MNIST_STD)
-    return DatasetSplits(train, test, 10, "mnist")
+    return DatasetSplits(train, test, 10, "mnist", ((MNIST_MEAN,), (MNIST_STD,)))
 
 
 @DATASET_LOADERS.register("fashion_mnist")
@@ -198,7 +198,7 @@ def _load_fashion_mnist(root: Path, download: bool, options: Mapping[str, Any]) 
         std=FASHION_MNIST_STD,
         extra_dirs=(DEBIAN_FASHION_MNIST_DIR,),
     )
-    return DatasetSplits(train, test, 10, "fashion_mnist")
+    return DatasetSplits(train, test, 10, "fashion_mnist", ((FASHION_MNIST_MEAN,), (FASHION_MNIST_STD,)))
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR-10
@@ -253,4 +253,4 @@ def _load_cifar10(root: Path, download: bool, options: Mapping[str, Any]) -> Dat
         _check_labels(y, 10, f"{folder} ({part})")
         images = torch.cat([b[0] for b in batches])
         splits.append(ArrayData(_normalise_uint8(images, CIFAR10_MEAN, CIFAR10_STD), y))
-    return DatasetSplits(splits[0], splits[1], 10, "cifar10")
+    return DatasetSplits(splits[0], splits[1], 10, "cifar10", (CIFAR10_MEAN, CIFAR10_STD))

@@ -17,12 +17,14 @@ Add an aggregator by subclassing :class:`Aggregator` and decorating it with
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from afl.registry import Registry, require
+from afl.server.lr_schedules import DECAYS
 from afl.server.staleness import STALENESS, Inverse, Polynomial, StalenessFunction
 
 if TYPE_CHECKING:  # tensors come in and out, but this module needs no torch import: the config builds
@@ -57,6 +59,8 @@ class ClientUpdate:
         dispatched: the global model the client was handed, ``θ_dispatched``.
         delta_scale: a factor on the parameter delta decided at arrival (the paper LR's ``1/(1+ατ)``
             with ``delay_at: arrival``; 1 otherwise).
+        round: the round the update arrives in: client updates before it // J (the barrier round in
+            sync mode); what a decaying server step counts.
     """
 
     client_id: int
@@ -65,6 +69,7 @@ class ClientUpdate:
     state: State
     dispatched: State = field(repr=False)
     delta_scale: float = 1.0
+    round: int = 0
 
     @cached_property
     def delta(self) -> State:
@@ -134,6 +139,11 @@ class Aggregator(ABC):
         """Apply whatever is buffered (no client work is silently lost)."""
         return False
 
+    def server_lr_at(self, round: int) -> float | None:
+        """The server step ``η_g`` of a step taken in ``round`` (``updates.csv``'s ``server_lr``), or None
+        for a rule without one."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -153,6 +163,7 @@ class _Buffer:
         self.weight = 0.0
         self.samples = 0
         self.count = 0
+        self.round = 0  # the round of the last arrival added (a decaying server step counts it)
 
     def add(self, params: State, stats: State, ints: State, weight: float, samples: int) -> None:
         for total, tensors in ((self.params, params), (self.stats, stats)):
@@ -170,7 +181,7 @@ class _Buffer:
 
     def clear(self) -> None:
         self.params, self.stats, self.int_max = {}, {}, {}
-        self.weight, self.samples, self.count = 0.0, 0, 0
+        self.weight, self.samples, self.count, self.round = 0.0, 0, 0, 0
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -180,6 +191,7 @@ class _Buffer:
             "weight": self.weight,
             "samples": self.samples,
             "count": self.count,
+            "round": self.round,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -191,6 +203,7 @@ class _Buffer:
             int(state["samples"]),
             int(state["count"]),
         )
+        self.round = int(state.get("round", 0))  # absent from checkpoints written before it existed
 
 
 class _DeltaBuffered(Aggregator):
@@ -198,12 +211,33 @@ class _DeltaBuffered(Aggregator):
     ``a_c`` from :meth:`_weight`); a full buffer moves ``θ ← θ + f · Σ a_c Δ_c`` with the factor
     ``f`` from :meth:`_factor`, mixes each running statistic toward the clients' with weights ``f a_c``
     (total clipped to 1), then clears. A partly filled buffer at the end of the run is applied as it is.
+
+    Both have a server step ``η_g``, constant or (``server_lr_decay="sqrt"``) decaying as
+    ``η_g / sqrt(r + 1)``, ``r`` the round of the arrival that fills the buffer: the authors' later code
+    (``Ali-Forootani/Robust-Asynchronous-Federated-Learning``,
+    ``src/async_fdl_fashion_mnist_delay_track_lr_non_iid.py`` lines 537-543 and 578-589, commit a20905b:
+    ``zeta_t = zeta_0 / sqrt(t + 1)``, ``gamma_t = zeta_t / (eta * I)``, ``w ← w + gamma_t · mean Δ``, t
+    the global round). A ``buffer_size`` of None means J (one round of arrivals per step).
     """
 
-    buffer_size: int
+    buffer_size: int | None
+    server_lr: float | None
+    server_lr_decay: str
 
-    def __init__(self) -> None:
+    def __init__(self, buffer_size: int | None, server_lr_decay: str) -> None:
+        require(buffer_size is None or buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
+        require(
+            server_lr_decay in DECAYS,
+            "server_lr_decay",
+            f"got {server_lr_decay!r}; allowed: {', '.join(DECAYS)}",
+        )
         self._buffer = _Buffer()
+        self.buffer_size = buffer_size
+        self.server_lr_decay = server_lr_decay
+
+    def setup(self, *, concurrency: int) -> None:
+        if self.buffer_size is None:
+            self.buffer_size = concurrency
 
     def _weight(self, update: ClientUpdate) -> float:
         raise NotImplementedError
@@ -211,8 +245,14 @@ class _DeltaBuffered(Aggregator):
     def _factor(self, buf: _Buffer) -> float:
         raise NotImplementedError
 
+    def server_lr_at(self, round: int) -> float:
+        assert self.server_lr is not None, "setup() sets the default server_lr"
+        return self.server_lr / math.sqrt(round + 1.0) if self.server_lr_decay == "sqrt" else self.server_lr
+
     def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
+        assert self.buffer_size is not None, "setup() sets the default buffer_size"
         self._buffer.add(update.delta, update.stats, update.state, self._weight(update), update.num_samples)
+        self._buffer.round = update.round
         return self._buffer.count >= self.buffer_size and self.flush(global_state)
 
     def flush(self, global_state: State) -> bool:
@@ -231,10 +271,15 @@ class _DeltaBuffered(Aggregator):
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer_size": self.buffer_size, "buffer": self._buffer.state_dict()}
+        return {
+            "buffer_size": self.buffer_size,
+            "server_lr": self.server_lr,
+            "buffer": self._buffer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer_size = state["buffer_size"]
+        self.server_lr = state.get("server_lr", self.server_lr)
         self._buffer.load_state_dict(state["buffer"])
 
 
@@ -279,51 +324,54 @@ class AFL(_DeltaBuffered):
 
     ``s(τ)`` is an absolute discount, not renormalised over the buffer: with ``M = 1`` a stale update
     moves the model by ``η_g s(τ) Δ``. ``η_g`` defaults to ``M / J``, so J arrivals move the model about
-    as far as one FedAvg round (the mean of J deltas).
+    as far as one FedAvg round (the mean of J deltas). With ``M = J``, ``η_g = 1`` and ``s ≡ 1`` a step
+    is the sample-weighted FedAvg of the J arrived models (each taken as its dispatched model plus its
+    delta): the server rule of the code released with the paper
+    (``Ali-Forootani/AFL_non_convex_non_iid``, ``src/async_fdl_fashion_mnist_delay_track_lr_non_iid.py``
+    lines 359-365, commit d9a5d21), which has no staleness weight and no server step.
 
     Args:
         server_lr: ``η_g``; ``None`` means ``buffer_size / J``.
-        buffer_size: arrivals per aggregation ``M``.
+        buffer_size: arrivals per aggregation ``M``; ``None`` means J.
         staleness: ``s(τ)``; default ``inverse`` with ``a = 0.2``, i.e. ``1 / (1 + 0.2 τ)``.
+        server_lr_decay: ``none``, or ``sqrt``: the step is ``η_g / sqrt(r + 1)`` in round ``r``.
 
     Example:
         >>> agg = AFL(buffer_size=1)
         >>> agg.setup(concurrency=4)
         >>> agg.server_lr, agg.staleness(5)
         (0.25, 0.5)
+        >>> from afl.server.staleness import Constant
+        >>> released = AFL(buffer_size=None, staleness=Constant())
+        >>> released.setup(concurrency=5)
+        >>> released.buffer_size, released.server_lr
+        (5, 1.0)
     """
 
     def __init__(
         self,
         *,
         server_lr: float | None = None,
-        buffer_size: int = 1,
+        buffer_size: int | None = 1,
         staleness: StalenessFunction | None = None,
+        server_lr_decay: str = "none",
     ) -> None:
         require(server_lr is None or server_lr > 0, "server_lr", f"must be > 0, got {server_lr}")
-        require(buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
-        super().__init__()
+        super().__init__(buffer_size, server_lr_decay)
         self.server_lr = server_lr
-        self.buffer_size = buffer_size
         self.staleness = staleness if staleness is not None else Inverse(a=0.2)
 
     def setup(self, *, concurrency: int) -> None:
+        super().setup(concurrency=concurrency)
         if self.server_lr is None:
+            assert self.buffer_size is not None
             self.server_lr = self.buffer_size / concurrency
 
     def _weight(self, update: ClientUpdate) -> float:
         return update.num_samples * self.staleness(update.staleness)
 
     def _factor(self, buf: _Buffer) -> float:
-        assert self.server_lr is not None, "setup() sets the default server_lr"
-        return self.server_lr / buf.samples
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "server_lr": self.server_lr}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.server_lr = state["server_lr"]
+        return self.server_lr_at(buf.round) / buf.samples
 
 
 @AGGREGATORS.register("fedasync")
@@ -353,19 +401,35 @@ class FedBuff(_DeltaBuffered):
     """FedBuff (Nguyen et al. 2022): accumulate ``s(τ) Δ_c``; after ``K`` arrivals
     ``θ ← θ + η_g (Σ s Δ) / K`` and clear. A partly filled buffer at the end is applied with its size.
 
+    With ``K = J``, ``s ≡ 1`` and ``server_lr_decay="sqrt"`` this is the AFL mode of the authors' later
+    code: ``w ← w + γ_t Σ_j (1/J) (w_j − w_{t−τ_j})`` with ``γ_t = γ_0 / sqrt(t + 1)``
+    (``Ali-Forootani/Robust-Asynchronous-Federated-Learning``,
+    ``src/async_fdl_fashion_mnist_delay_track_lr_non_iid.py`` lines 295-304, 537-543 and 578-589, commit
+    a20905b; its staleness weights are all 1/J in AFL mode, lines 650-658).
+
     Args:
-        buffer_size: ``K``.
+        buffer_size: ``K``; ``None`` means J.
         server_lr: ``η_g``.
         staleness: ``s(τ)``; default ``polynomial`` with ``a = 0.5``, i.e. ``1 / sqrt(1 + τ)``.
+        server_lr_decay: ``none``, or ``sqrt``: the step is ``η_g / sqrt(r + 1)`` in round ``r``.
+
+    Example:
+        >>> later = FedBuff(buffer_size=None, server_lr=1 / 3, server_lr_decay="sqrt")
+        >>> later.setup(concurrency=5)
+        >>> later.buffer_size, later.server_lr_at(0), later.server_lr_at(3)
+        (5, 0.3333333333333333, 0.16666666666666666)
     """
 
     def __init__(
-        self, *, buffer_size: int = 10, server_lr: float = 1.0, staleness: StalenessFunction | None = None
+        self,
+        *,
+        buffer_size: int | None = 10,
+        server_lr: float = 1.0,
+        staleness: StalenessFunction | None = None,
+        server_lr_decay: str = "none",
     ) -> None:
-        require(buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
         require(server_lr > 0, "server_lr", f"must be > 0, got {server_lr}")
-        super().__init__()
-        self.buffer_size = buffer_size
+        super().__init__(buffer_size, server_lr_decay)
         self.server_lr = server_lr
         self.staleness = staleness if staleness is not None else Polynomial(a=0.5)
 
@@ -373,4 +437,4 @@ class FedBuff(_DeltaBuffered):
         return self.staleness(update.staleness)
 
     def _factor(self, buf: _Buffer) -> float:
-        return self.server_lr / buf.count
+        return self.server_lr_at(buf.round) / buf.count

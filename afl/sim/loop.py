@@ -38,6 +38,10 @@ class NonFiniteModel(RuntimeError):
     """The global model became non-finite although every applied update was finite."""
 
 
+class AllUpdatesRejected(RuntimeError):
+    """Every client update of the run was rejected (failing, non-finite, too slow or too large)."""
+
+
 @dataclass
 class InFlight:
     """A dispatched job that has not arrived yet."""
@@ -220,6 +224,7 @@ class FederatedLoop:
         s = self.state
         job_id = s.dispatched
         lr = self.lr_schedule.at_dispatch(self.cfg.base_lr, self._round(), s.last_staleness[client_id])
+        epoch_lrs = self.lr_schedule.epoch_lrs(lr, self.cfg.local_epochs)
         job = ClientJob(
             job_id=job_id,
             client_id=client_id,
@@ -229,6 +234,7 @@ class FederatedLoop:
             fault=self.faults.draw(job_id) if self.faults is not None else None,
             previous_staleness=s.last_staleness[client_id],
             round=self._round(),
+            epoch_lrs=epoch_lrs,
         )
         samples = self.num_samples[client_id] * self.cfg.local_epochs
         duration = self.delay.duration(client_id, samples, job_id)
@@ -289,6 +295,7 @@ class FederatedLoop:
     def _apply(self, flight: InFlight, result: ClientResult | None, rejected: str = "") -> None:
         s = self.state
         tau = s.version - flight.version
+        arrival_round = self._round()  # the round this update arrives in: client updates before it // J
         s.clock = flight.finish_time
         s.client_updates += 1
         client = flight.job.client_id
@@ -306,7 +313,9 @@ class FederatedLoop:
                 "dispatch_time": flight.dispatch_time,
                 "arrival_time": flight.finish_time,
                 "lr": flight.job.lr,
+                "last_lr": flight.job.last_lr,
                 "delta_scale": delta_scale,
+                "server_lr": self.aggregator.server_lr_at(arrival_round),
                 "drift": drift,
                 "num_samples": self.num_samples[client] if result is None else result.num_samples,
                 "steps": 0 if result is None else result.steps,
@@ -333,6 +342,7 @@ class FederatedLoop:
             state=result.state,
             dispatched=flight.job.state,
             delta_scale=delta_scale,
+            round=arrival_round,
         )
         if self.aggregator.on_arrival(update, s.global_state):
             self._new_version()
@@ -371,6 +381,9 @@ class FederatedLoop:
             "rejected_updates": sum(s.rejected.values()),
             **{f"rejected_{reason}": n for reason, n in s.rejected.items()},
         }
+        server_lr = self.aggregator.server_lr_at(self._round())
+        if server_lr is not None:  # the step a server step would take now (rules that have one)
+            row["server_lr"] = server_lr
         self.history.append(row)
         if self.on_eval is not None:
             self.on_eval(row)
@@ -425,7 +438,7 @@ class FederatedLoop:
             if self.aggregator.flush(s.global_state):
                 self._new_version()
             if sum(s.rejected.values()) == s.client_updates:
-                raise RuntimeError(
+                raise AllUpdatesRejected(
                     f"every one of the {s.client_updates} client updates was rejected; the first: "
                     f"{s.first_rejection}"
                 )
