@@ -551,10 +551,13 @@ def plot_bands(
     path: Path,
     title: str = "",
     metrics: Sequence[str] = ("test_accuracy",),
-) -> None:
+    references: Sequence[tuple[float, str]] = (),
+) -> Any:
     """Each of ``metrics`` (a row of panels) against simulated time and against client updates: per label,
     the mean over its runs (seeds) as a line and mean ± std as a band. Up to 20 labels get their own
-    colour, more reuse them with another line style. Uses matplotlib's Figure API (no global backend)."""
+    colour, more reuse them with another line style. ``references``: ``(value, label)`` pairs drawn as
+    dashed horizontal lines on the first metric's panels (e.g. an accuracy a paper reports). Uses
+    matplotlib's Figure API (no global backend); returns the figure."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -587,6 +590,9 @@ def plot_bands(
                     ax.fill_between(
                         xs, low, high, color=color, alpha=0.18, step="post" if key == "sim_time" else None
                     )
+    for index, (value, label) in enumerate(references):
+        for ax in grid[0]:
+            ax.axhline(value, color="0.25", ls=("--", ":", "-.")[index % 3], lw=1.2, label=label)
     for axes, metric in zip(grid, metrics):
         axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
         axes[1].sharey(axes[0])
@@ -605,11 +611,19 @@ def plot_bands(
     )
     fig.tight_layout(rect=(0, min(0.04 + 0.035 * rows / len(metrics), 0.45), 1, 1))
     fig.savefig(path, dpi=120)
+    return fig
 
 
-def plot_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str = "") -> None:
-    """Plot single runs' evaluation rows side by side (one line per label)."""
-    plot_bands({label: [history] for label, history in curves.items()}, path, title)
+def plot_curves(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: Path,
+    title: str = "",
+    references: Sequence[tuple[float, str]] = (),
+) -> Any:
+    """Plot single runs' evaluation rows side by side (one line per label); returns the figure."""
+    return plot_bands(
+        {label: [history] for label, history in curves.items()}, path, title, references=references
+    )
 
 
 def load_run(output_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, str]], Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -269,3 +270,22 @@ def test_plots_leave_matplotlib_global_backend_alone(tmp_path: Path) -> None:
     finally:
         matplotlib.use(before)
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_reference_accuracies_are_dashed_lines_on_both_panels(tmp_path: Path) -> None:
+    """``afl-plot --reference 0.9198:...`` (e.g. what the authors report beside a shortened run)."""
+    from afl.cli.plot import _reference
+    from afl.compare import plot_curves
+
+    assert _reference("0.9198:the authors, 500 rounds") == (0.9198, "the authors, 500 rounds")
+    assert _reference("0.5") == (0.5, "0.5")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected VALUE"):
+        _reference("high:x")
+    history = _history([(1.0, 5, 0.2), (2.0, 10, 0.5)])
+    fig = plot_curves({"afl": history}, tmp_path / "p.png", references=[(0.9198, "reported")])
+    for ax in fig.axes:
+        dashed = [line for line in ax.get_lines() if line.get_label() == "reported"]
+        assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [0.9198, 0.9198]
+        assert dashed[0].get_linestyle() == "--"
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["afl", "reported"]

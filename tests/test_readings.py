@@ -14,6 +14,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from wandb_offline import read_offline_run
 
 from afl.client import ClientJob, ClientModule, ClientRuntime, batch_loader, make_client_trainer
 from afl.compare import ARMS, parse_plan
@@ -209,7 +210,9 @@ def test_a_buffer_of_none_is_j_and_the_options_are_checked() -> None:
 def test_later_reading_in_updates_and_metrics(tiny) -> None:
     """The server step of each arrival is η_g / sqrt(r + 1), r = (client updates before it) // J, and the
     model moves once per J arrivals; the client rate is constant."""
-    result = run(tiny(*ARMS["afl-later"].overrides, "server.aggregator.server_lr=0.9"))
+    result = run(
+        tiny(*ARMS["afl-later"].overrides, "server.aggregator.server_lr=0.9", "logging.wandb.mode=offline")
+    )
     for u in result.updates:
         r = (u["client_updates"] - 1) // 3
         assert u["server_lr"] == pytest.approx(0.9 / math.sqrt(r + 1), rel=1e-15)
@@ -221,6 +224,8 @@ def test_later_reading_in_updates_and_metrics(tiny) -> None:
     )
     header = (result.output_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "server_lr" in header
+    logged = read_offline_run(next((result.output_dir / "wandb").glob("offline-run-*"))).history
+    assert [r["server/lr"] for r in logged] == [row["server_lr"] for row in rows]  # W&B: server/lr
 
 
 # ----------------------------------------------------------------------------- the arms

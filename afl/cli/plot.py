@@ -13,9 +13,21 @@ Plot finished runs side by side: test accuracy against simulated time and agains
 Each RUN_DIR is a run's output_dir (with metrics.csv, summary.json, config.yaml), e.g. two runs of
 afl-train with different aggregators.
 
-example:
+examples:
   %(prog)s runs/demo/afl-* runs/demo/fedbuff-* --out afl-vs-fedbuff.png
+  %(prog)s runs/authors_fmnist/* --reference "0.9198:the authors, 500 rounds" --out authors.png
 """
+
+
+def _reference(text: str) -> tuple[float, str]:
+    value, _, label = text.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected VALUE[:LABEL], e.g. 0.92:reported, got {text!r}"
+        ) from None
+    return number, label or f"{number:g}"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,6 +35,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run output folders")
     p.add_argument(
         "--out", type=Path, default=Path("runs.png"), help="the image to write (default: %(default)s)"
+    )
+    p.add_argument(
+        "--reference",
+        type=_reference,
+        action="append",
+        default=[],
+        metavar="VALUE[:LABEL]",
+        help="a test accuracy to draw as a dashed line, e.g. one a paper reports (repeatable)",
     )
     return p
 
@@ -43,6 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    plot_curves(curves, args.out, title=title)
+    plot_curves(curves, args.out, title=title, references=args.reference)
     print(f"plot: {args.out}")
     return 0
