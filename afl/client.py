@@ -18,10 +18,8 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
-from afl.components import (
-    OPTIMIZER_RESETS,
-    OPTIMIZERS,
-)  # declared there (light) so the config lists names without torch
+# declared there (light) so the config lists names without torch
+from afl.components import OPTIMIZER_RESETS, OPTIMIZERS
 
 try:  # the loops of a fit, to give a reused Trainer fresh ones (private: without them, a Trainer per job)
     from lightning.pytorch.loops.fit_loop import _FitLoop
