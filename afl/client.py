@@ -139,7 +139,7 @@ class ClientModule(L.LightningModule):
                 optimizer.state.clear()  # a new optimizer: its state is created again at the next step
             if self.epoch_lrs is not None:
                 for group in optimizer.param_groups:
-                    group["lr"] = self.epoch_lrs[min(epoch, len(self.epoch_lrs) - 1)]
+                    group["lr"] = self.epoch_lrs[epoch]  # one rate per local epoch
 
 
 def thread_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
