@@ -71,7 +71,7 @@ class ClientConfig:
     momentum: float = MISSING
     weight_decay: float = MISSING
     timeout_s: float | None = None
-    callbacks: list[Any] = field(default_factory=list)  # names or {name: ..., options}: afl.client_callbacks
+    callbacks: list[Any] = field(default_factory=list)  # names or {name: ..., options}: afl.client.callbacks
     prox_mu: float = MISSING
     optimizer_reset: str = MISSING
 
@@ -351,9 +351,11 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         The pluggable components, built (see :func:`build_components`).
     """
     # light modules only: a config error answers without importing torch or Lightning (tests/test_cli.py)
-    from afl.components import DATASET_LOADERS as DATASETS
-    from afl.components import MODELS, NORMALIZATIONS, OPTIMIZER_RESETS, OPTIMIZERS
-    from afl.components import SCHEMES as PARTITIONERS
+    from afl.client import OPTIMIZER_RESETS, OPTIMIZERS
+    from afl.data import DATASET_LOADERS as DATASETS
+    from afl.data import NORMALIZATIONS
+    from afl.data import SCHEMES as PARTITIONERS
+    from afl.models import MODELS
     from afl.sim.executors import EXECUTORS
     from afl.sim.faults import FAULT_KINDS
     from afl.sim.modes import MODES, STALENESS_POLICIES
@@ -482,7 +484,7 @@ def build_components(cfg: DictConfig) -> dict[str, Any]:
 def _client_callbacks(cfg: DictConfig) -> list[Any]:
     if not cfg.client.callbacks and cfg.client.prox_mu <= 0:
         return []  # what build_client_callbacks gives, without importing Lightning
-    from afl.client_callbacks import build_client_callbacks
+    from afl.client.callbacks import build_client_callbacks
 
     return build_client_callbacks(cfg)
 

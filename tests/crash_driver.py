@@ -29,7 +29,7 @@ def arm(point: str, n: int) -> None:
     import builtins
 
     import afl.checkpoint
-    import afl.run
+    import afl.experiments.build
 
     seen = {"count": 0}
 
@@ -38,7 +38,7 @@ def arm(point: str, n: int) -> None:
         return seen["count"] == n
 
     if point == "eval":
-        evaluate = afl.run.evaluate
+        evaluate = afl.experiments.build.evaluate
 
         def evaluate_then_die(*args: Any, **kwargs: Any) -> Any:
             result = evaluate(*args, **kwargs)
@@ -46,7 +46,7 @@ def arm(point: str, n: int) -> None:
                 _kill()
             return result
 
-        afl.run.evaluate = evaluate_then_die  # type: ignore[assignment]
+        afl.experiments.build.evaluate = evaluate_then_die  # type: ignore[assignment]
     elif point == "write":
 
         class HalfWritten:

@@ -14,8 +14,8 @@ import pytest
 from conftest import run_fresh
 from omegaconf import OmegaConf
 
-from afl.compare import ARMS
 from afl.config import experiments
+from afl.experiments.compare import ARMS
 
 BIN = Path(sys.executable).parent
 COMMANDS = ("afl-train", "afl-compare", "afl-plot", "afl-bench")

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from afl.cli.train import main as train
-from afl.client import ClientJob, ClientRuntime, batch_loader
-from afl.client_callbacks import Drift, GradientNorm
+from afl.client.callbacks import Drift, GradientNorm
+from afl.client.runtime import ClientRuntime, batch_loader
 from afl.config import validate
+from afl.experiments.build import build
+from afl.experiments.run import run
+from afl.messages import ClientJob, is_parameter
 from afl.models import build_model
-from afl.run import build, run
-from afl.server.aggregators import is_parameter
 from callbacks.grad_norm import squared_grad_norm
 
 MONITORS = "client.callbacks=[gradient_norm, parameter_drift]"

@@ -12,7 +12,9 @@ import pytest
 from conftest import TINY
 from omegaconf import OmegaConf
 
-from afl.compare import (
+from afl.config import load_config
+from afl.errors import ConfigError
+from afl.experiments.compare import (
     ARMS,
     choose,
     compare,
@@ -21,10 +23,8 @@ from afl.compare import (
     parse_plan,
     resummarise,
     summarise,
-    time_to_accuracy,
 )
-from afl.config import load_config
-from afl.errors import ConfigError
+from afl.experiments.metrics import time_to_accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [*TINY, "federation.max_updates=9", "federation.eval_every=3", "dataset.val_fraction=0.25"]
@@ -259,7 +259,7 @@ def test_compare_script_exits_2_on_bad_input(tmp_path: Path, capsys) -> None:
 def test_plots_leave_matplotlib_global_backend_alone(tmp_path: Path) -> None:
     import matplotlib
 
-    from afl.compare import plot_bands
+    from afl.experiments.plots import plot_bands
 
     before = matplotlib.get_backend()
     matplotlib.use("svg")  # a user's (notebook's) choice: a library that forces Agg would change it
@@ -275,7 +275,7 @@ def test_plots_leave_matplotlib_global_backend_alone(tmp_path: Path) -> None:
 def test_reference_accuracies_are_dashed_lines_on_both_panels(tmp_path: Path) -> None:
     """``afl-plot --reference 0.9198:...`` (e.g. what the authors report beside a shortened run)."""
     from afl.cli.plot import _reference
-    from afl.compare import plot_curves
+    from afl.experiments.plots import plot_curves
 
     assert _reference("0.9198:the authors, 500 rounds") == (0.9198, "the authors, 500 rounds")
     assert _reference("0.5") == (0.5, "0.5")

@@ -246,7 +246,7 @@ def test_output_dir_under_a_file_exits_2(tmp_path, capsys) -> None:
 
 def test_auto_named_run_folders_are_claimed_atomically(tmp_path, monkeypatch) -> None:
     """Two runs of the same experiment, algorithm and seed started in the same second get two folders."""
-    from afl.run import _output_dir
+    from afl.experiments.outputs import _output_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("time.strftime", lambda fmt: "20990101-000000")

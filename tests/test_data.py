@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from afl.data import DATASET_LOADERS, load_dataset
+from afl.data import DATASET_LOADERS
 from afl.data.builtin import DIGITS_MEAN, DIGITS_STD
+from afl.data.datasets import load_dataset
 from afl.data.torchvision_sets import DEBIAN_FASHION_MNIST_DIR, IDX_FILES
 from afl.errors import ConfigError
 

@@ -12,7 +12,7 @@ from conftest import TINY
 
 from afl.cli.train import main as train
 from afl.errors import ConfigError
-from afl.run import run
+from afl.experiments.run import run
 from afl.sim.delays import Constant, DelayModel, Distribution, ParetoDelay, TraceComm, TraceSpeed
 
 

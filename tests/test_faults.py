@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from afl.config import load_config
-from afl.run import run
+from afl.experiments.run import run
 from afl.sim.loop import NonFiniteModel
 
 # Constant speeds and a 1 s communication delay: a normal job takes 1.0-1.7 s, a slow one (×10) at least

@@ -11,7 +11,7 @@ import pytest
 
 from afl.config import load_config
 from afl.data.torchvision_sets import DEBIAN_FASHION_MNIST_DIR
-from afl.run import run
+from afl.experiments.run import run
 
 pytestmark = [
     pytest.mark.slow,

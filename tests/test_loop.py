@@ -9,12 +9,13 @@ from collections import defaultdict
 import pytest
 import torch
 
-from afl.client import batch_loader
+from afl.client.runtime import batch_loader
 from afl.data.datasets import load_dataset
 from afl.data.partition import partition
+from afl.experiments.outputs import VOLATILE_SUMMARY_KEYS
+from afl.experiments.run import run
 from afl.models import build_model
 from afl.rng import derive_rng, derive_seed
-from afl.run import VOLATILE_SUMMARY_KEYS, run
 
 
 def _in_flight_at(updates: list[dict], t: float) -> int:
@@ -183,7 +184,8 @@ def test_j1_afl_constant_lr_equals_plain_sequential_training(tiny) -> None:
 
 
 def test_a_client_job_trains_under_no_grad_and_leaves_the_callers_grad_mode() -> None:
-    from afl.client import ClientJob, ClientRuntime
+    from afl.client.runtime import ClientRuntime
+    from afl.messages import ClientJob
 
     x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
 

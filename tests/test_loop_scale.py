@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from afl.client import ClientJob, ClientResult, ClientShards
-from afl.components import SCHEMES
+from afl.client.runtime import ClientShards
+from afl.data import SCHEMES
+from afl.messages import ClientJob, ClientResult
 from afl.rng import derive_rng
 from afl.server.aggregators import AGGREGATORS
 from afl.server.lr_schedules import LR_SCHEDULES

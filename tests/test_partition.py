@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from afl.data import SCHEMES, class_counts, partition
-from afl.data.partition import stratified_split
+from afl.data import SCHEMES
+from afl.data.partition import class_counts, partition, stratified_split
 from afl.errors import ConfigError
 
 LABELS = np.arange(2000) % 10  # 200 of each of 10 classes

@@ -1,9 +1,9 @@
 """Property-based tests (Hypothesis) of the loop's invariants over random small configurations.
 
 Every example is a real run: the config is composed from the project's configs, the loop built by
-``afl.run.build``/``make_loop`` and every client job trained by a Lightning Trainer, on a data set small
-enough that a job costs about 15 ms. The rules checked are DESIGN §3-§4; the expected versions,
-staleness, dispatch points and learning rates are recomputed here from the rows the loop recorded.
+``afl.experiments.build``'s ``build``/``make_loop`` and every client job trained by a Lightning Trainer,
+on a data set small enough that a job costs about 15 ms. The rules checked are DESIGN §3-§4; the expected
+versions, staleness, dispatch points and learning rates are recomputed here from the rows the loop recorded.
 
 ``HYPOTHESIS_PROFILE`` picks the example count (tests/conftest.py): ``default`` is small and derandomised
 (the same examples every run), ``ci`` is larger and random.
@@ -23,10 +23,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from omegaconf import DictConfig
 
-from afl.client import ClientJob
 from afl.config import load_config, validate
-from afl.run import build, make_loop
-from afl.server.aggregators import AGGREGATORS, ClientUpdate
+from afl.experiments.build import build, make_loop
+from afl.messages import ClientJob, ClientUpdate
+from afl.server.aggregators import AGGREGATORS
 from afl.sim.executors import EXECUTORS
 from afl.sim.loop import FederatedLoop
 

@@ -18,7 +18,9 @@ import torch
 from conftest import TINY
 
 from afl.config import load_config, validate
-from afl.run import VOLATILE_SUMMARY_KEYS, build, make_loop, run
+from afl.experiments.build import build, make_loop
+from afl.experiments.outputs import VOLATILE_SUMMARY_KEYS
+from afl.experiments.run import run
 from afl.sim.executors import ThreadExecutor
 
 if os.environ.get("AFL_REQUIRE_RAY") == "1":

@@ -16,13 +16,16 @@ import pytest
 import torch
 from wandb_offline import read_offline_run
 
-from afl.client import ClientJob, ClientModule, ClientRuntime, batch_loader, make_client_trainer
-from afl.compare import ARMS, parse_plan
+from afl.client.module import ClientModule
+from afl.client.runtime import ClientRuntime, batch_loader
+from afl.client.trainer import make_client_trainer
 from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
+from afl.experiments.compare import ARMS, parse_plan
+from afl.experiments.run import run
+from afl.messages import ClientJob, ClientUpdate
 from afl.models import build_model
-from afl.run import run
-from afl.server.aggregators import AFL, AGGREGATORS, ClientUpdate, FedAsync, FedAvg, FedBuff
+from afl.server.aggregators import AFL, AGGREGATORS, FedAsync, FedAvg, FedBuff
 from afl.server.lr_schedules import LR_SCHEDULES, ConstantLR, PaperLR
 from afl.server.staleness import Constant
 
@@ -310,7 +313,7 @@ def test_the_authors_arms_learn_on_the_demo_at_their_selected_step_sizes(tmp_pat
     """``afl-compare experiment=demo --arms afl-released,afl-later`` (the preset's selected step sizes, one
     seed, 300 updates; about 25 s): both beat chance (about 0.1 on the 297 test digits) clearly. Measured
     here: 0.892 and 0.552 (README, the demo table's seed 0)."""
-    from afl.compare import compare
+    from afl.experiments.compare import compare
 
     result, _ = compare(
         [

@@ -8,8 +8,10 @@ import importlib
 import pytest
 from conftest import run_fresh
 
-from afl.components import DATASET_LOADERS, MODELS, OPTIMIZERS, SCHEMES
+from afl.client import OPTIMIZERS
+from afl.data import DATASET_LOADERS, SCHEMES
 from afl.errors import ConfigError
+from afl.models import MODELS
 from afl.registry import Registry
 
 LAZY = {"models": MODELS, "optimizers": OPTIMIZERS, "datasets": DATASET_LOADERS, "schemes": SCHEMES}
@@ -18,9 +20,13 @@ LAZY = {"models": MODELS, "optimizers": OPTIMIZERS, "datasets": DATASET_LOADERS,
 def test_names_are_listed_without_importing_their_modules() -> None:
     code = (
         "import sys\n"
-        "from afl.components import DATASET_LOADERS, MODELS, OPTIMIZERS, SCHEMES\n"
+        "from afl.client import OPTIMIZERS\n"
+        "from afl.data import DATASET_LOADERS, SCHEMES\n"
+        "from afl.models import MODELS\n"
         "print([r.names() for r in (MODELS, OPTIMIZERS, DATASET_LOADERS, SCHEMES)])\n"
-        "print(sorted(m for m in sys.modules if m in ('torch', 'afl.models', 'afl.client', 'afl.data')))\n"
+        "heavy = ('torch', 'lightning', 'afl.models.cnn', 'afl.models.resnet', 'afl.client.module',\n"
+        "         'afl.data.datasets')\n"
+        "print(sorted(m for m in sys.modules if m in heavy))\n"
     )
     names, imported = run_fresh(code, timeout=60).splitlines()
     assert names == str(
@@ -44,17 +50,13 @@ def test_every_lazy_entry_is_what_its_module_registers(kind: str) -> None:
         assert found.__module__.startswith("afl.")
         assert getattr(importlib.import_module(found.__module__), found.__qualname__) is found
         assert registry.get(name) is found
-    from afl.client import OPTIMIZERS as from_client
-    from afl.data import DATASET_LOADERS as from_data
-    from afl.data import SCHEMES as from_partition
-    from afl.models import MODELS as from_models
+    from afl.client import module
+    from afl.data import datasets, partition
+    from afl.models import cnn
 
-    assert [from_models, from_client, from_data, from_partition] == [
-        MODELS,
-        OPTIMIZERS,
-        DATASET_LOADERS,
-        SCHEMES,
-    ]
+    # the modules that define the entries register them in the package's own registry
+    used = (cnn.MODELS, module.OPTIMIZERS, datasets.DATASET_LOADERS, partition.SCHEMES)
+    assert all(a is b for a, b in zip(used, (MODELS, OPTIMIZERS, DATASET_LOADERS, SCHEMES)))
 
 
 def test_a_lazy_entry_is_filled_by_its_own_decorator_only() -> None:

@@ -29,10 +29,13 @@ from wandb_offline import read_offline_run
 
 from afl import checkpoint
 from afl.cli.train import main as train_main
-from afl.compare import ARMS
 from afl.config import load_config, validate
 from afl.errors import ConfigError
-from afl.run import FAILED, VOLATILE_SUMMARY_KEYS, build, make_loop, run
+from afl.experiments.build import build, make_loop
+from afl.experiments.compare import ARMS
+from afl.experiments.metrics import FAILED
+from afl.experiments.outputs import VOLATILE_SUMMARY_KEYS
+from afl.experiments.run import run
 from afl.sim.executors import SerialExecutor
 from afl.sim.loop import FederatedLoop
 
@@ -172,9 +175,9 @@ def test_resumed_wandb_run_continues_the_same_run(tmp_path) -> None:
 def test_failed_run_keeps_its_last_good_checkpoint_and_resumes(tmp_path, reference) -> None:
     """A run that raised (here: an evaluation that raised once) is marked FAILED; resume completes it."""
     out = tmp_path / "run"
-    import afl.run
+    import afl.experiments.build
 
-    real, calls = afl.run.evaluate, {"n": 0}
+    real, calls = afl.experiments.build.evaluate, {"n": 0}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -182,12 +185,12 @@ def test_failed_run_keeps_its_last_good_checkpoint_and_resumes(tmp_path, referen
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    afl.run.evaluate = flaky
+    afl.experiments.build.evaluate = flaky
     try:
         with pytest.raises(OSError, match="disk full"):
             run(load_config([*RUN, f"output_dir={out}"]))
     finally:
-        afl.run.evaluate = real
+        afl.experiments.build.evaluate = real
     assert (out / FAILED).read_text().startswith("OSError: disk full")
     run(load_config([f"resume={out}"]))
     _assert_same(out, reference["async"])

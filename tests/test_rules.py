@@ -14,20 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from afl.client import ClientJob, ClientResult
 from afl.config import validate
 from afl.errors import ConfigError
+from afl.experiments.build import build, make_loop
+from afl.messages import ClientJob, ClientResult, ClientUpdate, is_parameter, is_running_stat
 from afl.rng import derive_rng
-from afl.run import build, make_loop
-from afl.server.aggregators import (
-    AFL,
-    AGGREGATORS,
-    ClientUpdate,
-    FedAsync,
-    FedBuff,
-    is_parameter,
-    is_running_stat,
-)
+from afl.server.aggregators import AFL, AGGREGATORS, FedAsync, FedBuff
 from afl.server.lr_schedules import PaperLR
 from afl.server.staleness import Hinge, Inverse, Polynomial
 from afl.sim.delays import Constant as ConstantDelay

@@ -12,8 +12,9 @@ import torch
 from omegaconf import OmegaConf
 from wandb_offline import read_offline_run
 
-from afl.compare import load_run
-from afl.run import METRIC_COLUMNS, run
+from afl.experiments.metrics import load_run
+from afl.experiments.outputs import METRIC_COLUMNS
+from afl.experiments.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,15 +8,14 @@ import pytest
 import torch
 
 from afl.errors import ConfigError
+from afl.messages import ClientUpdate, is_parameter
 from afl.server.aggregators import (
     AFL,
     AGGREGATORS,
-    ClientUpdate,
     FedAsync,
     FedAvg,
     FedBuff,
     add_scaled,
-    is_parameter,
     max_int_entries,
     mix,
 )

@@ -15,7 +15,7 @@ import yaml
 from afl.cli.sweep import main as sweep_main
 from afl.config import load_config
 from afl.errors import ConfigError
-from afl.sweep import load_sweep, run_dir, run_sweep, sweeps
+from afl.experiments.sweep import load_sweep, run_dir, run_sweep, sweeps
 
 HERE = Path(__file__).resolve().parent
 TINY_BASE = [

@@ -12,8 +12,9 @@ from conftest import TINY
 from torch import nn
 
 from afl.config import load_config, validate
-from afl.evaluation import gradient_statistics
-from afl.run import build, make_loop, run
+from afl.experiments.build import build, make_loop
+from afl.experiments.evaluation import gradient_statistics
+from afl.experiments.run import run
 from afl.sim.executors import SerialExecutor
 
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from afl.client import ClientJob, ClientResult, ClientRuntime, thread_trainer
-from afl.client_callbacks import CallbackSpec, build_client_callbacks
+from afl.client.callbacks import CallbackSpec, build_client_callbacks
+from afl.client.runtime import ClientRuntime
+from afl.client.trainer import thread_trainer
 from afl.config import load_config
+from afl.messages import ClientJob, ClientResult
 from afl.models import build_model
 from afl.sim.executors import SerialExecutor, ThreadExecutor
 
@@ -135,7 +137,7 @@ def test_a_job_after_one_that_stopped_early_trains_all_its_steps() -> None:
 
 def test_serial_runs_reuse_the_trainer_and_change_nothing(tiny) -> None:
     from afl.config import validate
-    from afl.run import build, make_loop
+    from afl.experiments.build import build, make_loop
 
     cfg = tiny("federation.max_updates=6", *CALLBACKS)
     finals = []

@@ -7,7 +7,7 @@ around them. ``key=value`` overrides are positional arguments and mix freely wit
 Printing ``--help`` stays light: only ``afl.config`` (OmegaConf) is imported to list the presets; the run
 machinery (torch, Lightning) is imported inside ``main`` after the arguments are parsed. So does a config
 error (about 0.3 s): the config's checks import no torch or Lightning (registries list names lazily, see
-:mod:`afl.components`); only client callbacks, when listed, import Lightning to check their options, and the
+:mod:`afl.registry`); only client callbacks, when listed, import Lightning to check their options, and the
 checks that need the data (files, sizes, the partition) wait until the run loads it.
 """
 

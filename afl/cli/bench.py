@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from afl.cli.benchmarks import run_all  # torch and Lightning: after the arguments are parsed
+    from afl.benchmarks import run_all  # torch and Lightning: after the arguments are parsed
 
     results = run_all(quick=args.quick)
     text = json.dumps(results, indent=1)

@@ -9,8 +9,8 @@ import textwrap
 from collections.abc import Sequence
 
 from afl.cli import presets_epilog, report
-from afl.compare import ARMS, DEFAULT_ARMS, DEFAULT_TARGET_FRACTION
 from afl.errors import ConfigError
+from afl.experiments.compare import ARMS, DEFAULT_ARMS, DEFAULT_TARGET_FRACTION
 
 DESCRIPTION = """\
 Compare AFL with synchronous FedAvg, fairly: arms x seeds, step sizes chosen on validation data.
@@ -105,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_intermixed_args(given)
-    from afl.compare import compare, format_table, preset_snippet, resummarise  # torch: lazily
+    from afl.experiments.compare import compare, format_table, preset_snippet, resummarise  # torch: lazily
 
     if args.from_dir is not None:
         try:

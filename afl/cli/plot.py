@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
-    from afl.compare import describe, load_run, plot_curves
+    from afl.experiments.metrics import load_run
+    from afl.experiments.plots import describe, plot_curves
 
     curves, title = {}, ""
     try:

@@ -26,7 +26,7 @@ examples:
 
 
 def parser() -> argparse.ArgumentParser:
-    from afl.sweep import sweeps
+    from afl.experiments.sweep import sweeps
 
     p = argparse.ArgumentParser(
         description=DESCRIPTION,
@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
-    from afl.sweep import load_sweep, run_dir, run_sweep, write_results
+    from afl.experiments.sweep import load_sweep, run_dir, run_sweep, write_results
 
     try:
         sweep = load_sweep(args.sweep, args.seeds, args.overrides)

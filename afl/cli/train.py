@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.show_config:
             print(to_yaml(cfg), end="")
             return 0
-        from afl.run import run  # torch and Lightning: only once there is something to run
+        from afl.experiments.run import run  # torch and Lightning: only once there is something to run
 
         result = run(cfg)
     except ConfigError as err:

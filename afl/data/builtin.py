@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from afl.data.datasets import DATASET_LOADERS, ArrayData, DatasetSplits
+from afl.data import DATASET_LOADERS
+from afl.data.datasets import ArrayData, DatasetSplits
 from afl.errors import ConfigError
 
 # Mean and std of all 1797 images of sklearn's digits after scaling to [0, 1] (x / 16), computed once with

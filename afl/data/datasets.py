@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from afl.components import DATASET_LOADERS  # declared there (light): config lists names without torch
+from afl.data import DATASET_LOADERS
 from afl.errors import ConfigError
 
 
@@ -174,7 +174,3 @@ def fixed_subset(data: ArrayData, size: int | None, key: str) -> ArrayData:
         raise ConfigError(key, f"must be between 1 and {len(data)} (the size of the set), got {size}")
     keep = np.sort(np.random.default_rng(0).permutation(len(data))[:size])
     return data.subset(keep)
-
-
-# the sources register their loaders on import (at the end: they import the names above)
-from afl.data import builtin, torchvision_sets  # noqa: E402, F401

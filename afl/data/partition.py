@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from afl.components import SCHEMES  # declared there (light): the config lists names without torch
+from afl.data import SCHEMES
 from afl.errors import ConfigError
 
 

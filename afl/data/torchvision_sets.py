@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from afl.data.datasets import DATASET_LOADERS, ArrayData, DatasetSplits
+from afl.data import DATASET_LOADERS
+from afl.data.datasets import ArrayData, DatasetSplits
 from afl.errors import ConfigError
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the four gzipped idx files.

@@ -19,80 +19,18 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from afl.messages import ClientUpdate, State
 from afl.registry import Registry, require
 from afl.server.lr_schedules import DECAYS
 from afl.server.staleness import STALENESS, Inverse, Polynomial, StalenessFunction
 
 if TYPE_CHECKING:  # tensors come in and out, but this module needs no torch import: the config builds
-    import torch  # (and so checks) aggregators without importing it
+    pass  # (and so checks) aggregators without importing it
 
-State = dict[str, "torch.Tensor"]
 
 AGGREGATORS: Registry[Aggregator] = Registry("aggregator", nested={"staleness": STALENESS})
-
-RUNNING_STATS = ("running_mean", "running_var")
-
-
-def is_running_stat(key: str) -> bool:
-    """Whether a state-dict entry is a normalisation layer's running statistic (mixed, never stepped)."""
-    return key.rsplit(".", 1)[-1] in RUNNING_STATS
-
-
-def is_parameter(key: str, value: torch.Tensor) -> bool:
-    """Floating-point entries other than running statistics: what a delta step moves."""
-    return value.is_floating_point() and not is_running_stat(key)
-
-
-@dataclass
-class ClientUpdate:
-    """One arrival at the server.
-
-    Attributes:
-        client_id: who trained.
-        num_samples: the client's number of training samples ``n_c``.
-        staleness: ``τ`` = global version at arrival minus the version dispatched.
-        state: the client's model after local training, ``θ_c``.
-        dispatched: the global model the client was handed, ``θ_dispatched``.
-        delta_scale: a factor on the parameter delta decided at arrival (the paper LR's ``1/(1+ατ)``
-            with ``delay_at: arrival``; 1 otherwise).
-        round: the round the update arrives in: client updates before it // J (the barrier round in
-            sync mode); what a decaying server step counts.
-    """
-
-    client_id: int
-    num_samples: int
-    staleness: int
-    state: State
-    dispatched: State = field(repr=False)
-    delta_scale: float = 1.0
-    round: int = 0
-
-    @cached_property
-    def delta(self) -> State:
-        """``delta_scale · (θ_c − θ_dispatched)`` for the parameters (no running statistics or counters);
-        computed on first use, so rules that only need ``state`` do not pay for it."""
-        out = {k: v - self.dispatched[k] for k, v in self.state.items() if is_parameter(k, v)}
-        if self.delta_scale != 1.0:
-            for d in out.values():
-                d.mul_(self.delta_scale)
-        return out
-
-    @property
-    def stats(self) -> State:
-        """The client's running statistics."""
-        return {k: v for k, v in self.state.items() if is_running_stat(k)}
-
-    @property
-    def parameters(self) -> State:
-        """The client's parameters as the server sees them: ``θ_dispatched + delta`` (``θ_c`` itself
-        when ``delta_scale`` is 1)."""
-        if self.delta_scale == 1.0:
-            return {k: v for k, v in self.state.items() if is_parameter(k, v)}
-        return {k: self.dispatched[k] + d for k, d in self.delta.items()}
 
 
 # ----------------------------------------------------------------------------- aggregation arithmetic

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from afl.registry import Registry
 
-if TYPE_CHECKING:  # afl.client imports Lightning: the config lists executors without it
-    from afl.client import ClientJob, ClientResult
+if TYPE_CHECKING:
+    from afl.messages import ClientJob, ClientResult
 
 TrainFn = Callable[["ClientJob"], "ClientResult"]
 

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from afl.client import ClientJob, ClientResult
+from afl.messages import ClientJob, ClientResult, ClientUpdate, State, is_parameter
 from afl.rng import derive_rng, derive_seed
-from afl.server.aggregators import Aggregator, ClientUpdate, State, is_parameter
+from afl.server.aggregators import Aggregator
 from afl.server.lr_schedules import LRSchedule
 from afl.sim.delays import DelayModel
 from afl.sim.executors import Executor

@@ -34,7 +34,7 @@ import torch
 from afl.sim.executors import EXECUTORS, Executor, TrainFn
 
 if TYPE_CHECKING:
-    from afl.client import ClientJob, ClientResult
+    from afl.messages import ClientJob, ClientResult
 
 #: How many jobs an actor holds at once (one training, the next queued): an actor that finishes a job
 #: starts the next at once, without waiting for the driver to come back from an evaluation.

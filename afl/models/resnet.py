@@ -1,77 +1,11 @@
-"""Client models: the paper's MNIST CNN, a LeNet-5, the paper's CIFAR ResNet-20 and the authors' later
-ResNet-14 for MNIST and Fashion-MNIST.
-
-Every model takes ``in_channels``, ``num_classes`` and ``image_size`` (the side of a square input), so the
-data set decides them. Register a new model with ``@MODELS.register("name")``.
-"""
+"""ResNets for small images: the paper's CIFAR ResNet-20 and the authors' later ResNet-14."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from afl.components import MODELS  # declared there (light) so the config lists names without torch
-
-
-@MODELS.register("cnn")
-class PaperCNN(nn.Module):
-    """The paper's MNIST CNN: three 3×3 convolutions (32 channels, padding 1, ReLU), global average
-    pooling and a linear layer. 19,146 parameters on 1×28×28 inputs with 10 classes; any input size.
-
-    Example:
-        >>> PaperCNN(1, 10)(torch.zeros(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, image_size: int = 28, width: int = 32) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.classifier = nn.Linear(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-@MODELS.register("lenet")
-class LeNet5(nn.Module):
-    """LeNet-5 style: conv 5×5 (6, padding 2) → max-pool → conv 5×5 (16) → max-pool → 120 → 84 → classes.
-
-    61,706 parameters on 1×28×28 with 10 classes. Needs inputs of at least 12×12.
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, image_size: int = 28) -> None:
-        super().__init__()
-        side = (image_size // 2 - 4) // 2
-        if side < 1:
-            raise ValueError(f"lenet needs inputs of at least 12×12 pixels, got {image_size}×{image_size}")
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-        )
-        self.classifier = nn.Sequential(
-            nn.Linear(16 * side * side, 120),
-            nn.ReLU(),
-            nn.Linear(120, 84),
-            nn.ReLU(),
-            nn.Linear(84, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+from afl.models import MODELS
 
 
 class BasicBlock(nn.Module):
@@ -144,15 +78,3 @@ class ResNet14(ResNet):
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int = 28) -> None:
         super().__init__(in_channels, num_classes, (2, 2, 2))
-
-
-def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Build a registered model by short name (see :data:`MODELS`)."""
-    return MODELS.get(name, "model.name")(
-        in_channels=in_channels, num_classes=num_classes, image_size=image_size
-    )
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

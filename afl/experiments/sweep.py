@@ -4,7 +4,7 @@ A sweep is a YAML file in ``configs/sweep/`` (or any path)::
 
     description: what it asks
     base: [experiment=fmnist_small, federation.max_updates=200]   # every run
-    arms: [afl, sync]               # the comparison arms of afl.compare (their overrides and presets')
+    arms: [afl, sync]               # the comparison's arms, with their presets' overrides
     axes:                           # the grid: every combination of one label per axis
       J: {"3": [federation.concurrency=3], "5": [federation.concurrency=5]}
       client.lr: [1e-3, 3e-3]       # shorthand: KEY: [values] is {"v": [KEY=v], ...}
@@ -32,19 +32,11 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from afl.compare import (
-    DEFAULT_TARGET_FRACTION,
-    _pm,
-    accuracy_at,
-    load_run,
-    mean_std,
-    parse_plan,
-    plot_bands,
-    time_to_accuracy,
-    time_to_target_cell,
-)
 from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
+from afl.experiments.compare import DEFAULT_TARGET_FRACTION, _pm, parse_plan, time_to_target_cell
+from afl.experiments.metrics import accuracy_at, load_run, mean_std, time_to_accuracy
+from afl.experiments.plots import plot_bands
 
 SWEEP_DIR = CONFIG_DIR / "sweep"
 SPEC_KEYS = {"description", "base", "arms", "axes", "seeds", "target"}
@@ -75,7 +67,7 @@ class Sweep:
     name: str
     description: str
     base: list[str]  # ["experiment=NAME"] or []
-    arms: dict[str, list[str]]  # arm -> its overrides, the sweep's base included (afl.compare's plan)
+    arms: dict[str, list[str]]  # arm -> its overrides, the sweep's base included (a comparison's plan)
     axes: dict[str, dict[str, list[str]]]
     seeds: list[int]
     target: float | None
@@ -183,7 +175,7 @@ def run_sweep(sweep: Sweep, root: Path, *, log: Callable[[str], None] = print) -
     removed and run again.
     """
     from afl import checkpoint
-    from afl.run import run
+    from afl.experiments.run import run
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(

@@ -28,7 +28,7 @@ from afl.server.lr_schedules import DECAYS
 from callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm
 
 if TYPE_CHECKING:
-    from afl.client import ClientJob
+    from afl.messages import ClientJob
 
 
 class CallbackSpec:

@@ -23,11 +23,13 @@ from typing import Any
 
 import torch
 
-from afl.client import ClientJob, ClientResult, ClientRuntime, batch_loader
+from afl.client.runtime import ClientRuntime, batch_loader
 from afl.config import load_config, validate
 from afl.data.datasets import load_dataset
+from afl.experiments.build import build, make_loop
+from afl.experiments.run import run
+from afl.messages import ClientJob, ClientResult
 from afl.models import build_model
-from afl.run import build, make_loop, run
 from afl.sim.executors import SerialExecutor
 
 QUIET = ["logging.wandb.mode=disabled", "logging.progress=false"]
@@ -153,7 +155,7 @@ def bench_overhead(name: str, updates: int, repeat: int, tmp: Path) -> dict[str,
 def scale_point(clients: int, in_flight: int, arrivals: int, samples_per_client: int = 4) -> dict[str, Any]:
     """The loop at scale, server side only: ``clients`` registered with tiny synthetic shards (8×8, iid),
     ``in_flight`` jobs at once, ``arrivals`` client updates; the run built as ``run`` builds it (data,
-    partition, client shards, delay model) and driven by :func:`afl.run.make_loop`.
+    partition, client shards, delay model) and driven by :func:`afl.experiments.build.make_loop`.
 
     The jobs train zero local steps (each returns its dispatched model, as a client with nothing to do
     would): the time they take is measured inside them and subtracted, so ``server_ms_per_arrival`` is
@@ -236,7 +238,7 @@ def bench_scale(points: Sequence[int], in_flight: int, arrivals: int) -> dict[st
     results = []
     for clients in points:
         code = (
-            "import json\nfrom afl.cli.benchmarks import scale_point\n"
+            "import json\nfrom afl.benchmarks import scale_point\n"
             f"print(json.dumps(scale_point({clients}, {in_flight}, {arrivals})))"
         )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -249,7 +251,8 @@ def bench_scale(points: Sequence[int], in_flight: int, arrivals: int) -> dict[st
 STARTUP = {
     "help": ["scripts/train.py", "--help"],
     "config_error": ["scripts/train.py", "client.lr=-1"],
-    "import_run": ["-c", "import afl.run"],  # what a run imports before it starts (torch, Lightning, ...)
+    # what a run imports before it starts (torch, Lightning, ...)
+    "import_run": ["-c", "import afl.experiments.run"],
 }
 
 

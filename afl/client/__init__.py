@@ -1,0 +1,27 @@
+"""The client: a LightningModule around any model (:mod:`afl.client.module`), a cheap Trainer per worker
+thread (:mod:`afl.client.trainer`), the job function that turns a :class:`~afl.messages.ClientJob` into a
+:class:`~afl.messages.ClientResult` (:mod:`afl.client.runtime`) and the client callbacks from the config
+(:mod:`afl.client.callbacks`).
+
+This module imports nothing heavy: it declares the client optimizers' registry, so the config lists and
+checks their names without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from afl.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+
+#: Client optimizers by name (``client.optimizer``): ``(parameters, lr=, momentum=, weight_decay=)``.
+OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry(
+    "optimizer", lazy={"adam": "afl.client.module:_adam", "sgd": "afl.client.module:_sgd"}
+)
+
+
+#: ``client.optimizer_reset``: one client optimizer per job, or its state cleared every local epoch.
+OPTIMIZER_RESETS = ("job", "epoch")

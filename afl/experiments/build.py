@@ -1,0 +1,225 @@
+"""What a run is built from, before anything is written: data, validation split, partition, initial model,
+client runtime and delay model (:func:`build`); the executor and the federated loop on it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from afl.client.runtime import ClientRuntime, ClientShards
+from afl.data.datasets import ArrayData, DatasetSplits, load_dataset
+from afl.data.partition import class_counts, partition, stratified_split
+from afl.errors import ConfigError
+from afl.experiments.evaluation import evaluate, gradient_statistics
+from afl.messages import State
+from afl.models import build_model, count_parameters
+from afl.rng import derive_rng, derive_seed
+from afl.sim.delays import DelayModel
+from afl.sim.executors import EXECUTORS, Executor, TrainFn
+from afl.sim.faults import FaultModel
+from afl.sim.loop import FederatedLoop, LoopConfig
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict."""
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
+
+
+@dataclass
+class Setup:
+    """What a run is built from, ready before anything is written: data, partition, model, client runtime,
+    delay model and server components."""
+
+    cfg: DictConfig
+    data: DatasetSplits
+    train: ArrayData
+    val: ArrayData | None
+    parts: list[np.ndarray]
+    model_factory: Callable[[], torch.nn.Module]
+    global_state: State
+    num_parameters: int
+    runtime: ClientRuntime
+    delay: DelayModel
+    components: dict[str, Any]
+
+    def evaluate(self) -> Callable[[State], dict[str, float]]:
+        """Global state → test (and validation) loss and accuracy, and with ``theory.enabled`` the
+        gradient quantities on :meth:`theory_sample`, on one reused model."""
+        model = self.model_factory()
+        batches, weights = self.theory_sample() if self.cfg.theory.enabled else ([], [])
+
+        def evaluate_state(state: State) -> dict[str, float]:
+            model.load_state_dict(state)
+            metrics = evaluate(model, self.data.test.x, self.data.test.y)
+            if self.val is not None:
+                metrics.update(evaluate(model, self.val.x, self.val.y, prefix="val"))
+            if batches:
+                metrics.update(gradient_statistics(model, batches, weights))
+            return metrics
+
+        return evaluate_state
+
+    def theory_sample(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[float]]:
+        """The fixed sample the theory's quantities are measured on: ``theory.max_clients`` clients (all
+        if null or more), ``theory.samples_per_client`` of each one's training samples, all drawn from
+        the seed; and the clients' weights ``n_c`` (their shares of the training data)."""
+        t, clients = self.cfg.theory, len(self.parts)
+        chosen: Sequence[int] = range(clients)
+        if t.max_clients is not None and t.max_clients < clients:
+            chosen = sorted(derive_rng(self.cfg.seed, "theory-clients").choice(clients, t.max_clients, False))
+        batches, weights = [], []
+        for c in chosen:
+            x, y = self.runtime.client_data[c]
+            n = len(y)
+            take = np.arange(n)
+            if n > t.samples_per_client:
+                take = np.sort(
+                    derive_rng(self.cfg.seed, "theory", int(c)).choice(n, t.samples_per_client, False)
+                )
+            index = torch.as_tensor(take)
+            batches.append((x[index], y[index]))
+            weights.append(float(n))
+        return batches, weights
+
+
+def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
+    """Load the data, hold out the validation split, partition, build the initial model, the clients and
+    the delay model. Raises :class:`ConfigError` on bad input; writes nothing."""
+    ds = cfg.dataset
+    data = load_dataset(
+        ds.name,
+        root=ds.root,
+        download=ds.download,
+        train_subset=ds.train_subset,
+        test_subset=ds.test_subset,
+        synthetic=_plain(ds.synthetic),
+        normalize=ds.normalize,
+    )
+    train, val = data.train, None
+    if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set
+        kept, held = stratified_split(train.y.numpy(), ds.val_fraction, derive_rng(cfg.seed, "val-split"))
+        train, val = train.subset(kept), train.subset(held)
+    p = cfg.partition
+    parts = partition(
+        train.y.numpy(),
+        p.num_clients,
+        p.scheme,
+        rng=derive_rng(cfg.seed, "partition"),
+        alpha=p.alpha,
+        min_samples=p.min_samples,
+        shards_per_client=p.shards_per_client,
+    )
+    channels, height, _ = train.input_shape
+
+    try:
+        with torch.random.fork_rng():  # the initial weights, from the run's seed alone
+            torch.manual_seed(derive_seed(cfg.seed, "init"))
+            model = build_model(
+                cfg.model.name, in_channels=channels, num_classes=data.num_classes, image_size=height
+            )
+    except ValueError as err:
+        raise ConfigError(
+            "model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{height})"
+        ) from None
+
+    def model_factory() -> torch.nn.Module:
+        # copies of the (never trained) initial model: no random init, so client jobs in worker threads
+        # never draw from torch's global generator
+        return copy.deepcopy(model)
+
+    runtime = ClientRuntime(
+        ClientShards(train.x, train.y, parts),
+        model_factory,
+        num_classes=data.num_classes,
+        local_epochs=cfg.client.local_epochs,
+        batch_size=cfg.client.batch_size,
+        optimizer=cfg.client.optimizer,
+        momentum=cfg.client.momentum,
+        weight_decay=cfg.client.weight_decay,
+        optimizer_reset=cfg.client.optimizer_reset,
+        callbacks=components["client_callbacks"],
+    )
+    delay = DelayModel(
+        speed=components["speed"],
+        comm=components["comm"],
+        time_per_sample=cfg.delay.time_per_sample,
+        num_clients=p.num_clients,
+        seed=cfg.seed,
+    )
+    return Setup(
+        cfg=cfg,
+        data=data,
+        train=train,
+        val=val,
+        parts=parts,
+        model_factory=model_factory,
+        global_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        num_parameters=count_parameters(model),
+        runtime=runtime,
+        delay=delay,
+        components=components,
+    )
+
+
+def make_executor(cfg: DictConfig, train: TrainFn) -> Executor:
+    """The run's executor (``federation.executor``); Ray's takes the ``ray.*`` options."""
+    options: dict[str, Any] = {}
+    if cfg.federation.executor == "ray":
+        options = {key: cfg.ray[key] for key in cfg.ray}
+    return EXECUTORS.get(cfg.federation.executor)(train, cfg.federation.workers, **options)
+
+
+def make_loop(
+    setup: Setup,
+    executor: Executor,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+) -> FederatedLoop:
+    """The federated loop of a built run, on ``executor``."""
+    cfg, fed = setup.cfg, setup.cfg.federation
+    loop_cfg = LoopConfig(
+        mode=fed.mode,
+        concurrency=fed.concurrency,
+        max_updates=fed.max_updates,
+        eval_every=fed.eval_every,
+        base_lr=cfg.client.lr,
+        local_epochs=cfg.client.local_epochs,
+        seed=cfg.seed,
+        max_staleness=cfg.delay.max_staleness,
+        staleness_policy=cfg.delay.staleness_policy,
+        timeout_s=cfg.client.timeout_s,
+        max_delta_norm=cfg.server.max_delta_norm,
+        checkpoint_every=cfg.checkpoint.every,
+        checkpoint_every_s=cfg.checkpoint.every_s,
+        progress=cfg.logging.progress,
+    )
+    f = cfg.faults
+    faults = FaultModel(rate=f.rate, kinds=tuple(f.kinds), slow_factor=f.slow_factor, seed=cfg.seed)
+    return FederatedLoop(
+        loop_cfg,
+        global_state=setup.global_state,
+        num_samples=[len(ix) for ix in setup.parts],
+        aggregator=setup.components["aggregator"],
+        lr_schedule=setup.components["lr_schedule"],
+        delay=setup.delay,
+        executor=executor,
+        evaluate=setup.evaluate(),
+        on_eval=on_eval,
+        faults=faults if f.rate > 0 else None,
+        on_checkpoint=on_checkpoint,
+    )
+
+
+def partition_table(setup: Setup) -> tuple[list[str], list[list[int]]]:
+    """The partition as a table: per client, its samples and its count of every class."""
+    counts = class_counts(setup.train.y.numpy(), setup.parts, setup.data.num_classes)
+    columns = ["client", "samples", *(f"class_{k}" for k in range(setup.data.num_classes))]
+    return columns, [[c, int(len(ix)), *counts[c]] for c, ix in enumerate(setup.parts)]

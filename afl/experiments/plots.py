@@ -1,0 +1,116 @@
+"""Figures of evaluation rows: curves against simulated time and client updates, mean ± std over seeds
+(matplotlib's Figure API, no global backend)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+# ----------------------------------------------------------------------------- figures and run folders
+def describe(cfg: Any) -> str:
+    """A one-line description of a run's setting, for plot titles."""
+    return (
+        f"{cfg.experiment}: {cfg.dataset.name}, {cfg.model.name}, C={cfg.partition.num_clients}, "
+        f"J={cfg.federation.concurrency}, {cfg.partition.scheme} α={cfg.partition.alpha}"
+    )
+
+
+def _step_curve(
+    history: Sequence[Mapping[str, Any]], xs: Sequence[float], key: str, metric: str = "test_accuracy"
+) -> list[float]:
+    """``metric`` of the last evaluation at or before each x (NaN before the first)."""
+    points = [(float(r[key]), float(r[metric])) for r in history]
+    out, j, value = [], 0, math.nan
+    for x in xs:
+        while j < len(points) and points[j][0] <= x + 1e-9:
+            value = points[j][1]
+            j += 1
+        out.append(value)
+    return out
+
+
+METRIC_LABELS = {"test_accuracy": "test accuracy", "test_loss": "test loss"}
+
+
+def plot_bands(
+    curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+    path: Path,
+    title: str = "",
+    metrics: Sequence[str] = ("test_accuracy",),
+    references: Sequence[tuple[float, str]] = (),
+) -> Any:
+    """Each of ``metrics`` (a row of panels) against simulated time and against client updates: per label,
+    the mean over its runs (seeds) as a line and mean ± std as a band. Up to 20 labels get their own
+    colour, more reuse them with another line style. ``references``: ``(value, label)`` pairs drawn as
+    dashed horizontal lines on the first metric's panels (e.g. an accuracy a paper reports). Uses
+    matplotlib's Figure API (no global backend); returns the figure."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.2 * len(metrics) + 0.4 * (len(curves) // 5)))
+    grid = fig.subplots(len(metrics), 2, sharex="col", squeeze=False)
+    cmap = colormaps["tab10" if len(curves) <= 10 else "tab20"]
+    palette = [cmap(i) for i in range(cmap.N)]
+    for index, (label, histories) in enumerate(curves.items()):
+        color, style = palette[index % len(palette)], ("-", "--", ":")[index // len(palette) % 3]
+        n = len(histories)
+        name = f"{label} ({n} seeds)" if n > 1 else label
+        for axes, metric in zip(grid, metrics):
+            for ax, key in zip(axes, ("sim_time", "client_updates")):
+                end = max(float(h[-1][key]) for h in histories)
+                xs = sorted({float(r[key]) for h in histories for r in h} | {end})
+                if key == "sim_time":
+                    xs = [end * i / 300 for i in range(301)]
+                ys = [_step_curve(h, xs, key, metric) for h in histories]
+                mean, low, high = [], [], []
+                for column in zip(*ys):
+                    vals = [v for v in column if not math.isnan(v)]
+                    m = statistics.fmean(vals) if len(vals) == n else math.nan  # where every seed has one
+                    sd = statistics.stdev(vals) if len(vals) == n and n > 1 else 0.0
+                    mean.append(m)
+                    low.append(m - sd)
+                    high.append(m + sd)
+                drawstyle = "steps-post" if key == "sim_time" else "default"
+                ax.plot(xs, mean, color=color, ls=style, label=name, drawstyle=drawstyle, lw=1.8)
+                if n > 1:
+                    ax.fill_between(
+                        xs, low, high, color=color, alpha=0.18, step="post" if key == "sim_time" else None
+                    )
+    for index, (value, label) in enumerate(references):
+        for ax in grid[0]:
+            ax.axhline(value, color="0.25", ls=("--", ":", "-.")[index % 3], lw=1.2, label=label)
+    for axes, metric in zip(grid, metrics):
+        axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
+        axes[1].sharey(axes[0])
+        for ax in axes:
+            ax.grid(alpha=0.3)
+    grid[-1][0].set_xlabel("simulated time (s)")
+    grid[-1][1].set_xlabel("client updates")
+    handles, labels = grid[0][0].get_legend_handles_labels()
+    longest = max(len(label) for label in labels)
+    columns = max(1, min(len(labels), 6, 150 // (longest + 8)))  # 12 inches hold ~150 characters at 9 pt
+    rows = -(-len(labels) // columns)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=9, frameon=False)
+    fig.suptitle(
+        title
+        + ("  (line: mean over seeds; band: ± 1 std)" if any(len(h) > 1 for h in curves.values()) else "")
+    )
+    fig.tight_layout(rect=(0, min(0.04 + 0.035 * rows / len(metrics), 0.45), 1, 1))
+    fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: Path,
+    title: str = "",
+    references: Sequence[tuple[float, str]] = (),
+) -> Any:
+    """Plot single runs' evaluation rows side by side (one line per label); returns the figure."""
+    return plot_bands(
+        {label: [history] for label, history in curves.items()}, path, title, references=references
+    )
