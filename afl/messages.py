@@ -127,3 +127,8 @@ class ClientUpdate:
         if self.delta_scale == 1.0:
             return {k: v for k, v in self.state.items() if is_parameter(k, v)}
         return {k: self.dispatched[k] + d for k, d in self.delta.items()}
+
+
+class InjectedFault(RuntimeError):
+    """What a client job with an injected ``raise`` fault (``ClientJob.fault``, see :mod:`afl.sim.faults`)
+    raises; the loop rejects the job's update as an error."""

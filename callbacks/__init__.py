@@ -1,5 +1,6 @@
 """Lightning callbacks that work in any Lightning project (they only use the public Callback hooks and
-import nothing from ``afl``).
+import nothing from ``afl``). Import them as ``afl_callbacks`` (the folder ``callbacks/``, installed under
+a name no other project uses).
 
 * :class:`GradientNormMonitor`: the squared gradient norm ``‖∇L‖²`` per optimisation step, averaged per
   epoch (the quantity the paper's Theorem 1 bounds).
@@ -13,9 +14,19 @@ name), keeps only counters in ``state_dict`` and bounds what it keeps in memory.
 is made of its settings, so two of a kind fit in one Trainer when their settings differ.
 """
 
-from callbacks.delay_lr import DelayAwareLR, delay_aware_lr
-from callbacks.drift import ParameterDrift
-from callbacks.grad_norm import GradientNormMonitor
-from callbacks.proximal import ProximalTerm
+import warnings
+
+from .delay_lr import DelayAwareLR, delay_aware_lr
+from .drift import ParameterDrift
+from .grad_norm import GradientNormMonitor
+from .proximal import ProximalTerm
+
+if __name__ == "callbacks":  # the folder imported by its old name, from a checkout
+    warnings.warn(
+        "`import callbacks` is deprecated and will stop working in the next release: the name collides "
+        "with any project's own callbacks.py and with a PyPI package; use `import afl_callbacks`",
+        FutureWarning,
+        stacklevel=2,
+    )
 
 __all__ = ["DelayAwareLR", "GradientNormMonitor", "ParameterDrift", "ProximalTerm", "delay_aware_lr"]

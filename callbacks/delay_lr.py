@@ -8,25 +8,18 @@ from typing import Any
 
 import lightning as L
 
-from callbacks._checks import check_number
+from ._checks import check_number
 
 INTERVALS = ("fit", "epoch", "step")
 
 
 def delay_aware_lr(base_lr: float, alpha: float, delay: float, round: int | None = None) -> float:
-    """The paper's rate ``γ = base_lr / (sqrt(r + 1) (1 + α τ))``; ``base_lr / (1 + α τ)`` without a round.
-
-    A larger delay gives a smaller step (the paper's summary prints ``* (1 + α τ)``, its text and its
-    authors' code divide). Computed as ``(base_lr / sqrt(r + 1)) * (1 / (1 + α τ))``, in that order.
-
-    Example:
-        >>> delay_aware_lr(1e-3, alpha=0.5, delay=2)
-        0.0005
-        >>> delay_aware_lr(1e-3, alpha=0.5, delay=2, round=3)
-        0.00025
-    """
-    lr = base_lr if round is None else base_lr / math.sqrt(round + 1.0)
-    return lr * (1.0 / (1.0 + alpha * delay))
+    """The rate :class:`DelayAwareLR` sets: ``base_lr / (sqrt(r + 1) (1 + α τ))``, or ``base_lr / (1 + α τ)``
+    without a round (e.g. ``delay_aware_lr(1e-3, alpha=0.5, delay=2) == 0.0005``). The simulator's
+    :func:`afl.server.lr_schedules.delay_aware_lr` is the same formula with the same order of operations;
+    this package states it again because it imports nothing from ``afl``."""
+    decayed = base_lr if round is None else base_lr / math.sqrt(round + 1.0)
+    return decayed * (1.0 / (1.0 + alpha * delay))
 
 
 class DelayAwareLR(L.Callback):

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from callbacks._checks import check_positive_int
+from ._checks import check_positive_int
 
 
 def parameter_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

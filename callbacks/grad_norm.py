@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from callbacks._checks import check_positive_int
+from ._checks import check_positive_int
 
 
 def squared_grad_norm(parameters: Iterable[torch.nn.Parameter], norm_type: float = 2.0) -> float:

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from callbacks._checks import check_number
+from ._checks import check_number
 
 
 class ProximalTerm(L.Callback):

@@ -9,14 +9,14 @@ numbers of order 1: each ≤ 6e-8 relative) unless a test says otherwise.
 from __future__ import annotations
 
 import math
+from itertools import product
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from afl_callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm, delay_aware_lr
 from torch.utils.data import DataLoader, TensorDataset
-
-from callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm, delay_aware_lr
 
 
 class LinearRegression(L.LightningModule):
@@ -147,6 +147,17 @@ def test_delay_aware_lr_with_rounds_once_per_fit() -> None:
     rates = [delay_aware_lr(1e-3, 0.1, tau) for tau in range(10)]
     assert all(a > b for a, b in zip(rates, rates[1:]))
     assert delay_aware_lr(1e-3, 0.1, 0, round=99) == pytest.approx(1e-4)
+
+
+def test_the_callback_and_the_server_compute_the_same_rate() -> None:
+    """The callbacks import nothing from afl, so the formula is written twice: in the server's schedule
+    (what the simulator trains with) and here; the two must agree exactly (Python floats, the same
+    operations in the same order)."""
+    from afl.server.lr_schedules import delay_aware_lr as server_rate
+
+    for base, alpha, delay, round in product((1e-3, 0.4, 3.0), (0.0, 0.01, 0.5), (0, 1, 7), (None, 0, 3, 99)):
+        assert delay_aware_lr(base, alpha, delay, round) == server_rate(base, alpha, delay, round)
+    assert server_rate(0.4, 0.5, 2, round=3) == 0.1
 
 
 def test_delay_aware_lr_checks_its_arguments_and_the_delay() -> None:

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from afl_callbacks.grad_norm import squared_grad_norm
 
 from afl.cli.train import main as train
 from afl.client.callbacks import Drift, GradientNorm
@@ -16,7 +17,6 @@ from afl.experiments.build import build
 from afl.experiments.run import run
 from afl.messages import ClientJob, is_parameter
 from afl.models import build_model
-from callbacks.grad_norm import squared_grad_norm
 
 MONITORS = "client.callbacks=[gradient_norm, parameter_drift]"
 

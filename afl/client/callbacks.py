@@ -20,12 +20,12 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+from afl_callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm
 from omegaconf import DictConfig, OmegaConf
 
 from afl.errors import ConfigError
 from afl.registry import Registry, require
 from afl.server.lr_schedules import DECAYS
-from callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm
 
 if TYPE_CHECKING:
     from afl.messages import ClientJob

@@ -13,7 +13,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from afl.client.module import ClientModule
 from afl.client.trainer import _job, make_client_trainer, thread_trainer
-from afl.messages import ClientJob, ClientResult
+from afl.messages import ClientJob, ClientResult, InjectedFault
 
 if TYPE_CHECKING:
     from afl.client.callbacks import CallbackSpec
@@ -125,8 +125,6 @@ class ClientRuntime:
 
     def __call__(self, job: ClientJob) -> ClientResult:
         if job.fault == "raise":
-            from afl.sim.faults import InjectedFault
-
             raise InjectedFault(f"injected fault in job {job.job_id} (client {job.client_id})")
         x, y = self.client_data[job.client_id]
         model = self.model_factory()

@@ -54,6 +54,22 @@ class ConstantLR(LRSchedule):
     """
 
 
+def delay_aware_lr(base_lr: float, alpha: float, delay: float, round: int | None = None) -> float:
+    """The paper's rate ``γ = base_lr / (sqrt(r + 1) (1 + α τ))``; ``base_lr / (1 + α τ)`` without a round.
+
+    A larger delay gives a smaller step (the paper's summary prints ``* (1 + α τ)``, its text and its
+    authors' code divide). Computed as ``(base_lr / sqrt(r + 1)) * (1 / (1 + α τ))``, in that order.
+
+    Example:
+        >>> delay_aware_lr(1e-3, alpha=0.5, delay=2)
+        0.0005
+        >>> delay_aware_lr(1e-3, alpha=0.5, delay=2, round=3)
+        0.00025
+    """
+    lr = base_lr if round is None else base_lr / math.sqrt(round + 1.0)
+    return lr * (1.0 / (1.0 + alpha * delay))
+
+
 @LR_SCHEDULES.register("paper")
 @dataclass(frozen=True)
 class PaperLR(LRSchedule):
@@ -64,7 +80,9 @@ class PaperLR(LRSchedule):
     with ``delay_at="arrival"`` (the default) the server multiplies that update's delta by it; with
     ``delay_at="dispatch"`` the client trains at the rate computed with its *previous* τ instead.
     ``decay="none"`` drops the ``sqrt(t + 1)`` factor, so each mechanism can be ablated. The formula is
-    :func:`callbacks.delay_aware_lr`, the one the :class:`callbacks.DelayAwareLR` callback sets.
+    :func:`delay_aware_lr`; the :class:`afl_callbacks.DelayAwareLR` callback sets the same rate (it imports
+    nothing from ``afl``, so it states the formula itself; ``tests/unit/test_callbacks.py`` holds the two
+    equal).
 
     What ``t`` is, is a reading (``decay_over``):
 
@@ -117,15 +135,11 @@ class PaperLR(LRSchedule):
         )
 
     def at_dispatch(self, base_lr: float, round: int, previous_staleness: int) -> float:
-        from callbacks.delay_lr import delay_aware_lr  # here: the callbacks import Lightning, checks need not
-
         alpha = self.alpha if self.delay_at == "dispatch" else 0.0  # α = 0: a factor of exactly 1
         by_round = self.decay == "sqrt" and self.decay_over == "round"
         return delay_aware_lr(base_lr, alpha, previous_staleness, round if by_round else None)
 
     def at_arrival(self, staleness: int) -> float:
-        from callbacks.delay_lr import delay_aware_lr
-
         return delay_aware_lr(1.0, self.alpha, staleness) if self.delay_at == "arrival" else 1.0
 
     def epoch_lrs(self, lr: float, local_epochs: int) -> list[float] | None:

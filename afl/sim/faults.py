@@ -16,10 +16,6 @@ FAULT_KINDS = ("raise", "nonfinite", "slow")
 REJECT_REASONS = ("error", "nonfinite", "timeout", "norm")
 
 
-class InjectedFault(RuntimeError):
-    """What a client job with an injected ``raise`` fault raises."""
-
-
 @dataclass(frozen=True)
 class FaultModel:
     """Which jobs misbehave, and how.
