@@ -45,6 +45,7 @@ class DatasetConfig:
     test_subset: int | None = None
     val_fraction: float = MISSING
     normalize: str = MISSING
+    options: dict[str, Any] = field(default_factory=dict)  # the data set loader's own options
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -55,11 +56,6 @@ class PartitionConfig:
     alpha: float = MISSING
     min_samples: int = MISSING
     shards_per_client: int = MISSING
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
 
 
 @dataclass
@@ -165,7 +161,8 @@ class Config:
     resume: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # name, and the model's own options
+    plugins: list[str] = field(default_factory=list)  # modules to import first (afl.plugins)
     client: ClientConfig = field(default_factory=ClientConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -219,6 +216,7 @@ def _omegaconf_error(err: OmegaConfBaseException, source: str) -> ConfigError:
 # Config nodes that name a pluggable component: picking another ``name`` in a later layer (preset or
 # command line) starts that node afresh, so options of the old component do not leak into the new one.
 COMPONENT_KEYS = (
+    "model",
     "server.aggregator",
     "server.aggregator.staleness",
     "server.lr_schedule",
@@ -241,6 +239,13 @@ def _merge(cfg: DictConfig, other: Any, source: str) -> DictConfig:
     return merged
 
 
+EMPTY = {
+    "output_dir": "is empty: give a folder (output_dir=runs/mine), or leave it out for a new auto-named one",
+    "experiment": "is empty: give a preset's name (see --help) or a file path/to/preset.yaml",
+    "resume": "is empty: give the folder of the run to continue",
+}
+
+
 def _parse_overrides(overrides: Sequence[str]) -> tuple[str | None, str | None, list[str]]:
     """``(experiment, resume, the other overrides)``."""
     experiment, resume, rest = None, None, []
@@ -248,6 +253,8 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[str | None, str | None, 
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(item, "expected key=value (e.g. federation.concurrency=8)")
+        if key.lstrip("+") in ("output_dir", "experiment", "resume") and not value.strip():
+            raise ConfigError(key.lstrip("+"), EMPTY[key.lstrip("+")])
         if key.lstrip("+") == "experiment":
             experiment = value
         elif key.lstrip("+") == "resume":
@@ -257,8 +264,33 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[str | None, str | None, 
     return experiment, resume, rest
 
 
+def preset_path(experiment: str, config_dir: Path = CONFIG_DIR) -> tuple[Path, str]:
+    """The file of ``experiment=...`` and the experiment's name: a preset's name (``configs/experiment/``),
+    or a YAML file of one's own (``experiment=path/to/mine.yaml``, named after the file: ``mine``)."""
+    if experiment.endswith((".yaml", ".yml")):
+        path = Path(experiment).expanduser()
+        if not path.is_file():
+            raise ConfigError("experiment", f"no file {experiment} (a preset of one's own: a YAML file)")
+        return path, path.stem
+    if experiment not in experiments(config_dir):  # a name, never a path (../defaults)
+        raise ConfigError(
+            "experiment",
+            f"unknown experiment {experiment!r}; available: {', '.join(experiments(config_dir))}, "
+            "or a file path/to/preset.yaml",
+        )
+    return config_dir / "experiment" / f"{experiment}.yaml", experiment
+
+
+def _load_yaml(path: Path, key: str) -> Any:
+    try:
+        return OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError) as err:  # unreadable or not YAML
+        raise ConfigError(key, f"cannot read {path}: {str(err).splitlines()[0]}") from None
+
+
 def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """Compose the config: schema ← defaults ← ``experiment=NAME`` preset ← dotlist overrides.
+    """Compose the config: schema ← defaults ← ``experiment=NAME`` preset (or ``experiment=FILE.yaml``)
+    ← dotlist overrides; then import its ``plugins`` and check it (:func:`validate`).
 
     Example:
         >>> cfg = load_config(["experiment=demo", "federation.concurrency=3"])
@@ -271,14 +303,9 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) ->
     if resume is not None:
         return _resume_config(cfg, resume, experiment, dotlist)
     if experiment is not None:
-        path = config_dir / "experiment" / f"{experiment}.yaml"
-        if experiment not in experiments(config_dir):  # a name, never a path (../defaults)
-            raise ConfigError(
-                "experiment",
-                f"unknown experiment {experiment!r}; available: {', '.join(experiments(config_dir))}",
-            )
-        cfg = _merge(cfg, OmegaConf.load(path), f"configs/experiment/{experiment}.yaml")
-        cfg.experiment = experiment
+        path, name = preset_path(experiment, config_dir)
+        cfg = _merge(cfg, _load_yaml(path, "experiment"), str(path))
+        cfg.experiment = name
     cfg = _merge_dotlist(cfg, dotlist)
     validate(cfg)
     return cfg
@@ -350,6 +377,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The pluggable components, built (see :func:`build_components`).
     """
+    from afl import plugins
+
+    plugins.load(list(cfg.plugins))  # first: they register the components the checks below look up
     # light modules only: a config error answers without importing torch or Lightning (tests/test_cli.py)
     from afl.client import OPTIMIZER_RESETS, OPTIMIZERS
     from afl.data import DATASET_LOADERS as DATASETS
@@ -366,6 +396,13 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _choice(cfg, "dataset.name", DATASETS.names())
     _choice(cfg, "partition.scheme", PARTITIONERS.names())
     _choice(cfg, "model.name", MODELS.names())
+    if len(cfg.model) > 1:  # options: checked against the model's signature (imports its module)
+        from afl.models import MODEL_INPUTS
+
+        MODELS.check(OmegaConf.to_container(cfg.model, resolve=True), "model", given=MODEL_INPUTS)
+    if cfg.dataset.options:
+        options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
+        DATASETS.check({"name": cfg.dataset.name, **options}, "dataset.options", given=("root", "download"))
     _choice(cfg, "client.optimizer", OPTIMIZERS.names())
     _choice(cfg, "client.optimizer_reset", OPTIMIZER_RESETS)
     _choice(cfg, "dataset.normalize", NORMALIZATIONS)

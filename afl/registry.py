@@ -11,7 +11,7 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from afl.errors import ConfigError
@@ -100,23 +100,43 @@ class Registry(Generic[T]):
         params = inspect.signature(self.get(name)).parameters
         return {p.name: p for p in params.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
-    def build(self, node: Mapping[str, Any], key: str) -> T:
+    def build(self, node: Mapping[str, Any], key: str, **given: Any) -> T:
         """Build the component that ``node`` (``{"name": ..., option: value, ...}``) describes.
 
         Args:
             node: the config node; its ``name`` picks the class, every other entry is an option.
             key: the node's dotted config key, used in error messages.
+            given: arguments the caller supplies (a model's ``num_classes`` and ``input_shape``, from the
+                data set): passed to the component if its signature takes them, and never options.
+        """
+        name = node["name"] if isinstance(node, Mapping) else None
+        kwargs = self.check(node, key, given=given)
+        cls = self.get(name, f"{key}.name")
+        params = inspect.signature(cls).parameters.values()
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        accepted = self.options(name)
+        supplied = {k: v for k, v in given.items() if takes_any or k in accepted}
+        try:
+            return cls(**supplied, **kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"{key}.{err.key}", err.message) from None
+
+    def check(self, node: Mapping[str, Any], key: str, given: Mapping[str, Any] | Sequence[str] = ()) -> dict:
+        """The options of ``node`` as keyword arguments, checked against the component's signature (known
+        option, type) without building it. ``given``: the names the caller supplies, which are no options.
         """
         if not isinstance(node, Mapping) or "name" not in node:
             raise ConfigError(key, f"expected a mapping with a 'name' ({', '.join(self.names())})")
         name = node["name"]
         cls = self.get(name, f"{key}.name")
-        options = self.options(name)
+        options = {k: p for k, p in self.options(name).items() if k not in given}
         hints = typing.get_type_hints(cls.__init__) if inspect.isclass(cls) else typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         for opt, value in node.items():
             if opt == "name":
                 continue
+            if opt in given:
+                raise ConfigError(f"{key}.{opt}", f"set by afl for {self.kind} {name!r}, not an option")
             if opt not in options:
                 allowed = ", ".join(sorted(options)) or "none"
                 raise ConfigError(
@@ -130,10 +150,7 @@ class Registry(Generic[T]):
                     f"expected {_type_name(hints[opt])}, got {value!r} ({type(value).__name__})",
                 )
             kwargs[opt] = value
-        try:
-            return cls(**kwargs)
-        except ConfigError as err:
-            raise ConfigError(f"{key}.{err.key}", err.message) from None
+        return kwargs
 
 
 def _address(obj: Any) -> str:

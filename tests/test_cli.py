@@ -89,7 +89,8 @@ def test_compare_unknown_arm_exits_2_with_one_line(tmp_path: Path) -> None:
     proc = _cli("afl-compare", f"output_dir={tmp_path / 'x'}", "--arms", "nope", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "error: --arms: unknown arm 'nope'; allowed: " + ", ".join(ARMS)
+    expected = f"error: --arms: unknown arm 'nope'; allowed: {', '.join(ARMS)} (or define one in compare.arms)"
+    assert proc.stderr.strip() == expected
     assert not (tmp_path / "x").exists()
 
 

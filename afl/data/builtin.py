@@ -33,7 +33,7 @@ SYNTHETIC_DEFAULTS: dict[str, int | float] = {
 
 
 @DATASET_LOADERS.register("digits")
-def _load_digits(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
+def _load_digits(root: Path, download: bool) -> DatasetSplits:
     """sklearn's bundled 8×8 digits: 1797 images, a fixed 1500 / 297 train/test split."""
     from sklearn.datasets import load_digits
 
@@ -70,7 +70,7 @@ def _synthetic_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @DATASET_LOADERS.register("synthetic")
-def _load_synthetic(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
+def _load_synthetic(root: Path, download: bool, **options: Any) -> DatasetSplits:
     """Class-conditional Gaussian images: ``template[class] + noise * N(0, 1)`` per pixel.
 
     Templates are standard normal images drawn from ``default_rng(seed)``; labels are balanced (``i mod

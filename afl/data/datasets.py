@@ -83,8 +83,10 @@ class DatasetSplits:
     pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
-#: A loader gets the data root, the download flag and the ``synthetic`` options (empty for other datasets).
-Loader = Callable[[Path, bool, Mapping[str, Any]], DatasetSplits]
+#: A loader gets the data root and the download flag, then its options as keyword arguments: the keys of
+#: ``dataset.options`` (checked against its signature like any component's; a plug-in declares them as
+#: keyword arguments with defaults), or for ``synthetic`` those of ``dataset.synthetic``.
+Loader = Callable[..., DatasetSplits]
 
 # Loaders by data set name (DATASET_LOADERS): register a Loader with ``@DATASET_LOADERS.register("name")``.
 
@@ -98,6 +100,7 @@ def load_dataset(
     test_subset: int | None = None,
     synthetic: Mapping[str, Any] | None = None,
     normalize: str = "mean_std",
+    options: Mapping[str, Any] | None = None,
 ) -> DatasetSplits:
     """Load a dataset by registry name.
 
@@ -114,6 +117,7 @@ def load_dataset(
         normalize: ``mean_std`` (each data set's own per-channel mean and std, as its loader gives it)
             or ``half``: ``(p - 0.5) / 0.5`` on pixels ``p`` in [0, 1], the code released with the paper's
             ``Normalize((0.5,), (0.5,))`` (see :func:`renormalize`).
+        options: the loader's own options (``dataset.options``), as keyword arguments.
 
     Returns:
         The train and test sets.
@@ -123,7 +127,8 @@ def load_dataset(
             synthetic option.
     """
     loader = DATASET_LOADERS.get(name, "dataset.name")
-    splits = loader(Path(root).expanduser(), bool(download), synthetic or {})
+    own = (synthetic or {}) if name == "synthetic" else {}
+    splits = loader(Path(root).expanduser(), bool(download), **own, **(options or {}))
     train = fixed_subset(splits.train, train_subset, "dataset.train_subset")
     test = fixed_subset(splits.test, test_subset, "dataset.test_subset")
     if normalize == "half":

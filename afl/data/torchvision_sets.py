@@ -10,7 +10,6 @@ import gzip
 import os
 import pickle
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +183,13 @@ def _load_idx_dataset(
 
 
 @DATASET_LOADERS.register("mnist")
-def _load_mnist(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
+def _load_mnist(root: Path, download: bool) -> DatasetSplits:
     train, test = _load_idx_dataset(root, download, class_name="MNIST", mean=MNIST_MEAN, std=MNIST_STD)
     return DatasetSplits(train, test, 10, "mnist", ((MNIST_MEAN,), (MNIST_STD,)))
 
 
 @DATASET_LOADERS.register("fashion_mnist")
-def _load_fashion_mnist(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
+def _load_fashion_mnist(root: Path, download: bool) -> DatasetSplits:
     train, test = _load_idx_dataset(
         root,
         download,
@@ -226,7 +225,7 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @DATASET_LOADERS.register("cifar10")
-def _load_cifar10(root: Path, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
+def _load_cifar10(root: Path, download: bool) -> DatasetSplits:
     folder = root / CIFAR10_FOLDER
     if not all((folder / name).is_file() for name in CIFAR10_FILES):
         if not download:

@@ -102,6 +102,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         test_subset=ds.test_subset,
         synthetic=_plain(ds.synthetic),
         normalize=ds.normalize,
+        options=_plain(ds.options),
     )
     train, val = data.train, None
     if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set
@@ -117,17 +118,21 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         min_samples=p.min_samples,
         shards_per_client=p.shards_per_client,
     )
-    channels, height, _ = train.input_shape
+    channels, height, width = train.input_shape
 
     try:
         with torch.random.fork_rng():  # the initial weights, from the run's seed alone
             torch.manual_seed(derive_seed(cfg.seed, "init"))
             model = build_model(
-                cfg.model.name, in_channels=channels, num_classes=data.num_classes, image_size=height
+                _plain(cfg.model),
+                in_channels=channels,
+                num_classes=data.num_classes,
+                image_size=height,
+                input_shape=train.input_shape,
             )
     except ValueError as err:
         raise ConfigError(
-            "model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{height})"
+            "model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{width})"
         ) from None
 
     def model_factory() -> torch.nn.Module:

@@ -27,7 +27,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from afl.config import load_config
+from afl.config import EMPTY, load_config
 from afl.errors import ConfigError
 from afl.experiments.metrics import accuracy_at, load_run, mean_std, time_to_accuracy
 from afl.experiments.plots import describe, plot_bands
@@ -135,36 +135,53 @@ def parse_plan(
     """Compose each arm's overrides, later ones winning: the arm's definition (:data:`ARMS`), the preset's
     ``compare.arms.ARM``, the shared command-line overrides, then the arm-scoped ones (``ARM:key=value``).
 
+    ``compare.arms.NAME`` of a built-in arm adds to it (e.g. its selected step sizes); for any other
+    ``NAME`` it defines an arm of one's own, which the comparison runs by default beside
+    :data:`DEFAULT_ARMS` (``--arms`` picks among both).
+
     Raises:
         ConfigError: an unknown arm, a scoped override for an arm not in the comparison, or no seeds.
     """
     if not seeds:
         raise ConfigError("--seeds", "give at least one seed, e.g. --seeds 0,1,2")
-    names = list(arms) if arms else list(DEFAULT_ARMS)
-    for name in names:
-        if name not in ARMS:
-            raise ConfigError("--arms", f"unknown arm {name!r}; allowed: {', '.join(ARMS)}")
     base: list[str] = []
     shared: list[str] = []
-    scoped: dict[str, list[str]] = {name: [] for name in names}
+    scoped: list[tuple[str, str]] = []
     for item in overrides:
         arm, rest = _scoped(item)
+        key = item.split("=", 1)[0].lstrip("+")
         if arm is not None:
-            if arm not in scoped:
-                raise ConfigError(item, f"arm {arm!r} is not in this comparison ({', '.join(names)})")
-            scoped[arm].append(rest)
-        elif item.split("=", 1)[0].lstrip("+") == "experiment":
+            scoped.append((arm, rest))
+        elif key == "experiment":
             base = [item]
-        elif not item.startswith("output_dir="):
+        elif key != "output_dir":
             shared.append(item)
-    preset = load_config(base)
+    # the preset, with what defines arms or imports their components (the rest may not suit every arm)
+    setting = [s for s in shared if s.split("=", 1)[0].lstrip("+").split(".")[0] in ("compare", "plugins")]
+    preset = load_config([*base, *setting])
     recorded = {str(k): list(v) for k, v in preset.compare.arms.items()}
-    unknown = sorted(set(recorded) - set(ARMS))
-    if unknown:
-        raise ConfigError(f"compare.arms.{unknown[0]}", f"unknown arm; allowed: {', '.join(ARMS)}")
+    own = [n for n in recorded if n not in ARMS]
+    names = list(arms) if arms else [*DEFAULT_ARMS, *own]
+    for name in names:
+        if name not in ARMS and name not in own:
+            allowed = ", ".join([*ARMS, *own])
+            raise ConfigError(
+                "--arms", f"unknown arm {name!r}; allowed: {allowed} (or define one in compare.arms)"
+            )
+    for arm, rest in scoped:
+        if arm not in names:
+            raise ConfigError(f"{arm}:{rest}", f"arm {arm!r} is not in this comparison ({', '.join(names)})")
     return Plan(
         base=base,
-        arms={n: [*ARMS[n].overrides, *recorded.get(n, []), *shared, *scoped[n]] for n in names},
+        arms={
+            n: [
+                *(ARMS[n].overrides if n in ARMS else ()),
+                *recorded.get(n, []),
+                *shared,
+                *(rest for arm, rest in scoped if arm == n),
+            ]
+            for n in names
+        },
         seeds=list(seeds),
         experiment=str(preset.experiment),
     )
@@ -173,7 +190,9 @@ def parse_plan(
 def output_root(overrides: Sequence[str], experiment: str, what: str) -> Path:
     """The comparison's folder: ``output_dir=`` if given (must be new or empty), else a stamped one."""
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")]
-    if given and given[-1] not in ("", "null"):
+    if given and not given[-1].strip():
+        raise ConfigError("output_dir", EMPTY["output_dir"])
+    if given and given[-1] != "null":
         root = Path(given[-1])
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise ConfigError("output_dir", f"{root} already exists and is not empty; choose another folder")
