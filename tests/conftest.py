@@ -92,15 +92,3 @@ def tiny(tmp_path: Path):
         return load_config([*TINY, f"output_dir={tmp_path / f'run{next(counter)}'}", *overrides])
 
     return make
-
-
-def run_fresh(code: str, timeout: float = 120, cwd: str | Path | None = None) -> str:
-    """Run ``code`` in a fresh interpreter (so ``sys.modules`` shows what it imported); its stdout."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=cwd
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout

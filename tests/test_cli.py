@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_fresh
+from helpers.processes import run_fresh
 from omegaconf import OmegaConf
 
 from afl.config import experiments
@@ -89,7 +89,9 @@ def test_compare_unknown_arm_exits_2_with_one_line(tmp_path: Path) -> None:
     proc = _cli("afl-compare", f"output_dir={tmp_path / 'x'}", "--arms", "nope", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    expected = f"error: --arms: unknown arm 'nope'; allowed: {', '.join(ARMS)} (or define one in compare.arms)"
+    expected = (
+        f"error: --arms: unknown arm 'nope'; allowed: {', '.join(ARMS)} (or define one in compare.arms)"
+    )
     assert proc.stderr.strip() == expected
     assert not (tmp_path / "x").exists()
 

@@ -252,7 +252,9 @@ def test_compare_script_exits_2_on_bad_input(tmp_path: Path, capsys) -> None:
     import compare as script
 
     assert script.main(["--arms", "afl,nope", f"output_dir={tmp_path / 'x'}"]) == 2
-    expected = f"error: --arms: unknown arm 'nope'; allowed: {', '.join(ARMS)} (or define one in compare.arms)"
+    expected = (
+        f"error: --arms: unknown arm 'nope'; allowed: {', '.join(ARMS)} (or define one in compare.arms)"
+    )
     assert capsys.readouterr().err.strip() == expected
     assert not (tmp_path / "x").exists()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from conftest import run_fresh
+from helpers.processes import run_fresh
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"afl": ROOT / "afl", "afl_callbacks": ROOT / "callbacks"}

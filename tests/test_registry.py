@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from conftest import run_fresh
+from helpers.processes import run_fresh
 
 from afl.client import OPTIMIZERS
 from afl.data import DATASET_LOADERS, SCHEMES

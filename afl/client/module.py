@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import lightning as L
 import torch
@@ -53,7 +53,7 @@ class ClientModule(L.LightningModule):
         *,
         num_classes: int,
         lr: float,
-        optimizer: str = "adam",
+        optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         epoch_lrs: Sequence[float] | None = None,
@@ -63,7 +63,10 @@ class ClientModule(L.LightningModule):
         if optimizer_reset not in OPTIMIZER_RESETS:
             allowed = ", ".join(OPTIMIZER_RESETS)
             raise ValueError(f"optimizer_reset must be one of {allowed}, got {optimizer_reset!r}")
-        self.make_optimizer = OPTIMIZERS.get(optimizer, "client.optimizer")
+        # a name (client.optimizer), or the factory itself (what a runtime shipped to a worker holds)
+        self.make_optimizer = (
+            OPTIMIZERS.get(optimizer, "client.optimizer") if isinstance(optimizer, str) else optimizer
+        )
         self.model = model
         self.lr = lr
         self.momentum = momentum

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
+from afl.client import OPTIMIZERS
 from afl.client.module import ClientModule
 from afl.client.trainer import _job, make_client_trainer, thread_trainer
 from afl.messages import ClientJob, ClientResult, InjectedFault
@@ -114,7 +115,8 @@ class ClientRuntime:
         self.num_classes = num_classes
         self.local_epochs = local_epochs
         self.batch_size = batch_size
-        self.optimizer = optimizer
+        # resolved here, in the driver: a worker process (Ray) need not have the plug-in that registered it
+        self.optimizer = OPTIMIZERS.get(optimizer, "client.optimizer")
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.optimizer_reset = optimizer_reset

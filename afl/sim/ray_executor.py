@@ -17,6 +17,8 @@ so a run gives the same results as with the thread executor (``tests/test_ray.py
   (``rejected_updates.error``) and goes on. Without retries, the jobs sent to that worker before Ray saw
   it die fail as well.
 * Each actor trains with the driver's torch intra-op thread count (``federation.torch_threads``).
+* Plug-in modules (``plugins``, :mod:`afl.plugins`) are pickled by value into the runtime, so workers run
+  the user's models, optimizers and client callbacks without importing their modules.
 
 Ray is an optional extra: ``pip install -e ".[ray]"``.
 """
@@ -100,6 +102,12 @@ class RayExecutor(Executor):
             max_restarts=-1,  # a dead worker is replaced; its jobs are retried up to max_retries times
             max_task_retries=max_retries,
         )
+        # The user's plug-in modules (models, optimizers, client callbacks in the runtime) travel by value:
+        # a worker on another node, or in another folder, need not be able to import them.
+        from afl import plugins
+
+        for module in plugins.loaded():
+            ray.cloudpickle.register_pickle_by_value(module)
         # Kept referenced for the run: a restarted actor takes it again (Ray logs that it must stay in scope).
         self._runtime = ray.put(train)
         self._actors: list[Any] = [
