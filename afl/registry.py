@@ -130,7 +130,10 @@ class Registry(Generic[T]):
         name = node["name"]
         cls = self.get(name, f"{key}.name")
         options = {k: p for k, p in self.options(name).items() if k not in given}
-        hints = typing.get_type_hints(cls.__init__) if inspect.isclass(cls) else typing.get_type_hints(cls)
+        try:
+            hints = typing.get_type_hints(cls.__init__ if inspect.isclass(cls) else cls)
+        except NameError:  # an annotation naming what its module imports only for type checkers
+            hints = {}  # the options are still checked by name; the component checks their values
         kwargs: dict[str, Any] = {}
         for opt, value in node.items():
             if opt == "name":

@@ -11,38 +11,43 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.processes import run_fresh
+from helpers.processes import cli, run_fresh
 from omegaconf import OmegaConf
 
 from afl.config import experiments
 from afl.experiments.compare import ARMS
 
-BIN = Path(sys.executable).parent
-COMMANDS = ("afl-train", "afl-compare", "afl-plot", "afl-bench")
-
-
-def _cli(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    exe = BIN / name
-    if not exe.exists():
-        pytest.fail(f"{exe} is missing: install the entry points with `pip install -e . --no-deps`")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+# a run of a few seconds (one evaluation row besides the initial model's)
+TINY_RUN = [
+    "dataset.name=synthetic",
+    "dataset.synthetic.train_size=120",
+    "dataset.synthetic.test_size=40",
+    "partition.num_clients=3",
+    "partition.min_samples=5",
+    "federation.concurrency=2",
+    "federation.max_updates=2",
+    "federation.eval_every=2",
+    "logging.wandb.mode=disabled",
+    "logging.progress=false",
+]
+COMMANDS = ("afl-train", "afl-compare", "afl-sweep", "afl-plot", "afl-bench")
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_entry_point_prints_help(name: str, tmp_path: Path) -> None:
-    proc = _cli(name, "--help", cwd=tmp_path)
+    proc = cli(name, "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: {name} ")
 
 
 def test_train_help_lists_the_presets_and_points_at_the_keys(tmp_path: Path) -> None:
-    out = _cli("afl-train", "--help", cwd=tmp_path).stdout
+    out = cli("afl-train", "--help", cwd=tmp_path).stdout
     assert f"experiments: {', '.join(experiments())}" in out
     assert "configs/defaults.yaml" in out and "--show-config" in out
 
 
 def test_compare_help_lists_the_arms_and_presets(tmp_path: Path) -> None:
-    out = _cli("afl-compare", "--help", cwd=tmp_path).stdout
+    out = cli("afl-compare", "--help", cwd=tmp_path).stdout
     assert "afl, afl-released, afl-later: the three readings of the paper's learning rate" in out
     for name, arm in ARMS.items():  # every arm with the source its rule follows (wrapped at 100 columns)
         line = next(x for x in out.splitlines() if x.startswith(f"  {name} "))
@@ -70,7 +75,7 @@ def test_help_imports_neither_torch_nor_lightning(module: str) -> None:
 
 def test_train_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = _cli("afl-train", "partition.alpha=0", f"output_dir={out}", cwd=tmp_path)
+    proc = cli("afl-train", "partition.alpha=0", f"output_dir={out}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "error: partition.alpha: must be > 0, got 0.0"
@@ -78,7 +83,7 @@ def test_train_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_train_show_config_mixes_options_and_overrides(tmp_path: Path) -> None:
-    proc = _cli("afl-train", "experiment=demo", "--show-config", "federation.concurrency=3", cwd=tmp_path)
+    proc = cli("afl-train", "experiment=demo", "--show-config", "federation.concurrency=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.experiment == "demo" and cfg.federation.concurrency == 3
@@ -86,7 +91,7 @@ def test_train_show_config_mixes_options_and_overrides(tmp_path: Path) -> None:
 
 
 def test_compare_unknown_arm_exits_2_with_one_line(tmp_path: Path) -> None:
-    proc = _cli("afl-compare", f"output_dir={tmp_path / 'x'}", "--arms", "nope", cwd=tmp_path)
+    proc = cli("afl-compare", f"output_dir={tmp_path / 'x'}", "--arms", "nope", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     expected = (
@@ -97,7 +102,7 @@ def test_compare_unknown_arm_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_plot_on_a_folder_that_is_not_a_run_exits_2(tmp_path: Path) -> None:
-    proc = _cli("afl-plot", str(tmp_path), "--out", str(tmp_path / "p.png"), cwd=tmp_path)
+    proc = cli("afl-plot", str(tmp_path), "--out", str(tmp_path / "p.png"), cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
@@ -105,7 +110,7 @@ def test_plot_on_a_folder_that_is_not_a_run_exits_2(tmp_path: Path) -> None:
 
 
 def test_compare_from_a_folder_that_is_no_comparison_exits_2(tmp_path: Path) -> None:
-    proc = _cli("afl-compare", "--from", str(tmp_path), cwd=tmp_path)
+    proc = cli("afl-compare", "--from", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
         proc.stderr.strip()
@@ -152,3 +157,57 @@ def test_a_config_error_answers_without_importing_torch_or_lightning() -> None:
     )
     imported = run_fresh(code).strip()
     assert imported == "", f"a config error imported {imported}"
+
+
+@pytest.mark.parametrize("module", ["train", "compare", "sweep", "plot", "bench"])
+def test_python_dash_m_runs_each_command(module: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", f"afl.cli.{module}", "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["output_dir="], "error: output_dir: is empty: give a folder"),
+        (["experiment="], "error: experiment: is empty: give a preset's name"),
+        (["experiment=nowhere/mine.yaml"], "error: experiment: no file nowhere/mine.yaml"),
+    ],
+)
+def test_train_refuses_empty_keys_and_missing_preset_files(
+    tmp_path: Path, args: list[str], error: str
+) -> None:
+    proc = cli("afl-train", *args, "--show-config", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(error), proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_command_takes_a_preset_file_of_ones_own(tmp_path: Path) -> None:
+    """``experiment=FILE.yaml``: a preset outside configs/, named after its file."""
+    (tmp_path / "mine.yaml").write_text("federation: {concurrency: 3}\npartition: {num_clients: 7}\n")
+    shown = OmegaConf.create(cli("afl-train", "experiment=mine.yaml", "--show-config", cwd=tmp_path).stdout)
+    assert (shown.experiment, shown.federation.concurrency, shown.partition.num_clients) == ("mine", 3, 7)
+    (tmp_path / "sweep.yaml").write_text(
+        "description: d\nbase: [experiment=mine.yaml]\narms: [afl]\naxes: {}\nseeds: [0]\n"
+    )
+    listed = cli("afl-sweep", "sweep.yaml", "--dry-run", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout.startswith("afl seed 0 -> "), listed.stderr
+    # afl-compare: tests/test_plugins.py runs one
+
+
+@pytest.mark.parametrize(
+    ("out", "error"),
+    [
+        ("missing/dir/x.png", "error: --out: no folder missing/dir to write x.png in"),
+        ("x.pnj", "error: --out: cannot write x.pnj: Format 'pnj' is not supported"),
+    ],
+)
+def test_plot_output_errors_are_one_line_and_exit_2(tmp_path: Path, out: str, error: str) -> None:
+    from afl.experiments.run import run
+
+    run(overrides=[*TINY_RUN, f"output_dir={tmp_path / 'run'}"])
+    proc = cli("afl-plot", "run", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(error) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -80,7 +80,11 @@ def test_table_numbers_equal_the_runs_summary_files(tmp_path: Path) -> None:
     # the table read back from the run folders alone (afl-compare --from) is the same, to the bit
     again = resummarise(tmp_path / "cmp")
     assert again.table == result.table and again.target_accuracy == result.target_accuracy
-    assert resummarise(tmp_path / "cmp", target=0.0).table[0]["updates_to_target"] == 3.0  # first eval
+    at_zero = resummarise(tmp_path / "cmp", target=0.0)
+    assert at_zero.table[0]["updates_to_target"] == 0.0  # the initial model's evaluation
+    assert at_zero.table[0]["speedup_vs_sync"] is None  # no ratio of two zeros
+    assert "warning: the target 0.000 is at or below chance (1/10 = 0.100)" in format_table(at_zero)
+    assert "warning" not in format_table(result)
 
 
 def test_selection_keeps_the_best_validation_point_and_records_it(tmp_path: Path) -> None:
@@ -232,6 +236,8 @@ def test_summary_time_to_target_ratio_and_equal_time_by_hand(tmp_path: Path) -> 
         0.875
     )
     assert afl["updates_to_target"] == pytest.approx(10.0)
+    rows = {line.split("|")[1].strip(): line for line in format_table(c).splitlines()[2:4]}
+    assert "| 0.700 (1/2 seeds) |" in rows["sync"] and "seeds)" not in rows["afl"]
     # a default target: 0.95 × the best mean final accuracy (sync 0.85, afl 0.875)
     assert summarise(runs, tmp_path).target_accuracy == pytest.approx(0.95 * 0.875)
     # an arm that misses the target on one seed gets no ratio

@@ -65,7 +65,7 @@ def test_sync_is_a_barrier_round_of_j_distinct_clients(tiny) -> None:
 
 def test_budget_and_evaluation_schedule(tiny) -> None:
     result = run(tiny("federation.max_updates=10", "federation.eval_every=4"))
-    assert [row["client_updates"] for row in result.history] == [4, 8, 10]
+    assert [row["client_updates"] for row in result.history] == [0, 4, 8, 10]  # 0: the initial model
     assert result.summary["client_updates"] == 10
     assert len(result.updates) == 10
 

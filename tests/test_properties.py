@@ -312,15 +312,24 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
             assert {m["dispatched_version"] for m in members} == {V[start]}
             assert all(m["staleness"] == 0 for m in members)
 
-    # evaluation every eval_every updates and at the end, each seeing the model of that moment
+    # evaluation of the initial model, every eval_every updates and at the end, each seeing the model of
+    # that moment
     e = fed.eval_every
     history = loop.history
-    assert [h["client_updates"] for h in history] == [*range(e, n, e), n]
+    assert [h["client_updates"] for h in history] == [0, *range(e, n, e), n]
     assert [h["version"] for h in history[:-1]] == [V[h["client_updates"]] for h in history[:-1]]
     assert history[-1]["version"] == final_version
+    initial = history[0]  # no arrival in its window, nothing rejected yet, at time 0
+    assert (initial["sim_time"], initial["round"], initial["staleness"], initial["rejected_updates"]) == (
+        0,
+        0,
+        [],
+        0,
+    )
+    assert all(math.isnan(initial[k]) for k in ("mean_staleness", "mean_drift", "train_loss"))
     # each row sums up the arrivals since the row before it (metrics.csv, DESIGN §5)
     previous, wall = 0, 0.0
-    for h in history:
+    for h in history[1:]:
         m = h["client_updates"]
         window = rows[previous:m]
         taus = [r["staleness"] for r in window]
@@ -437,7 +446,7 @@ def test_eval_every_changes_nothing_but_the_evaluation_rows(
         return
     n = cfg.federation.max_updates
     for loop, e in ((a, periods[0]), (b, periods[1])):
-        assert [h["client_updates"] for h in loop.history] == [*range(e, n, e), n]
+        assert [h["client_updates"] for h in loop.history] == [0, *range(e, n, e), n]
     # the final evaluation, and any taken at the same update in both runs, saw the same model
     rows_b = {h["client_updates"]: h for h in b.history}
     common = [h for h in a.history if h["client_updates"] in rows_b]

@@ -155,7 +155,7 @@ def test_a_kill_from_outside_at_any_moment_resumes_identically(tmp_path, referen
 def test_resumed_wandb_run_continues_the_same_run(tmp_path) -> None:
     out = tmp_path / "run"
     overrides = [*RUN, "logging.wandb.mode=offline"]
-    _killed(out, "eval", 4, *overrides)  # 3 rows logged; the checkpoint at update 12 holds 3 rows
+    _killed(out, "eval", 5, *overrides)  # 4 rows logged (0..12); the checkpoint at update 12 holds them
     run_id = torch.load(out / checkpoint.CHECKPOINT, weights_only=True)["wandb_run_id"]
 
     result = run(load_config([f"resume={out}"]))

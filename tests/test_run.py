@@ -35,7 +35,7 @@ def test_run_writes_its_outputs(tiny) -> None:
     with (out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == METRIC_COLUMNS
-    assert [int(r["client_updates"]) for r in rows] == [4, 8, 12]
+    assert [int(r["client_updates"]) for r in rows] == [0, 4, 8, 12]  # 0: the initial model
     assert [float(r["test_accuracy"]) for r in rows] == [h["test_accuracy"] for h in result.history]
     summary = json.loads((out / "summary.json").read_text())
     for key in (
@@ -81,21 +81,25 @@ def test_wandb_offline_run_holds_the_logged_metrics(tiny) -> None:
     assert wb.project == "afl-test"
     assert wb.config["federation"]["concurrency"] == 3
     assert wb.config["dataset"]["name"] == "synthetic"
-    assert len(wb.history) == len(result.history) == 2
+    assert len(wb.history) == len(result.history) == 3
+    assert [logged["client_updates"] for logged in wb.history] == [0, 4, 8]
     for logged, row in zip(wb.history, result.history):
         assert logged["client_updates"] == row["client_updates"]
         assert logged["sim_time"] == pytest.approx(row["sim_time"])
         assert logged["test/accuracy"] == pytest.approx(row["test_accuracy"])
         assert logged["test/loss"] == pytest.approx(row["test_loss"])
-        assert logged["staleness/mean"] == pytest.approx(row["mean_staleness"])
+        # the initial model's row has no updates to average: NaN in metrics.csv, not logged to W&B
+        assert logged.get("staleness/mean") == (
+            None if row["client_updates"] == 0 else pytest.approx(row["mean_staleness"])
+        )
     assert wb.summary["final_test_accuracy"] == pytest.approx(result.summary["final_test_accuracy"])
     # time to target in the summary: the first evaluation at or above it
     first = result.history[0]
     assert result.summary["time_to_target"] == wb.summary["time_to_target"] == first["sim_time"]
-    assert result.summary["updates_to_target"] == 4
+    assert result.summary["updates_to_target"] == first["client_updates"] == 0  # 0.05: below the start
     # per evaluation window, the staleness of its updates as a histogram with a bin per value
     updates = result.updates
-    for logged, row in zip(wb.history, result.history):
+    for logged, row in zip(wb.history[1:], result.history[1:]):
         window = [
             u["staleness"]
             for u in updates
@@ -137,7 +141,7 @@ def test_plot_script_reads_finished_runs(tiny, tmp_path: Path) -> None:
     assert plot.main([str(a.output_dir), str(b.output_dir), "--out", str(out)]) == 0
     assert out.stat().st_size > 10_000
     summary, history, config = load_run(b.output_dir)
-    assert summary["algorithm"] == "fedbuff" and len(history) == 2 and config.federation.max_updates == 6
+    assert summary["algorithm"] == "fedbuff" and len(history) == 3 and config.federation.max_updates == 6
     assert plot.main([str(tmp_path), "--out", str(out)]) == 2  # not a run folder
 
 
@@ -165,7 +169,7 @@ def test_a_run_that_raises_is_marked_failed_never_complete(tiny) -> None:
     out = Path(cfg.output_dir)
     assert (out / "FAILED").read_text() == "RuntimeError: the third update broke the server\n"
     assert not (out / "summary.json").exists()
-    assert len((out / "metrics.csv").read_text().splitlines()) == 3  # header + the two evaluations before
+    assert len((out / "metrics.csv").read_text().splitlines()) == 4  # header + the three evaluations before
     with pytest.raises(FileNotFoundError, match="is a failed run: RuntimeError"):
         load_run(out)
 

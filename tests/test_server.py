@@ -53,6 +53,20 @@ def test_staleness_functions_do_not_increase_with_staleness() -> None:
 
 
 # ----------------------------------------------------------------------------- LR schedules
+@pytest.mark.parametrize("aggregator", ["afl", "fedasync", "fedbuff"])
+def test_each_staleness_function_has_one_default_whoever_uses_it(aggregator: str) -> None:
+    """An aggregator without a ``staleness`` node uses its function's own default, so naming the function
+    without options (``staleness.name=inverse``) changes nothing; and the defaults are documented ones."""
+    default = AGGREGATORS.build({"name": aggregator}, "server.aggregator").staleness
+    named = AGGREGATORS.build(
+        {"name": aggregator, "staleness": {"name": type(default).__name__.lower()}}, "server.aggregator"
+    ).staleness
+    assert named == default
+    assert [default(tau) for tau in range(6)] == [named(tau) for tau in range(6)]
+    assert (Inverse().a, Polynomial().a) == (0.2, 0.5)  # 1/(1+0.2τ) for afl; 1/sqrt(1+τ) for the others
+    assert default == (Inverse() if aggregator == "afl" else Polynomial())
+
+
 def test_paper_lr_at_arrival_decays_with_rounds_at_dispatch_and_scales_the_delta_by_its_own_tau() -> None:
     lr = PaperLR(alpha=0.5)  # delay_at=arrival, decay=sqrt: the defaults
     assert lr.at_dispatch(1e-3, round=0, previous_staleness=0) == pytest.approx(1e-3)

@@ -107,7 +107,7 @@ def test_drift_is_how_far_the_server_moved_while_the_client_trained() -> None:
     cfg = load_config([*TINY, "federation.eval_every=1", "federation.max_updates=15", "theory.enabled=false"])
     setup = build(cfg, validate(cfg))
     states = {0: {k: v.clone() for k, v in setup.global_state.items()}}  # version → state
-    before_arrival = [states[0]]  # the global state before arrival k (k = 0, 1, ...)
+    before_arrival = []  # the global state before arrival k (k = 0, 1, ...); the first: update 0's
     with SerialExecutor(setup.runtime) as executor:
         loop = make_loop(setup, executor)
         measure = loop.evaluate
@@ -129,4 +129,5 @@ def test_drift_is_how_far_the_server_moved_while_the_client_trained() -> None:
         assert (a["drift"] == 0) == (a["staleness"] == 0), k  # afl moves θ on every update
     assert any(a["staleness"] > 0 for a in arrivals)
     rows = loop.history
-    assert [r["mean_drift"] for r in rows] == [a["drift"] for a in arrivals]  # windows of one update
+    assert [r["mean_drift"] for r in rows[1:]] == [a["drift"] for a in arrivals]  # windows of one update
+    assert math.isnan(rows[0]["mean_drift"])  # the initial model: no update in its window

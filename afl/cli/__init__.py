@@ -1,4 +1,5 @@
-"""The command lines: ``afl-train``, ``afl-compare``, ``afl-plot``, ``afl-bench`` (``[project.scripts]``).
+"""The command lines: ``afl-train``, ``afl-compare``, ``afl-sweep``, ``afl-plot``, ``afl-bench``
+(``[project.scripts]``).
 
 Each submodule has ``parser()`` and ``main(argv=None) -> int``; ``scripts/X.py`` are thin wrappers
 around them. ``key=value`` overrides are positional arguments and mix freely with options

@@ -66,9 +66,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arms",
         type=_names,
-        default=list(DEFAULT_ARMS),
+        default=None,
         metavar="A,B",
-        help=f"comma-separated arms to run (default: {','.join(DEFAULT_ARMS)})",
+        help=f"comma-separated arms to run (default: {','.join(DEFAULT_ARMS)}, and the preset's own arms)",
     )
     p.add_argument("--seeds", type=_ints, default=[0], metavar="0,1,2", help="seeds (default: 0)")
     p.add_argument(
@@ -134,3 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(result))
     print(f"\nfolder: {result.output_dir}  (comparison.md, comparison.json, comparison.png)")
     return 0
+
+
+if __name__ == "__main__":  # python -m afl.cli.compare
+    sys.exit(main())

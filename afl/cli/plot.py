@@ -49,10 +49,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
+    if not args.out.parent.is_dir():
+        return _error(f"--out: no folder {args.out.parent} to write {args.out.name} in")
     from afl.experiments.metrics import load_run
     from afl.experiments.plots import describe, plot_curves
 
-    curves, title = {}, ""
+    curves, configs = {}, []
     try:
         for run_dir in args.runs:
             summary, history, config = load_run(run_dir)
@@ -60,10 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             while label in curves:
                 label += "'"
             curves[label] = history
-            title = title or describe(config)
+            configs.append(config)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    plot_curves(curves, args.out, title=title, references=args.reference)
+        return _error(str(err))
+    try:
+        plot_curves(curves, args.out, title=describe(*configs), references=args.reference)
+    except (OSError, ValueError) as err:  # not writable; a format matplotlib does not know (x.pnj)
+        return _error(f"--out: cannot write {args.out}: {str(err).splitlines()[0]}")
     print(f"plot: {args.out}")
     return 0
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # python -m afl.cli.plot
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,3 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print((root / "results.md").read_text(), end="")
     print(f"\nfolder: {root}  (results.csv, results.md, curves.png{', final.png' if sweep.axes else ''})")
     return 0
+
+
+if __name__ == "__main__":  # python -m afl.cli.sweep
+    sys.exit(main())

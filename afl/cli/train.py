@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 
 from afl.cli import presets_epilog, report
@@ -54,3 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(err)
     print(json.dumps(result.summary, indent=1))
     return 0
+
+
+if __name__ == "__main__":  # python -m afl.cli.train
+    sys.exit(main())

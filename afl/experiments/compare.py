@@ -309,6 +309,7 @@ class Comparison:
     target_accuracy: float
     output_dir: Path
     equal_time: dict[int, float]
+    warnings: list[str] = field(default_factory=list)  # said under the table
 
 
 def compare(
@@ -425,21 +426,33 @@ def summarise(
             row[name], row[f"{name}_std"] = mean, std
             if name in ("time_to_target", "updates_to_target"):
                 row[f"{name}_reached"] = n
+            if name == "acc_at_equal_time":  # None for a seed with no evaluation by then
+                row[f"{name}_seeds"] = n
         table.append(row)
     baseline = next((r for r in table if r["arm"] == BASELINE), None)
     for row in table:
-        ok = (  # a ratio only where both reached the target on every seed
+        ok = (  # a ratio only where both reached the target on every seed, the arm after time 0
             baseline is not None
             and baseline["time_to_target_reached"] == len(baseline["seeds"])
             and row["time_to_target_reached"] == len(row["seeds"])
+            and row["time_to_target"] > 0
         )
         row["speedup_vs_sync"] = baseline["time_to_target"] / row["time_to_target"] if ok else None  # type: ignore[index]
+    warnings = []
+    summaries = [r["summary"] for per_seed in runs.values() for r in per_seed.values()]
+    classes = [int(s["num_classes"]) for s in summaries if "num_classes" in s]  # runs before 0.1 lack it
+    if classes and target <= 1 / min(classes):
+        warnings.append(
+            f"the target {target:.3f} is at or below chance (1/{min(classes)} = {1 / min(classes):.3f}): "
+            "reaching it says nothing; give one with --target"
+        )
     return Comparison(
         runs=runs,
         table=table,
         target_accuracy=target,
         output_dir=root,
         equal_time=equal_time,
+        warnings=warnings,
     )
 
 
@@ -453,6 +466,12 @@ def time_to_target_cell(mean: float | None, std: float | None, reached: int, run
     """A table cell for the time to target: mean ± std over the runs that reached it, and how many did."""
     text = _pm(mean, std, ".0f")
     return text if reached == runs else f"{text} ({reached}/{runs} reached)"
+
+
+def _seeds_note(row: Mapping[str, Any]) -> str:
+    """``" (k/n seeds)"`` when a mean covers fewer seeds than the arm ran."""
+    k, n = row.get("acc_at_equal_time_seeds", len(row["seeds"])), len(row["seeds"])
+    return f" ({k}/{n} seeds)" if k < n else ""
 
 
 def format_table(comparison: Comparison) -> str:
@@ -476,7 +495,7 @@ def format_table(comparison: Comparison) -> str:
             _pm(r["sim_time"], r["sim_time_std"], ".0f"),
             ttt,
             speed,
-            _pm(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f"),
+            _pm(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f") + _seeds_note(r),
             _pm(r["updates_to_target"], r["updates_to_target_std"], ".0f"),
             f"{r['mean_staleness']:.2f}",
         ]
@@ -487,6 +506,7 @@ def format_table(comparison: Comparison) -> str:
         f'{n_seeds} seed(s); mean ± std. Target {c.target_accuracy:.3f} test accuracy. "Equal time": per '
         f"seed, the shortest simulated time any arm needed for the budget ({times} s)."
     )
+    lines.extend(f"warning: {w}" for w in c.warnings)
     return "\n".join(lines)
 
 
@@ -508,5 +528,7 @@ def write_outputs(comparison: Comparison, plan: Plan, selection: Selection | Non
     (root / "comparison.json").write_text(json.dumps(payload, indent=1))
     (root / "comparison.md").write_text(format_table(comparison) + "\n")
     histories = {a: [r["history"] for r in v.values()] for a, v in comparison.runs.items()}
-    first = next(iter(next(iter(comparison.runs.values())).values()))
-    plot_bands(histories, root / "comparison.png", title=describe(load_run(first["output_dir"])[2]))
+    configs = [
+        load_run(r["output_dir"])[2] for per_seed in comparison.runs.values() for r in per_seed.values()
+    ]
+    plot_bands(histories, root / "comparison.png", title=describe(*configs))

@@ -133,6 +133,7 @@ def run_summary(
         "seed": cfg.seed,
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
+        "num_classes": setup.data.num_classes,
         "num_parameters": setup.num_parameters,
         "final_test_accuracy": final["test_accuracy"],
         "final_test_loss": final["test_loss"],

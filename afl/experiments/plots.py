@@ -9,14 +9,41 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 # ----------------------------------------------------------------------------- figures and run folders
-def describe(cfg: Any) -> str:
-    """A one-line description of a run's setting, for plot titles."""
-    return (
-        f"{cfg.experiment}: {cfg.dataset.name}, {cfg.model.name}, C={cfg.partition.num_clients}, "
-        f"J={cfg.federation.concurrency}, {cfg.partition.scheme} α={cfg.partition.alpha}"
-    )
+#: The setting a plot title names: (prefix, config key), in order.
+_SETTING = (
+    ("", "experiment"),
+    (": ", "dataset.name"),
+    (", ", "model.name"),
+    (", C=", "partition.num_clients"),
+    (", J=", "federation.concurrency"),
+    (", ", "partition.scheme"),
+    (" α=", "partition.alpha"),
+)
+
+
+def describe(*cfgs: Any) -> str:
+    """A one-line description of the runs' setting, for plot titles: each value once where the runs share
+    it, all of them (``a|b``) where they differ.
+
+    Example:
+        >>> from omegaconf import OmegaConf
+        >>> a = OmegaConf.create({"experiment": "demo", "dataset": {"name": "digits"},
+        ...     "model": {"name": "cnn"}, "federation": {"concurrency": 5},
+        ...     "partition": {"num_clients": 10, "scheme": "dirichlet", "alpha": 0.5}})
+        >>> describe(a)
+        'demo: digits, cnn, C=10, J=5, dirichlet α=0.5'
+        >>> b = a.copy(); b.federation.concurrency = 3; b.model.name = "lenet"
+        >>> describe(a, b)
+        'demo: digits, cnn|lenet, C=10, J=5|3, dirichlet α=0.5'
+    """
+    from omegaconf import OmegaConf
+
+    parts = []
+    for prefix, key in _SETTING:
+        values = dict.fromkeys(str(OmegaConf.select(c, key)) for c in cfgs)
+        parts.append(prefix + "|".join(values))
+    return "".join(parts)
 
 
 def _step_curve(
@@ -63,7 +90,8 @@ def plot_bands(
             for ax, key in zip(axes, ("sim_time", "client_updates")):
                 end = max(float(h[-1][key]) for h in histories)
                 xs = sorted({float(r[key]) for h in histories for r in h} | {end})
-                if key == "sim_time":
+                few = max(len(h) for h in histories) <= 2  # a line alone would not show one point
+                if key == "sim_time" and not few:
                     xs = [end * i / 300 for i in range(301)]
                 ys = [_step_curve(h, xs, key, metric) for h in histories]
                 mean, low, high = [], [], []
@@ -75,7 +103,16 @@ def plot_bands(
                     low.append(m - sd)
                     high.append(m + sd)
                 drawstyle = "steps-post" if key == "sim_time" else "default"
-                ax.plot(xs, mean, color=color, ls=style, label=name, drawstyle=drawstyle, lw=1.8)
+                ax.plot(
+                    xs,
+                    mean,
+                    color=color,
+                    ls=style,
+                    label=name,
+                    drawstyle=drawstyle,
+                    lw=1.8,
+                    marker="o" if few else None,
+                )
                 if n > 1:
                     ax.fill_between(
                         xs, low, high, color=color, alpha=0.18, step="post" if key == "sim_time" else None

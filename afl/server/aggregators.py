@@ -297,7 +297,7 @@ class AFL(_DeltaBuffered):
         require(server_lr is None or server_lr > 0, "server_lr", f"must be > 0, got {server_lr}")
         super().__init__(buffer_size, server_lr_decay)
         self.server_lr = server_lr
-        self.staleness = staleness if staleness is not None else Inverse(a=0.2)
+        self.staleness = staleness if staleness is not None else Inverse()
 
     def setup(self, *, concurrency: int) -> None:
         super().setup(concurrency=concurrency)
@@ -324,7 +324,7 @@ class FedAsync(Aggregator):
     def __init__(self, *, alpha: float = 0.6, staleness: StalenessFunction | None = None) -> None:
         require(0 < alpha <= 1, "alpha", f"must be in (0, 1], got {alpha}")
         self.alpha = alpha
-        self.staleness = staleness if staleness is not None else Polynomial(a=0.5)
+        self.staleness = staleness if staleness is not None else Polynomial()
 
     def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
         alpha_t = self.alpha * self.staleness(update.staleness)
@@ -369,7 +369,7 @@ class FedBuff(_DeltaBuffered):
         require(server_lr > 0, "server_lr", f"must be > 0, got {server_lr}")
         super().__init__(buffer_size, server_lr_decay)
         self.server_lr = server_lr
-        self.staleness = staleness if staleness is not None else Polynomial(a=0.5)
+        self.staleness = staleness if staleness is not None else Polynomial()
 
     def _weight(self, update: ClientUpdate) -> float:
         return self.staleness(update.staleness)

@@ -38,14 +38,15 @@ class Constant(StalenessFunction):
 @STALENESS.register("inverse")
 @dataclass(frozen=True)
 class Inverse(StalenessFunction):
-    """``s(τ) = 1 / (1 + a τ)``: the AFL default.
+    """``s(τ) = 1 / (1 + a τ)``, ``a = 0.2`` unless set: the AFL default (``server.aggregator.name=afl``
+    without a ``staleness`` node is this, as is ``staleness.name=inverse`` without ``a``).
 
     Example:
         >>> Inverse(a=0.5)(2)
         0.5
     """
 
-    a: float = 0.5
+    a: float = 0.2
 
     def __post_init__(self) -> None:
         require(self.a >= 0, "a", f"must be >= 0, got {self.a}")

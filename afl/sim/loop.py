@@ -407,6 +407,8 @@ class FederatedLoop:
             mininterval=0.5,
         )
         try:
+            if s.dispatched == 0 and not self.history:  # the initial model: every curve starts at update 0
+                self._eval_row()
             if s.dispatched > 0:  # resumed
                 for flight in sorted(s.in_flight, key=lambda f: f.job.job_id):
                     self.executor.submit(flight.job)
