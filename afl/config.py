@@ -371,6 +371,11 @@ def _within(cfg: DictConfig, key: str, low: float, high: float, high_open: bool 
         raise ConfigError(key, f"must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
 
 
+def _mapping(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict with string keys."""
+    return {str(k): v for k, v in OmegaConf.to_container(node, resolve=True).items()}  # type: ignore[union-attr]
+
+
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check every value that a type cannot: choices, ranges, relations, and the components' options.
 
@@ -380,7 +385,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     from afl import plugins
 
     plugins.load(list(cfg.plugins))  # first: they register the components the checks below look up
-    # light modules only: a config error answers without importing torch or Lightning (tests/test_cli.py)
+    # light modules only: a config error answers without importing torch or Lightning
+    # (tests/integration/test_cli.py)
     from afl.client import OPTIMIZER_RESETS, OPTIMIZERS
     from afl.data import DATASET_LOADERS as DATASETS
     from afl.data import NORMALIZATIONS
@@ -399,10 +405,10 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     if len(cfg.model) > 1:  # options: checked against the model's signature (imports its module)
         from afl.models import MODEL_INPUTS
 
-        MODELS.check(OmegaConf.to_container(cfg.model, resolve=True), "model", given=MODEL_INPUTS)
+        MODELS.check(_mapping(cfg.model), "model", given=MODEL_INPUTS)
     if cfg.dataset.options:
-        options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
-        DATASETS.check({"name": cfg.dataset.name, **options}, "dataset.options", given=("root", "download"))
+        options = {"name": cfg.dataset.name, **_mapping(cfg.dataset.options)}
+        DATASETS.check(options, "dataset.options", given=("root", "download"))
     _choice(cfg, "client.optimizer", OPTIMIZERS.names())
     _choice(cfg, "client.optimizer_reset", OPTIMIZER_RESETS)
     _choice(cfg, "dataset.normalize", NORMALIZATIONS)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.configs import TINY
 from hypothesis import Phase, settings
 
 import afl
@@ -18,9 +19,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(Path(afl.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
 )
 
-# Hypothesis profiles (tests/test_properties.py), picked by HYPOTHESIS_PROFILE: "default" keeps the fast
-# suite fast and the same on every run (derandomised); "ci" is CI's larger, random search; "mutation" is
-# for `make mutate`.
+# Hypothesis profiles (tests/property/test_properties.py), picked by HYPOTHESIS_PROFILE: "default" keeps
+# the fast suite fast and the same on every run (derandomised); "ci" is CI's larger, random search;
+# "mutation" is for `make mutate`.
 settings.register_profile("default", max_examples=20, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
 # `make mutate`: a failure is all it needs, so no shrinking (which can take longer than the test itself)
@@ -62,25 +63,6 @@ def _restore_torch_threads() -> None:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-TINY = [
-    "dataset.name=synthetic",
-    "dataset.synthetic.train_size=480",
-    "dataset.synthetic.test_size=200",
-    "dataset.synthetic.noise=2.0",
-    "partition.num_clients=6",
-    "partition.min_samples=5",
-    "model.name=cnn",
-    "client.local_epochs=1",
-    "client.batch_size=32",
-    "client.lr=0.003",
-    "federation.concurrency=3",
-    "federation.max_updates=12",
-    "federation.eval_every=4",
-    "logging.wandb.mode=disabled",
-    "logging.progress=false",
-]
 
 
 @pytest.fixture

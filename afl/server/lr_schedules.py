@@ -80,9 +80,9 @@ class PaperLR(LRSchedule):
     with ``delay_at="arrival"`` (the default) the server multiplies that update's delta by it; with
     ``delay_at="dispatch"`` the client trains at the rate computed with its *previous* τ instead.
     ``decay="none"`` drops the ``sqrt(t + 1)`` factor, so each mechanism can be ablated. The formula is
-    :func:`delay_aware_lr`; the :class:`afl_callbacks.DelayAwareLR` callback sets the same rate (it imports
-    nothing from ``afl``, so it states the formula itself; ``tests/unit/test_callbacks.py`` holds the two
-    equal).
+    :func:`delay_aware_lr`; the :class:`afl_callbacks.DelayAwareLR` callback sets the same rate (it
+    imports nothing from ``afl``, so it states the formula itself;
+    ``tests/unit/callbacks/test_callbacks.py`` holds the two equal).
 
     What ``t`` is, is a reading (``decay_over``):
 

@@ -2,7 +2,7 @@
 
 Only the training moves: the virtual clock, the sampling and the aggregation stay in the driver's
 :class:`~afl.sim.loop.FederatedLoop`, which asks for results in simulated-time order as with any executor,
-so a run gives the same results as with the thread executor (``tests/test_ray.py``).
+so a run gives the same results as with the thread executor (``tests/integration/test_ray.py``).
 
 * ``federation.workers`` actors, each reserving ``ray.num_cpus`` CPUs and ``ray.num_gpus`` GPUs. The
   client runtime (every client's training data and how to build the model) is put in the object store

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from helpers.configs import TINY
+from helpers.loops import serial_loop
 from torch import nn
 
-from afl.config import load_config, validate
-from afl.experiments.build import build, make_loop
+from afl.config import validate
+from afl.experiments.build import build
 from afl.experiments.evaluation import gradient_statistics
 from afl.experiments.run import run
-from afl.sim.executors import SerialExecutor
 
 
 def _softmax_gradient(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -104,12 +104,10 @@ def test_drift_is_how_far_the_server_moved_while_the_client_trained() -> None:
     """Every global state is recorded (an evaluation after each update); each arrival's drift is then
     recomputed from the state it was dispatched with and the state when it arrived. (The paper's CNN has
     parameters only: no running statistics to leave out.)"""
-    cfg = load_config([*TINY, "federation.eval_every=1", "federation.max_updates=15", "theory.enabled=false"])
-    setup = build(cfg, validate(cfg))
-    states = {0: {k: v.clone() for k, v in setup.global_state.items()}}  # version → state
-    before_arrival = []  # the global state before arrival k (k = 0, 1, ...); the first: update 0's
-    with SerialExecutor(setup.runtime) as executor:
-        loop = make_loop(setup, executor)
+    overrides = [*TINY, "federation.eval_every=1", "federation.max_updates=15", "theory.enabled=false"]
+    with serial_loop(overrides) as (setup, loop):
+        states = {0: {k: v.clone() for k, v in setup.global_state.items()}}  # version → state
+        before_arrival = []  # the global state before arrival k (k = 0, 1, ...); the first: update 0's
         measure = loop.evaluate
 
         def record(state):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import fields, is_dataclass
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 from omegaconf import OmegaConf
 
 from afl.config import Config, experiments, load_config
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import train  # noqa: E402  (scripts/train.py)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import CRASH_DRIVER
 
 from afl.cli.sweep import main as sweep_main
 from afl.config import load_config
 from afl.errors import ConfigError
 from afl.experiments.sweep import load_sweep, run_dir, run_sweep, sweeps
 
-HERE = Path(__file__).resolve().parent
 TINY_BASE = [
     "dataset.name=synthetic",
     "dataset.synthetic.train_size=480",
@@ -127,7 +127,7 @@ def test_a_killed_run_in_a_sweep_is_resumed_from_its_checkpoint(tmp_path) -> Non
     out = run_dir(root, cell, 0)
     command = [
         sys.executable,
-        str(HERE / "crash_driver.py"),
+        str(CRASH_DRIVER),
         "eval",
         "2",
         *sweep.overrides(cell, 0),

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers.loops import serial_loop
 
-from afl.config import validate
 from afl.errors import ConfigError
-from afl.experiments.build import build, make_loop
+from afl.experiments.build import Setup
 from afl.messages import ClientJob, ClientResult, ClientUpdate, is_parameter, is_running_stat
 from afl.rng import derive_rng
 from afl.server.aggregators import AFL, AGGREGATORS, FedAsync, FedBuff
@@ -52,14 +52,17 @@ class Recording:
 def _run(cfg: Any) -> tuple[Recording, FederatedLoop, State]:
     """The loop of ``cfg`` run to its budget (serially): its recorded client jobs, the loop, and the
     initial global model."""
-    setup = build(cfg, validate(cfg))
-    initial = _clone(setup.global_state)
+    recordings = []
+
+    def record(setup: Setup) -> Recording:
+        recordings.append(Recording(setup.runtime))
+        return recordings[-1]
+
     torch.set_num_threads(cfg.federation.torch_threads)
-    recording = Recording(setup.runtime)
-    with SerialExecutor(recording) as executor:
-        loop = make_loop(setup, executor)
+    with serial_loop(cfg, train=record) as (setup, loop):
+        initial = _clone(setup.global_state)
         loop.run()
-    return recording, loop, initial
+    return recordings[0], loop, initial
 
 
 # ----------------------------------------------------------------------------- the hinge boundary

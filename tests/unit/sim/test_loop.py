@@ -8,13 +8,14 @@ from collections import defaultdict
 
 import pytest
 import torch
+from helpers.models import tiny_cnn
+from helpers.runs import summary
 
 from afl.client.runtime import batch_loader
 from afl.data.datasets import load_dataset
 from afl.data.partition import partition
 from afl.experiments.outputs import VOLATILE_SUMMARY_KEYS
 from afl.experiments.run import run
-from afl.models import build_model
 from afl.rng import derive_rng, derive_seed
 
 
@@ -83,15 +84,10 @@ def test_same_seed_same_run_whatever_the_executor(tiny) -> None:
         assert _comparable(other) == _comparable(base)
         for k, v in base.final_state.items():
             assert torch.equal(v, other.final_state[k]), k
-        assert _summary_file(other) == _summary_file(base)
+        assert summary(other.output_dir) == summary(base.output_dir)
         assert (other.output_dir / "metrics.csv").read_text().count("\n") == len(base.history) + 1
     saved = json.loads((base.output_dir / "summary.json").read_text())
     assert saved["final_test_accuracy"] == base.summary["final_test_accuracy"]
-
-
-def _summary_file(result) -> dict:
-    saved = json.loads((result.output_dir / "summary.json").read_text())
-    return {k: v for k, v in saved.items() if k not in VOLATILE_SUMMARY_KEYS}
 
 
 def test_another_seed_gives_another_run(tiny) -> None:
@@ -153,7 +149,7 @@ def test_j1_afl_constant_lr_equals_plain_sequential_training(tiny) -> None:
         min_samples=cfg.partition.min_samples,
     )
     torch.manual_seed(derive_seed(cfg.seed, "init"))
-    model = build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+    model = tiny_cnn()
     for u in result.updates:
         idx = torch.as_tensor(parts[u["client_id"]])
         x, y = data.train.x[idx], data.train.y[idx]
@@ -178,7 +174,7 @@ def test_j1_afl_constant_lr_equals_plain_sequential_training(tiny) -> None:
         torch.testing.assert_close(result.final_state[k], v, rtol=1e-6, atol=atol)
     # and it did train: the model moved from its initialisation by far more than the tolerance
     torch.manual_seed(derive_seed(cfg.seed, "init"))
-    init = build_model("cnn", in_channels=1, num_classes=10, image_size=8).state_dict()
+    init = tiny_cnn().state_dict()
     moved = (result.final_state["classifier.weight"] - init["classifier.weight"]).abs().max()
     assert moved > 1e-2 and moved > 500 * atol
 
@@ -190,7 +186,7 @@ def test_a_client_job_trains_under_no_grad_and_leaves_the_callers_grad_mode() ->
     x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
 
     def factory():
-        return build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+        return tiny_cnn()
 
     state = factory().state_dict()
     runtime = ClientRuntime([(x, y)], factory, num_classes=10, local_epochs=1, batch_size=16)

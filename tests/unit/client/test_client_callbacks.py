@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from afl_callbacks.grad_norm import squared_grad_norm
+from helpers.models import tiny_cnn
 
 from afl.cli.train import main as train
 from afl.client.callbacks import Drift, GradientNorm
@@ -16,7 +17,6 @@ from afl.config import validate
 from afl.experiments.build import build
 from afl.experiments.run import run
 from afl.messages import ClientJob, is_parameter
-from afl.models import build_model
 
 MONITORS = "client.callbacks=[gradient_norm, parameter_drift]"
 
@@ -49,7 +49,7 @@ def test_client_job_reports_the_mean_squared_gradient_and_the_norm_of_its_delta(
     x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
 
     def factory():
-        return build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+        return tiny_cnn()
 
     start = factory().state_dict()
     runtime = ClientRuntime(

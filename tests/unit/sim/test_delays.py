@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
+from helpers.configs import TINY
 
 from afl.cli.train import main as train
 from afl.errors import ConfigError

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from helpers import ROOT
+from helpers.configs import TINY
 from omegaconf import OmegaConf
 
 from afl.config import load_config
@@ -26,7 +27,6 @@ from afl.experiments.compare import (
 )
 from afl.experiments.metrics import time_to_accuracy
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = [*TINY, "federation.max_updates=9", "federation.eval_every=3", "dataset.val_fraction=0.25"]
 
 

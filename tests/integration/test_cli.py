@@ -194,7 +194,7 @@ def test_every_command_takes_a_preset_file_of_ones_own(tmp_path: Path) -> None:
     )
     listed = cli("afl-sweep", "sweep.yaml", "--dry-run", cwd=tmp_path)
     assert listed.returncode == 0 and listed.stdout.startswith("afl seed 0 -> "), listed.stderr
-    # afl-compare: tests/test_plugins.py runs one
+    # afl-compare: tests/integration/test_plugins.py runs one
 
 
 @pytest.mark.parametrize(

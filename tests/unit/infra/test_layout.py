@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from helpers import ROOT
 from helpers.processes import run_fresh
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"afl": ROOT / "afl", "afl_callbacks": ROOT / "callbacks"}
 
 

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
+from helpers.wandb_offline import read_offline_run
 from omegaconf import OmegaConf
-from wandb_offline import read_offline_run
 
 from afl.experiments.metrics import load_run
 from afl.experiments.outputs import METRIC_COLUMNS
 from afl.experiments.run import run
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_run_writes_its_outputs(tiny) -> None:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from helpers import ROOT, runs
+from helpers.configs import TINY
+from helpers.runs import assert_same_outputs
 
 from afl.config import load_config, validate
 from afl.experiments.build import build, make_loop
-from afl.experiments.outputs import VOLATILE_SUMMARY_KEYS
 from afl.experiments.run import run
 from afl.sim.executors import ThreadExecutor
 
@@ -29,7 +30,6 @@ else:
     ray = pytest.importorskip("ray", reason='the Ray extra is not installed (pip install -e ".[ray]")')
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 FAULTY = ("faults.rate=0.25", "faults.kinds=[raise,nonfinite]", "federation.concurrency=4")
 
 
@@ -41,18 +41,6 @@ def cluster():
     ray.shutdown()
 
 
-def _files(result) -> tuple:
-    """What a run wrote, wall time aside: summary.json, updates.csv, metrics.csv."""
-    out = result.output_dir
-    return _summary(result), (out / "updates.csv").read_text(), _without_wall_time(out / "metrics.csv")
-
-
-def _without_wall_time(path: Path) -> list[list[str]]:
-    rows = [line.split(",") for line in path.read_text().splitlines()]
-    col = rows[0].index("wall_time")
-    return [row[:col] + row[col + 1 :] for row in rows]
-
-
 def test_ray_runs_match_thread_runs(cluster, tiny) -> None:
     """Same seed, same run: summary, metrics.csv, updates.csv and the final parameters, with failing and
     non-finite clients among the jobs."""
@@ -60,10 +48,7 @@ def test_ray_runs_match_thread_runs(cluster, tiny) -> None:
     on_ray = run(tiny(*FAULTY, "federation.executor=ray"))  # starts the local cluster itself
     assert ray.is_initialized() and ray.cluster_resources()["CPU"] >= 2
     assert threads.summary["rejected_by_reason"]["error"] > 0, "the test needs failing clients"
-    assert _files(on_ray) == _files(threads)
-    final = torch.load(on_ray.output_dir / "final_model.pt", weights_only=True)
-    for key, value in threads.final_state.items():
-        assert torch.equal(final[key], value), key
+    assert_same_outputs(on_ray.output_dir, threads.output_dir)
 
 
 def _kill_once(runtime, job_id: int, marker: str):
@@ -150,16 +135,40 @@ def test_a_run_joins_a_running_cluster_by_address(cluster, tiny, tmp_path) -> No
         env={**os.environ, "RAY_ADDRESS": ""},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert {k: v for k, v in summary.items() if k not in VOLATILE_SUMMARY_KEYS} == _summary(expected)
-
-
-def _summary(result) -> dict:
-    saved = json.loads((result.output_dir / "summary.json").read_text())
-    return {k: v for k, v in saved.items() if k not in VOLATILE_SUMMARY_KEYS}
+    assert runs.summary(out) == runs.summary(expected.output_dir)
 
 
 def test_a_cluster_too_small_for_the_actors_is_an_error_that_says_so(cluster, tiny) -> None:
     cluster()
     with pytest.raises(RuntimeError, match=r"has 2 CPUs, and federation.workers × ray.num_cpus needs 3"):
         run(tiny("federation.executor=ray", "federation.workers=3"))
+
+
+def test_plugins_run_on_ray_workers_as_on_threads(tmp_path: Path) -> None:
+    """A user's model, optimizer and data set from ``plugins=[...]``: the Ray run (its workers get the
+    plug-in module pickled by value) writes what the thread run writes."""
+    from helpers.plugins import MINE, PLUGIN, SMALL
+    from helpers.processes import cli
+
+    (tmp_path / "my_components.py").write_text(
+        PLUGIN
+        + """
+
+from afl.client import OPTIMIZERS
+
+
+@OPTIMIZERS.register("plain_sgd")
+def plain_sgd(params, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr)
+"""
+    )
+    common = ["plugins=[my_components]", *SMALL, *MINE, "client.optimizer=plain_sgd", "client.lr=0.05"]
+    for executor in ("thread", "ray"):
+        proc = cli(
+            "afl-train", *common, f"federation.executor={executor}", f"output_dir={executor}", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+    threads, on_ray = (tmp_path / "thread", tmp_path / "ray")
+    assert_same_outputs(on_ray, threads)
+    summary = json.loads((on_ray / "summary.json").read_text())
+    assert summary["model"] == "tiny_mlp" and summary["client_updates"] == 6

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
+from helpers.models import tiny_cnn
 
 from afl.client.callbacks import CallbackSpec, build_client_callbacks
 from afl.client.runtime import ClientRuntime
 from afl.client.trainer import thread_trainer
 from afl.config import load_config
 from afl.messages import ClientJob, ClientResult
-from afl.models import build_model
 from afl.sim.executors import SerialExecutor, ThreadExecutor
 
 CALLBACKS = [
@@ -26,7 +26,7 @@ CALLBACKS = [
 
 def _factory() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+    return tiny_cnn()
 
 
 def _clients(n: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:

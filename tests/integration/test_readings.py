@@ -1,6 +1,6 @@
 """The three readings of the paper's learning rate (DESIGN §4), each rule against hand-computed values:
 
-* ours (``afl``): ``γ0 / sqrt(r + 1)`` at dispatch, r the round (tests/test_server.py);
+* ours (``afl``): ``γ0 / sqrt(r + 1)`` at dispatch, r the round (tests/unit/server/test_server.py);
 * the code released with the paper (``afl-released``): epoch e of every job at ``γ / sqrt(e + 1)``, the
   optimizer new every epoch, FedAvg of each J arrivals;
 * the authors' later code (``afl-later``): a constant client rate and the server step ``η_g / sqrt(r + 1)``
@@ -14,7 +14,8 @@ import math
 import lightning as L
 import pytest
 import torch
-from wandb_offline import read_offline_run
+from helpers.models import tiny_cnn
+from helpers.wandb_offline import read_offline_run
 
 from afl.client.module import ClientModule
 from afl.client.runtime import ClientRuntime, batch_loader
@@ -24,7 +25,6 @@ from afl.errors import ConfigError
 from afl.experiments.compare import ARMS, parse_plan
 from afl.experiments.run import run
 from afl.messages import ClientJob, ClientUpdate
-from afl.models import build_model
 from afl.server.aggregators import AFL, AGGREGATORS, FedAsync, FedAvg, FedBuff
 from afl.server.lr_schedules import LR_SCHEDULES, ConstantLR, PaperLR
 from afl.server.staleness import Constant
@@ -87,7 +87,7 @@ class _AdamSteps(L.Callback):
 def _data() -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
     torch.manual_seed(0)
     x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
-    return x, y, build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+    return x, y, tiny_cnn()
 
 
 @pytest.mark.parametrize("reset", ["job", "epoch"])
@@ -129,7 +129,7 @@ def test_a_client_job_of_the_released_reading_equals_its_plain_loop() -> None:
     rates = [0.01 / math.sqrt(e + 1) for e in range(3)]
 
     def factory() -> torch.nn.Module:
-        return build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+        return tiny_cnn()
 
     results = {}
     for reset in ("epoch", "job"):
@@ -143,7 +143,7 @@ def test_a_client_job_of_the_released_reading_equals_its_plain_loop() -> None:
         plain.load_state_dict(start)
         want = _plain(plain, x, y, rates, new_optimizer_each_epoch=reset == "epoch")
         # Lightning's step and the plain loop run the same float32 operations in the same order on this
-        # machine; a rounding bound as in tests/test_loop.py (1e-4 · lr per Adam step, 9 steps) still
+        # machine; a rounding bound as in tests/unit/sim/test_loop.py (1e-4 · lr per Adam step, 9 steps) still
         # holds if a kernel choice differs.
         for k, v in want.items():
             torch.testing.assert_close(results[reset][k], v, rtol=1e-6, atol=9 * 0.01 * 1e-4)

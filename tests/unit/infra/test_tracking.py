@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from wandb_offline import OfflineRun, inspect_records, read_offline_run
+from helpers.wandb_offline import OfflineRun, inspect_records, read_offline_run
 
 from afl.tracking import ALLOWED_MODES, WandbTracker
 

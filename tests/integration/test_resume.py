@@ -8,38 +8,31 @@ same code path: the results must be identical to the bit, wall times aside.
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from conftest import TINY
-from wandb_offline import read_offline_run
+from helpers import CRASH_DRIVER
+from helpers.configs import TINY
+from helpers.loops import serial_loop
+from helpers.runs import assert_same_outputs
+from helpers.wandb_offline import read_offline_run
 
 from afl import checkpoint
 from afl.cli.train import main as train_main
-from afl.config import load_config, validate
+from afl.config import load_config
 from afl.errors import ConfigError
-from afl.experiments.build import build, make_loop
 from afl.experiments.compare import ARMS
 from afl.experiments.metrics import FAILED
-from afl.experiments.outputs import VOLATILE_SUMMARY_KEYS
 from afl.experiments.run import run
-from afl.sim.executors import SerialExecutor
-from afl.sim.loop import FederatedLoop
 
-HERE = Path(__file__).resolve().parent
 # 24 updates, evaluations every 4, a checkpoint every 3 (so some rows come after the last checkpoint and
 # must be dropped and recomputed), afl with a buffer of 2 (a checkpoint can hold a half-full buffer), and
 # 20% injected faults (their counters and the arrival log must survive too).
@@ -54,34 +47,9 @@ RUN = [*COMMON, "server.aggregator.buffer_size=2"]
 SYNC = [*COMMON, "federation.mode=sync", "server.aggregator.name=fedavg"]
 
 
-def _files(out: Path) -> dict[str, object]:
-    """What must be identical: metrics and updates (wall times aside), the summary, the final model."""
-    with (out / "metrics.csv").open() as f:
-        metrics = [{k: v for k, v in row.items() if k != "wall_time"} for row in csv.DictReader(f)]
-    summary = json.loads((out / "summary.json").read_text())
-    for key in VOLATILE_SUMMARY_KEYS:
-        summary.pop(key)
-    return {
-        "metrics": metrics,
-        "updates": (out / "updates.csv").read_text(),
-        "summary": summary,
-        "model": torch.load(out / "final_model.pt", weights_only=True),
-    }
-
-
-def _assert_same(resumed: Path, reference: Path) -> None:
-    got, want = _files(resumed), _files(reference)
-    assert got["metrics"] == want["metrics"]
-    assert got["updates"] == want["updates"]
-    assert got["summary"] == want["summary"]
-    assert got["model"].keys() == want["model"].keys()
-    for key, value in want["model"].items():
-        assert torch.equal(got["model"][key], value), key
-
-
 def _killed(out: Path, point: str, n: int, *overrides: str) -> subprocess.CompletedProcess[str]:
     """Run the config in a subprocess that kills itself at ``point``; return the finished process."""
-    command = [sys.executable, str(HERE / "crash_driver.py"), point, str(n), *overrides, f"output_dir={out}"]
+    command = [sys.executable, str(CRASH_DRIVER), point, str(n), *overrides, f"output_dir={out}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     assert not (out / "summary.json").exists()
@@ -127,7 +95,7 @@ def test_killed_run_resumes_to_the_identical_result(tmp_path, reference, point, 
 
     result = run(load_config([f"resume={out}"]))
 
-    _assert_same(out, reference[mode])
+    assert_same_outputs(out, reference[mode])
     assert result.summary["client_updates"] == 24
     assert not (out / checkpoint.CHECKPOINT).exists() and not (out / FAILED).exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference[mode].iterdir())
@@ -137,7 +105,7 @@ def test_killed_run_resumes_to_the_identical_result(tmp_path, reference, point, 
 def test_a_kill_from_outside_at_any_moment_resumes_identically(tmp_path, reference) -> None:
     """Killed from outside once the 2nd evaluation row is on disk, wherever the run then is."""
     out = tmp_path / "run"
-    command = [sys.executable, str(HERE / "crash_driver.py"), "none", "0", *RUN, f"output_dir={out}"]
+    command = [sys.executable, str(CRASH_DRIVER), "none", "0", *RUN, f"output_dir={out}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -149,7 +117,7 @@ def test_a_kill_from_outside_at_any_moment_resumes_identically(tmp_path, referen
     assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
 
     run(load_config([f"resume={out}"]))
-    _assert_same(out, reference["async"])
+    assert_same_outputs(out, reference["async"])
 
 
 def test_resumed_wandb_run_continues_the_same_run(tmp_path) -> None:
@@ -193,7 +161,7 @@ def test_failed_run_keeps_its_last_good_checkpoint_and_resumes(tmp_path, referen
         afl.experiments.build.evaluate = real
     assert (out / FAILED).read_text().startswith("OSError: disk full")
     run(load_config([f"resume={out}"]))
-    _assert_same(out, reference["async"])
+    assert_same_outputs(out, reference["async"])
 
 
 def _checkpointed(tmp_path: Path) -> Path:
@@ -262,15 +230,6 @@ def test_complete_run_is_not_resumed(tiny, capsys) -> None:
     assert "is complete" in capsys.readouterr().err
 
 
-@contextmanager
-def _serial_loop(overrides: list[str], **kwargs: Any) -> Iterator[FederatedLoop]:
-    """The loop of a run of ``overrides``, built in this process on a serial executor, not yet run."""
-    cfg = load_config(overrides)
-    setup = build(cfg, validate(cfg))
-    with SerialExecutor(setup.runtime) as executor:
-        yield make_loop(setup, executor, **kwargs)
-
-
 def _checkpoint_times(*overrides: str) -> list[int]:
     """The client updates at which a run of TINY with ``overrides`` takes its checkpoints."""
     taken: list[int] = []
@@ -278,7 +237,7 @@ def _checkpoint_times(*overrides: str) -> list[int]:
     def on_checkpoint(saved: dict) -> None:
         taken.append(saved["state"]["client_updates"])
 
-    with _serial_loop([*TINY, *overrides], on_checkpoint=on_checkpoint) as loop:
+    with serial_loop([*TINY, *overrides], on_checkpoint=on_checkpoint) as (_, loop):
         loop.run()
     return taken
 
@@ -306,7 +265,7 @@ def test_loop_state_round_trip_continues_identically(rule: list[str]) -> None:
     """state_dict → load_state_dict into a fresh loop, mid-run, continues to the same final model."""
     overrides = [*RUN, *rule, "checkpoint.every=5"]
     states: list[dict] = []
-    with _serial_loop(overrides, on_checkpoint=states.append) as whole:
+    with serial_loop(overrides, on_checkpoint=states.append) as (_, whole):
         assert whole.state_dict()["wall_time"] == 0.0  # not started: no wall time spent yet
         whole.run()
     assert whole.history[-1]["wall_time"] > 0
@@ -314,7 +273,7 @@ def test_loop_state_round_trip_continues_identically(rule: list[str]) -> None:
     middle = torch.load(
         _saved(next(s for s in states if s["aggregator"]["buffer"]["count"] > 0)), weights_only=True
     )
-    with _serial_loop(overrides) as resumed:
+    with serial_loop(overrides) as (_, resumed):
         resumed.load_state_dict(middle)
         resumed.run()
     assert repr(resumed.state.arrivals) == repr(whole.state.arrivals)  # repr: NaN == NaN, floats exact
@@ -346,7 +305,7 @@ def test_progress_bar_counts_updates_from_where_a_run_resumes(capsys) -> None:
     def loop_run(progress: str, state: dict | None = None) -> tuple[list[dict], str]:
         overrides = [*TINY, "federation.max_updates=6", "checkpoint.every=3", f"logging.progress={progress}"]
         states: list[dict] = []
-        with _serial_loop(overrides, on_checkpoint=states.append) as loop:
+        with serial_loop(overrides, on_checkpoint=states.append) as (_, loop):
             capsys.readouterr()
             if state is not None:
                 loop.load_state_dict(state)
