@@ -47,7 +47,8 @@ class Arm:
 _ASYNC = ("federation.mode=async",)
 _AFL = (*_ASYNC, "server.aggregator.name=afl")
 #: Each arm: the rule's overrides and where the rule comes from. The three readings of the paper's
-#: learning rate (DESIGN §4) are ``afl`` (ours), ``afl-released`` and ``afl-later`` (the authors' codes).
+#: learning rate (docs/readings.md) are ``afl`` (ours), ``afl-released`` and ``afl-later`` (the authors'
+#: codes).
 ARMS: dict[str, Arm] = {
     "afl": Arm(
         (*_AFL, "server.lr_schedule.name=paper"),

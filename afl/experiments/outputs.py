@@ -1,4 +1,4 @@
-"""A run's folder and files (DESIGN §5): the folder claimed, ``config.yaml``, ``partition.json``,
+"""A run's folder and files (docs/outputs.md): the folder claimed, ``config.yaml``, ``partition.json``,
 ``metrics.csv`` as it goes, then ``summary.json``, ``updates.csv`` and ``final_model.pt``; and its W&B run.
 :func:`~afl.experiments.metrics.load_run` reads a finished folder back."""
 

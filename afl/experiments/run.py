@@ -1,5 +1,5 @@
 """One federated run, end to end: :func:`run` checks the config, builds the run, trains it on the loop and
-writes its outputs (DESIGN §5)."""
+writes its outputs (docs/outputs.md)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class RunResult:
 
 
 def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResult:
-    """Train one federated run and write its outputs (DESIGN §5).
+    """Train one federated run and write its outputs (docs/outputs.md).
 
     Args:
         cfg: a config from :func:`afl.config.load_config`; if omitted, one is composed from ``overrides``.

@@ -1,4 +1,4 @@
-"""Server aggregators: how arriving client updates change the global model (DESIGN §4).
+"""Server aggregators: how arriving client updates change the global model (docs/design.md).
 
 One interface, :class:`Aggregator`; the rule of each algorithm is a few lines over the small pure
 functions below (weighted sums, delta steps, convex mixes, integer maxima). A state dict has three kinds
@@ -257,7 +257,7 @@ class FedAvg(Aggregator):
 
 @AGGREGATORS.register("afl")
 class AFL(_DeltaBuffered):
-    """The paper's staleness-aware rule (DESIGN §4): on each buffer ``B`` of ``M`` arrivals,
+    """The paper's staleness-aware rule (docs/design.md): on each buffer ``B`` of ``M`` arrivals,
     ``θ ← θ + η_g Σ_{c∈B} (n_c / Σ_B n) · s(τ_c) · Δ_c``.
 
     ``s(τ)`` is an absolute discount, not renormalised over the buffer: with ``M = 1`` a stale update

@@ -1,4 +1,4 @@
-"""Delay models of the simulated clock (DESIGN §3).
+"""Delay models of the simulated clock (docs/design.md).
 
 A job's duration is decided at dispatch: ``samples_trained * time_per_sample / speed[c]`` of compute,
 plus a communication delay drawn per job. Speeds are drawn once per client. Both are small components

@@ -1,4 +1,4 @@
-"""The three readings of the paper's learning rate (DESIGN §4), each rule against hand-computed values:
+"""The three readings of the paper's learning rate (docs/readings.md), each rule against hand-computed values:
 
 * ours (``afl``): ``γ0 / sqrt(r + 1)`` at dispatch, r the round (tests/unit/server/test_server.py);
 * the code released with the paper (``afl-released``): epoch e of every job at ``γ / sqrt(e + 1)``, the

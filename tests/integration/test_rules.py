@@ -1,4 +1,4 @@
-"""Rule tests for the lines of DESIGN §3-§4 that had none: the hinge boundary, tie-breaking, who goes next,
+"""Rule tests for the lines of docs/design.md that had none: the hinge boundary, tie-breaking, who goes next,
 the LR of a sync round, and the server rules end to end (FedAsync; the final flush of a partly filled
 buffer for fedbuff and for afl with M > 1), each against the formula written out here by hand."""
 
@@ -143,7 +143,7 @@ def test_values_at_the_bounds_mean_what_they_say() -> None:
 def test_aggregator_defaults_are_the_documented_rules() -> None:
     """What a config with only ``server.aggregator.name`` runs: afl with M = 1, η_g = M/J and
     s(τ) = 1/(1 + 0.2 τ); fedasync with α = 0.6 and s(τ) = (τ + 1)^-0.5; fedbuff with K = 10, η_g = 1 and
-    s(τ) = 1/sqrt(1 + τ) (DESIGN §4, the aggregators' docstrings)."""
+    s(τ) = 1/sqrt(1 + τ) (docs/design.md, the aggregators' docstrings)."""
 
     def built(name: str) -> Any:
         agg = AGGREGATORS.build({"name": name}, "server.aggregator")
@@ -309,7 +309,7 @@ def test_sync_rounds_hand_out_the_lr_of_their_barrier_round(tiny) -> None:
 
 # ----------------------------------------------------------------------------- rules end to end
 class ByHand:
-    """A server rule written out from DESIGN §4, applied to client models trained again here."""
+    """A server rule written out from docs/design.md, applied to client models trained again here."""
 
     def arrive(self, theta: State, client: State, dispatched: State, row: dict[str, Any]) -> bool:
         raise NotImplementedError

@@ -2,7 +2,7 @@
 
 Every example is a real run: the config is composed from the project's configs, the loop built by
 ``afl.experiments.build``'s ``build``/``make_loop`` and every client job trained by a Lightning Trainer,
-on a data set small enough that a job costs about 15 ms. The rules checked are DESIGN §3-§4; the expected
+on a data set small enough that a job costs about 15 ms. The rules checked are docs/design.md; the expected
 versions, staleness, dispatch points and learning rates are recomputed here from the rows the loop recorded.
 
 ``HYPOTHESIS_PROFILE`` picks the example count (tests/conftest.py): ``default`` is small and derandomised
@@ -166,7 +166,7 @@ def configs(draw: st.DrawFn, mode: str | None = None, max_updates: int = 12) -> 
 # ----------------------------------------------------------------------------- the expected run
 def versions_after_each_arrival(cfg: DictConfig, rows: list[dict[str, Any]]) -> tuple[list[int], int]:
     """``V[k]``, the global version after the first k arrivals (``V[0] = 0``), and the final version, from
-    the rules of DESIGN §4: fedasync moves the model on every applied update; afl and fedbuff once their
+    the rules of docs/design.md: fedasync moves the model on every applied update; afl and fedbuff once their
     buffer holds M (K) applied updates, and once more at the end for a partly filled buffer; sync FedAvg at
     each barrier whose round applied anything. Rejected and dropped updates are never applied."""
     agg, J = cfg.server.aggregator, cfg.federation.concurrency
@@ -200,7 +200,7 @@ def dispatch_point(cfg: DictConfig, job_id: int) -> int:
 
 
 def expected_lr(cfg: DictConfig, round_: int, previous_tau: int) -> float:
-    """DESIGN §4: ``γ0 / sqrt(r + 1)`` (``decay: none`` drops it), times ``1 / (1 + α τ_prev)`` with
+    """docs/design.md: ``γ0 / sqrt(r + 1)`` (``decay: none`` drops it), times ``1 / (1 + α τ_prev)`` with
     ``delay_at: dispatch``."""
     schedule, lr = cfg.server.lr_schedule, cfg.client.lr
     if schedule.name == "constant":
@@ -220,7 +220,7 @@ def expected_delta_scale(cfg: DictConfig, tau: int) -> float:
 
 
 def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None, elapsed: float) -> None:
-    """Every invariant of one finished run (DESIGN §3-§4), from its recorded rows."""
+    """Every invariant of one finished run (docs/design.md), from its recorded rows."""
     s, fed = loop.state, cfg.federation
     rows, n, J = s.arrivals, fed.max_updates, fed.concurrency
 
@@ -284,8 +284,8 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         1 for r in rows if not r["rejected"] and bound is not None and r["staleness"] > bound
     )
 
-    # job durations: samples · epochs · time_per_sample / speed + communication delay (DESIGN §3), all of it
-    # slow_factor times longer for an injected slow fault, cut at client.timeout_s (then rejected)
+    # job durations: samples · epochs · time_per_sample / speed + communication delay (docs/design.md), all
+    # of it slow_factor times longer for an injected slow fault, cut at client.timeout_s (then rejected)
     speeds, comm, timeout = loop.delay.speeds, cfg.delay.comm, cfg.client.timeout_s
     for r in rows:
         duration = r["arrival_time"] - r["dispatch_time"]
@@ -327,7 +327,7 @@ def check_run(cfg: DictConfig, loop: FederatedLoop, error: BaseException | None,
         0,
     )
     assert all(math.isnan(initial[k]) for k in ("mean_staleness", "mean_drift", "train_loss"))
-    # each row sums up the arrivals since the row before it (metrics.csv, DESIGN §5)
+    # each row sums up the arrivals since the row before it (metrics.csv, docs/outputs.md)
     previous, wall = 0, 0.0
     for h in history[1:]:
         m = h["client_updates"]

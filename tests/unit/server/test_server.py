@@ -1,4 +1,4 @@
-"""Staleness functions, LR schedules and aggregators against hand-computed values (DESIGN §4)."""
+"""Staleness functions, LR schedules and aggregators against hand-computed values (docs/design.md)."""
 
 from __future__ import annotations
 
