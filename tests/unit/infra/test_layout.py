@@ -150,3 +150,19 @@ def test_the_callbacks_import_under_their_name_and_the_old_one_warns(name: str) 
     else:
         assert out.startswith("DelayAwareLR [") and "FutureWarning: `import callbacks` is deprecated" in out
         assert "use `import afl_callbacks`" in out
+
+
+def test_pointers_to_documentation_name_files_in_the_repository() -> None:
+    """Code and tests cite docs/*.md pages (the design notes themselves live outside the repository, so
+    "DESIGN §N" is never a pointer)."""
+    import re
+
+    cited = set()
+    for folder in ("afl", "callbacks", "tests", "scripts"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            assert "DESIGN §" not in text.replace('"DESIGN §', ""), path
+            cited.update(re.findall(r"docs/[\w-]+\.md", text))
+    assert cited, "the code points at no documentation at all"
+    missing = sorted(page for page in cited if not (ROOT / page).is_file())
+    assert not missing, missing
