@@ -73,3 +73,21 @@ def test_a_lazy_entry_is_filled_by_its_own_decorator_only() -> None:
     assert lazy.get("odict") is collections.OrderedDict  # not decorated: the attribute itself
     with pytest.raises(ConfigError, match="unknown thing 'x'; allowed: odict"):
         lazy.get("x", "thing.name")
+
+
+def test_options_are_checked_by_name_when_a_hint_cannot_be_resolved() -> None:
+    """A plug-in whose annotation names a type imported only for type checkers: its options are still
+    checked by name, and the component is built (the hint is not read)."""
+    things: Registry[object] = Registry("thing")
+    namespace: dict = {}
+    exec(
+        "from __future__ import annotations\n"
+        "class Thing:\n"
+        "    def __init__(self, *, size: Missing = 3) -> None:\n"
+        "        self.size = size\n",
+        namespace,
+    )
+    things.register("thing")(namespace["Thing"])
+    assert things.build({"name": "thing", "size": "anything"}, "x").size == "anything"
+    with pytest.raises(ConfigError, match=r"x\.sise: not an option of thing 'thing' \(options: size\)"):
+        things.build({"name": "thing", "sise": 1}, "x")
