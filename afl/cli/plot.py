@@ -54,23 +54,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from afl.experiments.metrics import load_run
     from afl.experiments.plots import describe, plot_curves
 
-    curves, configs = {}, []
     try:
-        for run_dir in args.runs:
-            summary, history, config = load_run(run_dir)
-            label = f"{summary['algorithm']} ({summary['mode']}, seed {summary['seed']})"
-            while label in curves:
-                label += "'"
-            curves[label] = history
-            configs.append(config)
+        loaded = [load_run(run_dir) for run_dir in args.runs]
     except FileNotFoundError as err:
         return _error(str(err))
+    names = labels([summary for summary, _, _ in loaded], args.runs)
+    curves = {name: history for name, (_, history, _) in zip(names, loaded)}
     try:
-        plot_curves(curves, args.out, title=describe(*configs), references=args.reference)
+        plot_curves(curves, args.out, title=describe(*(c for _, _, c in loaded)), references=args.reference)
     except (OSError, ValueError) as err:  # not writable; a format matplotlib does not know (x.pnj)
         return _error(f"--out: cannot write {args.out}: {str(err).splitlines()[0]}")
     print(f"plot: {args.out}")
     return 0
+
+
+def labels(summaries: Sequence[dict], folders: Sequence[Path]) -> list[str]:
+    """A legend label per run: its algorithm, mode and seed; with its folder where that is not unique.
+
+    Example:
+        >>> a = {"algorithm": "afl", "mode": "async", "seed": 0}
+        >>> labels([a, {**a, "seed": 1}, a], [Path("x"), Path("y"), Path("z")])
+        ['afl (async, seed 0): x', 'afl (async, seed 1)', 'afl (async, seed 0): z']
+    """
+    plain = [f"{s['algorithm']} ({s['mode']}, seed {s['seed']})" for s in summaries]
+    named = [f"{p}: {f}" if plain.count(p) > 1 else p for p, f in zip(plain, folders)]
+    return [n + "'" * named[:i].count(n) for i, n in enumerate(named)]  # the same folder twice
 
 
 def _error(message: str) -> int:
