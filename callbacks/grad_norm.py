@@ -30,6 +30,14 @@ def squared_grad_norm(parameters: Iterable[torch.nn.Parameter], norm_type: float
     return float(norm) ** 2
 
 
+def loss_scale(trainer: L.Trainer) -> float | None:
+    """The factor AMP's gradient scaler multiplies the loss by (``precision="16-mixed"``), so the gradients
+    of ``on_after_backward`` carry it (they are unscaled before ``on_before_optimizer_step``); None without
+    a scaler (32-bit, ``bf16-mixed``)."""
+    scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+    return None if scaler is None else float(scaler.get_scale())
+
+
 class GradientNormMonitor(L.Callback):
     """Records ``‖∇L‖²`` after every backward pass and its mean over each training epoch.
 
@@ -37,7 +45,10 @@ class GradientNormMonitor(L.Callback):
     (nothing happens without a logger). ``history`` keeps the last ``max_history`` epoch means for use
     without any logger; older ones are forgotten, so memory stays bounded however long the fit.
     The gradient is read in ``on_after_backward``: that of the module's loss, before any term another
-    callback adds in ``on_before_optimizer_step`` (such as :class:`~callbacks.ProximalTerm`).
+    callback adds in ``on_before_optimizer_step`` (such as :class:`~afl_callbacks.ProximalTerm`). Under
+    16-bit mixed precision those gradients are loss-scaled: the monitor divides by the scaler's scale, and
+    leaves out the steps the scaler skips (non-finite gradients), so it reports the same quantity at every
+    precision.
 
     ``state_dict`` holds only counters (backward passes and epochs seen), not the history.
 
@@ -81,7 +92,13 @@ class GradientNormMonitor(L.Callback):
         self._sum, self._epoch_steps = 0.0, 0
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sum += squared_grad_norm(pl_module.parameters(), self.norm_type)
+        value = squared_grad_norm(pl_module.parameters(), self.norm_type)
+        scale = loss_scale(trainer)
+        if scale is not None:  # 16-bit mixed precision: the gradients are the scaled loss's
+            if not math.isfinite(value):
+                return  # the scaler skips this step: it has no gradient to report
+            value /= scale**2
+        self._sum += value
         self._epoch_steps += 1
         self.steps += 1
 

@@ -16,6 +16,7 @@ import lightning as L
 import pytest
 import torch
 from afl_callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm, delay_aware_lr
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader, TensorDataset
 
 
@@ -35,7 +36,15 @@ class LinearRegression(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-def _trainer(callbacks, epochs: int) -> L.Trainer:
+def _trainer(callbacks, epochs: int, precision: str = "32-true", scaler=None) -> L.Trainer:
+    """A CPU Trainer; ``16-mixed`` on the CPU needs Lightning's plug-in with a CPU gradient scaler (the
+    same loss scaling a GPU run gets)."""
+    if precision == "16-mixed":
+        # the loss below is computed in half precision: the default first scale, 2¹⁶, would overflow it
+        scaler = scaler or torch.amp.GradScaler("cpu", init_scale=2.0**8)
+        amp: dict = {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=scaler)]}
+    else:
+        amp = {"precision": precision}
     return L.Trainer(
         max_epochs=epochs,
         callbacks=callbacks,
@@ -44,6 +53,7 @@ def _trainer(callbacks, epochs: int) -> L.Trainer:
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
+        **amp,
     )
 
 
@@ -53,9 +63,9 @@ def _data() -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=2)  # one full batch per epoch
 
 
-def _fit(callbacks, epochs: int = 2, lr: float = 0.1) -> LinearRegression:
+def _fit(callbacks, epochs: int = 2, lr: float = 0.1, precision: str = "32-true", scaler=None):
     model = LinearRegression(lr)
-    _trainer(callbacks, epochs).fit(model, _data())
+    _trainer(callbacks, epochs, precision, scaler).fit(model, _data())
     return model
 
 
@@ -73,6 +83,50 @@ def test_gradient_norm_matches_the_hand_computed_gradient() -> None:
     # epoch 1 at w=0: grad = mean((x·w - y) x) = ((-1)(1,0) + (-2)(0,2)) / 2 = (-0.5, -2) → ‖g‖² = 4.25
     # after w ← w - 0.1 g = (0.05, 0.2): residuals (-0.95, -1.6) → g = (-0.475, -1.6) → 2.785625
     assert monitor.history == pytest.approx([4.25, 0.475**2 + 1.6**2])
+
+
+# bf16 keeps 8 significant bits (a rounding ≤ 2⁻⁹ ≈ 2e-3 relative) and fp16 11; the products and sums of
+# numbers of order 1 in these steps take a few roundings each: 2% bounds them with room.
+MIXED = 2e-2
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_gradient_norm_is_the_unscaled_gradients_under_mixed_precision(precision: str) -> None:
+    """16-mixed multiplies the loss by the scaler's scale (here 256) before backward: the monitor divides it
+    out, so it reports the hand-computed gradient norms as in float32."""
+    monitor = GradientNormMonitor()
+    _fit([monitor], epochs=2, precision=precision)
+    assert monitor.history == pytest.approx([4.25, 0.475**2 + 1.6**2], rel=MIXED)
+    assert monitor.steps == 2
+
+
+def test_gradient_norm_leaves_out_the_steps_the_scaler_skips() -> None:
+    """A scale of 2¹²⁷ overflows the first scaled loss and its gradients: the scaler skips that step and
+    backs off to 2⁷. The monitor counts the two steps taken, at w = 0 and after one step, and the model
+    ends where two float32 steps take it."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=2.0**-120)
+    monitor = GradientNormMonitor()
+    model = _fit([monitor], epochs=3, precision="16-mixed", scaler=scaler)
+    assert scaler.get_scale() == 2.0**7
+    assert monitor.steps == 2 and monitor.history == pytest.approx([4.25, 0.475**2 + 1.6**2], rel=MIXED)
+    assert _w(model) == pytest.approx(_w(_fit([], epochs=2)), rel=MIXED)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_every_callback_gives_the_float32_result_under_mixed_precision(precision: str) -> None:
+    """The proximal term (added after unscaling), the drift and the delay-aware rate under mixed precision:
+    the same weights, drift and rates as in float32, to the precision's rounding."""
+
+    def callbacks():
+        rate = DelayAwareLR(base_lr=0.2, alpha=0.5, delay_fn=lambda trainer, module: 2)  # 0.1 each step
+        return [ProximalTerm(mu=2.0), ParameterDrift(), rate, GradientNormMonitor()]
+
+    reference, mixed = callbacks(), callbacks()
+    w32 = _w(_fit(reference, epochs=3))
+    assert _w(_fit(mixed, epochs=3, precision=precision)) == pytest.approx(w32, rel=MIXED)
+    assert mixed[1].history == pytest.approx(reference[1].history, rel=MIXED)
+    assert mixed[2].last_lr == reference[2].last_lr == pytest.approx(0.1)
+    assert mixed[3].history == pytest.approx(reference[3].history, rel=MIXED)
 
 
 def test_drift_is_the_distance_from_the_start() -> None:
