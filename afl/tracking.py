@@ -132,8 +132,6 @@ class WandbTracker:
         if mode not in ALLOWED_MODES:
             raise ValueError(f"mode must be one of {', '.join(map(repr, ALLOWED_MODES))}; got {mode!r}")
         _require_main_thread("WandbTracker()")
-        import wandb
-
         # Finish our own runs still open (through finish(), which waits for their logs) before
         # wandb.init(reinit="finish_previous") would finish them without waiting.
         for tracker in list(_OPEN_TRACKERS):
@@ -157,6 +155,13 @@ class WandbTracker:
         )
         if run_id is not None:
             arguments.update(id=run_id, resume="allow")
+        if mode == "disabled":  # W&B does nothing, and is not even imported (an image without it runs)
+            self._run: Any = _NullRun(run_id)
+            self._mode, self._run_dir = mode, None
+            _OPEN_TRACKERS.add(self)
+            return
+        import wandb
+
         try:
             self._run = wandb.init(mode=mode, settings=_quiet_settings(wandb, mode), **arguments)  # type: ignore[arg-type]
         except wandb.Error as err:
@@ -218,7 +223,7 @@ class WandbTracker:
             if not isinstance(key, str):
                 raise TypeError(f"metric names must be strings, got {key!r}")
             if isinstance(value, (list, tuple)):
-                if value:
+                if value and self._mode != "disabled":
                     values[key] = _histogram(value)
                 continue
             values[key] = _plain(value)
@@ -239,6 +244,8 @@ class WandbTracker:
         """Adds a ``wandb.Table`` (e.g. the partition: one row per client) under ``key`` to the next
         :meth:`log` row, so that every history row is an evaluation."""
         self._check_open("log_table")
+        if self._mode == "disabled":
+            return
         import wandb
 
         self._pending[key] = wandb.Table(columns=list(columns), data=[[_plain(v) for v in r] for r in rows])
@@ -302,6 +309,25 @@ class WandbTracker:
         _require_main_thread(f"WandbTracker.{what}()")
         if self._finished:
             raise RuntimeError(f"WandbTracker.{what}() called after finish()")
+
+
+class _NullRun:
+    """What ``logging.wandb.mode=disabled`` logs to: nothing, without importing W&B."""
+
+    def __init__(self, run_id: str | None) -> None:
+        import uuid
+
+        self.id = run_id or uuid.uuid4().hex[:8]
+        self.summary: dict[str, Any] = {}
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        pass
+
+    def define_metric(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
 
 
 def _histogram(values: Sequence[Any]) -> Any:

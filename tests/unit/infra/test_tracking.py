@@ -297,6 +297,27 @@ def test_disabled_mode_writes_nothing(wandb_env: Path, tmp_path: Path) -> None:
     assert list(wandb_env.iterdir()) == []
 
 
+def test_a_disabled_run_imports_no_wandb(tmp_path: Path) -> None:
+    """A whole run with W&B disabled never imports it (an environment without wandb can train), yet keeps
+    the best accuracy it would have logged."""
+    from helpers.configs import TINY
+    from helpers.processes import run_fresh
+
+    overrides = [*TINY, "federation.max_updates=4", f"output_dir={tmp_path / 'run'}"]
+    code = (
+        "import sys\n"
+        "from afl.experiments.run import run\n"
+        f"result = run(overrides={overrides!r})\n"
+        "print('wandb' in sys.modules, result.summary['client_updates'])\n"
+    )
+    assert run_fresh(code, timeout=300).strip() == "False 4"
+    tracker = make_tracker(tmp_path / "out", mode="disabled")
+    tracker.log({"client_updates": 1, "test/accuracy": 0.5, "staleness/histogram": [1, 2]})
+    tracker.log({"client_updates": 2, "test/accuracy": 0.25})
+    assert tracker._run.summary["best/test_accuracy"] == 0.5 and len(tracker.run_id) == 8
+    tracker.finish()
+
+
 def test_bad_mode_names_allowed_values(wandb_env: Path, tmp_path: Path) -> None:
     assert ALLOWED_MODES == ("offline", "online", "disabled")
     with pytest.raises(ValueError, match="'offline', 'online', 'disabled'; got 'dryrun'"):
