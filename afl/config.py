@@ -371,9 +371,11 @@ def _within(cfg: DictConfig, key: str, low: float, high: float, high_open: bool 
         raise ConfigError(key, f"must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
 
 
-def _mapping(node: Any) -> dict[str, Any]:
-    """A config node as a plain dict with string keys."""
-    return {str(k): v for k, v in OmegaConf.to_container(node, resolve=True).items()}  # type: ignore[union-attr]
+def to_dict(node: Any) -> dict[str, Any]:
+    """A config node (a mapping) as a plain dict with string keys, interpolations resolved."""
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
 
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
@@ -405,9 +407,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     if len(cfg.model) > 1:  # options: checked against the model's signature (imports its module)
         from afl.models import MODEL_INPUTS
 
-        MODELS.check(_mapping(cfg.model), "model", given=MODEL_INPUTS)
+        MODELS.check(to_dict(cfg.model), "model", given=MODEL_INPUTS)
     if cfg.dataset.options:
-        options = {"name": cfg.dataset.name, **_mapping(cfg.dataset.options)}
+        options = {"name": cfg.dataset.name, **to_dict(cfg.dataset.options)}
         DATASETS.check(options, "dataset.options", given=("root", "download"))
     _choice(cfg, "client.optimizer", OPTIMIZERS.names())
     _choice(cfg, "client.optimizer_reset", OPTIMIZER_RESETS)
@@ -512,8 +514,8 @@ def build_components(cfg: DictConfig) -> dict[str, Any]:
     from afl.server.lr_schedules import LR_SCHEDULES
     from afl.sim.delays import COMM_DELAYS, SPEEDS
 
-    def plain(key: str) -> Any:
-        return OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
+    def plain(key: str) -> dict[str, Any]:
+        return to_dict(OmegaConf.select(cfg, key))
 
     return {
         "aggregator": AGGREGATORS.build(plain("server.aggregator"), "server.aggregator"),

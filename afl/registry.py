@@ -109,13 +109,11 @@ class Registry(Generic[T]):
             given: arguments the caller supplies (a model's ``num_classes`` and ``input_shape``, from the
                 data set): passed to the component if its signature takes them, and never options.
         """
-        name = node["name"] if isinstance(node, Mapping) else None
-        kwargs = self.check(node, key, given=given)
-        cls = self.get(name, f"{key}.name")
-        params = inspect.signature(cls).parameters.values()
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
-        accepted = self.options(name)
-        supplied = {k: v for k, v in given.items() if takes_any or k in accepted}
+        kwargs = self.check(node, key, given=given)  # first: it also checks that node names a component
+        cls = self.get(node["name"], f"{key}.name")
+        params = inspect.signature(cls).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        supplied = {k: v for k, v in given.items() if takes_any or k in params}
         try:
             return cls(**supplied, **kwargs)
         except ConfigError as err:

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from afl.client.runtime import ClientRuntime, ClientShards
+from afl.config import to_dict
 from afl.data.datasets import ArrayData, DatasetSplits, load_dataset
 from afl.data.partition import class_counts, partition, stratified_split
 from afl.errors import ConfigError
@@ -24,13 +25,6 @@ from afl.sim.delays import DelayModel
 from afl.sim.executors import EXECUTORS, Executor, TrainFn
 from afl.sim.faults import FaultModel
 from afl.sim.loop import FederatedLoop, LoopConfig
-
-
-def _plain(node: Any) -> dict[str, Any]:
-    """A config node as a plain dict."""
-    container = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(container, dict)
-    return {str(k): v for k, v in container.items()}
 
 
 @dataclass
@@ -100,9 +94,9 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         download=ds.download,
         train_subset=ds.train_subset,
         test_subset=ds.test_subset,
-        synthetic=_plain(ds.synthetic),
+        synthetic=to_dict(ds.synthetic),
         normalize=ds.normalize,
-        options=_plain(ds.options),
+        options=to_dict(ds.options),
     )
     train, val = data.train, None
     if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set
@@ -124,7 +118,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         with torch.random.fork_rng():  # the initial weights, from the run's seed alone
             torch.manual_seed(derive_seed(cfg.seed, "init"))
             model = build_model(
-                _plain(cfg.model),
+                to_dict(cfg.model),
                 in_channels=channels,
                 num_classes=data.num_classes,
                 image_size=height,

@@ -16,10 +16,10 @@ import torch
 from omegaconf import DictConfig
 
 from afl import checkpoint
-from afl.config import to_yaml
+from afl.config import to_dict, to_yaml
 from afl.data.partition import class_counts
 from afl.errors import ConfigError
-from afl.experiments.build import Setup, _plain
+from afl.experiments.build import Setup
 from afl.experiments.metrics import FAILED
 from afl.sim.faults import REJECT_REASONS
 from afl.sim.loop import LoopState
@@ -234,7 +234,7 @@ def _tracker(cfg: DictConfig, out: Path, run_id: str | None = None) -> WandbTrac
         group=cfg.experiment,
         job_type=algorithm,
         name=f"{algorithm}-{cfg.federation.mode}-seed{cfg.seed}",
-        config=_plain(cfg),
+        config=to_dict(cfg),
         dir=out,
         tags=list(cfg.logging.wandb.tags),
         run_id=run_id,

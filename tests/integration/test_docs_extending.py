@@ -83,3 +83,15 @@ def test_each_command_of_the_doc_runs(folder: Path, index: int) -> None:
     assert proc.returncode == 0, f"{shlex.join(command)}\n{proc.stderr[-3000:]}"
     summaries = [json.loads(p.read_text()) for p in (folder / out).rglob("summary.json")]
     assert summaries and all(s["client_updates"] == 4 for s in summaries)
+    # the components the command names are the ones that ran
+    asked = dict(arg.split("=", 1) for arg in command[1:] if "=" in arg and ":" not in arg.split("=")[0])
+    for key, field in (
+        ("server.aggregator.name", "algorithm"),
+        ("model.name", "model"),
+        ("dataset.name", "dataset"),
+    ):
+        if key in asked:
+            assert {s[field] for s in summaries} == {asked[key]}, key
+    if command[0] == "afl-compare":  # the arm of one's own ran beside the built-in ones it named
+        assert {s["algorithm"] for s in summaries} == {"afl", "halfway", "fedavg"}
+        assert {s["model"] for s in summaries} == {"tiny_mlp"}
