@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from afl.errors import ConfigError
@@ -88,6 +88,16 @@ class FederationConfig:
     executor: str = MISSING
     workers: int = MISSING
     torch_threads: int = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning's device settings of client training and evaluation (:mod:`afl.client.device`)."""
+
+    accelerator: str = MISSING
+    devices: Any = MISSING  # 1 | auto | [k]
+    precision: str = MISSING
+    deterministic: Any = MISSING  # true | false | warn
 
 
 @dataclass
@@ -165,6 +175,7 @@ class Config:
     plugins: list[str] = field(default_factory=list)  # modules to import first (afl.plugins)
     client: ClientConfig = field(default_factory=ClientConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     delay: DelayConfig = field(default_factory=DelayConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -182,6 +193,8 @@ RESUMABLE_KEYS = (
     "output_dir",
     "federation.workers",
     "federation.executor",
+    "trainer.accelerator",  # a run started on a GPU may go on on a CPU (floats differ in the last bits)
+    "trainer.devices",
     "logging.progress",
     "logging.wandb.mode",
     "checkpoint.every",
@@ -389,7 +402,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     plugins.load(list(cfg.plugins))  # first: they register the components the checks below look up
     # light modules only: a config error answers without importing torch or Lightning
     # (tests/integration/test_cli.py)
-    from afl.client import OPTIMIZER_RESETS, OPTIMIZERS
+    from afl.client import ACCELERATORS, OPTIMIZER_RESETS, OPTIMIZERS, PRECISIONS
     from afl.data import DATASET_LOADERS as DATASETS
     from afl.data import NORMALIZATIONS
     from afl.data import SCHEMES as PARTITIONERS
@@ -418,6 +431,12 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _choice(cfg, "federation.executor", EXECUTORS.names())
     _choice(cfg, "delay.staleness_policy", STALENESS_POLICIES)
     _choice(cfg, "logging.wandb.mode", ("offline", "online", "disabled"))
+    _choice(cfg, "trainer.accelerator", ACCELERATORS)
+    _choice(cfg, "trainer.precision", PRECISIONS)
+    deterministic = cfg.trainer.deterministic
+    if type(deterministic) is not bool and deterministic != "warn":
+        raise ConfigError("trainer.deterministic", f"got {deterministic!r}; allowed: true, false, warn")
+    _check_devices(cfg.trainer.devices)
     for key in (
         "seed",
         "client.momentum",
@@ -452,10 +471,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _at_least(cfg, "checkpoint.every", 0)
     _at_least(cfg, "ray.num_cpus", 0, strict=True)
     _at_least(cfg, "ray.max_retries", 0)
-    if cfg.ray.num_gpus:
-        raise ConfigError(
-            "ray.num_gpus", "must be 0: client Trainers train on the CPU in this release (README: Not yet)"
-        )
+    _at_least(cfg, "ray.num_gpus", 0)
     if cfg.federation.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise ConfigError("federation.executor", 'ray needs the optional extra: pip install -e ".[ray]"')
     _at_least(cfg, "checkpoint.every_s", 0, strict=True)
@@ -468,6 +484,20 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         )
     check_relations(cfg)
     return build_components(cfg)
+
+
+def _check_devices(devices: Any) -> None:
+    """``trainer.devices``: 1, auto, or one CUDA device index [k] (a client trains on one device)."""
+    if isinstance(devices, ListConfig) and len(devices) == 1 and type(devices[0]) is int and devices[0] >= 0:
+        return
+    if devices in (1, "auto") and type(devices) is not bool:
+        return
+    shown = list(devices) if isinstance(devices, ListConfig) else repr(devices)
+    raise ConfigError(
+        "trainer.devices",
+        f"got {shown}; a client trains on one device: 1, auto or [k] (many GPUs: federation.executor=ray "
+        "with ray.num_gpus)",
+    )
 
 
 def check_relations(cfg: DictConfig) -> None:
@@ -485,6 +515,19 @@ def check_relations(cfg: DictConfig) -> None:
             "fedavg aggregates whole barrier rounds of J = federation.concurrency clients and takes no "
             "buffer_size; for buffered asynchronous aggregation use fedbuff, or afl with buffer_size",
         )
+    if cfg.federation.executor == "ray":
+        accelerator, gpus = cfg.trainer.accelerator, cfg.ray.num_gpus
+        if gpus and accelerator == "cpu":
+            raise ConfigError(
+                "ray.num_gpus",
+                f"{gpus:g} GPUs reserved for actors that train on the CPU (trainer.accelerator=cpu)",
+            )
+        if not gpus and accelerator in ("gpu", "cuda"):
+            raise ConfigError(
+                "ray.num_gpus",
+                "is 0, and Ray hides the GPUs from actors that reserve none: give each actor a share "
+                "(0.2: five actors on one GPU)",
+            )
     # each aggregator names the federation modes its rule is for: sync ⇒ fedavg, fedavg ⇒ sync
     from afl.server.aggregators import AGGREGATORS
 

@@ -17,3 +17,9 @@ class ConfigError(Exception):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
+
+
+class OutOfMemory(Exception):
+    """A client job ran out of memory (a device's or the host's): the run stops, keeping its last
+    checkpoint. The command line prints ``str(error)`` (one line: which job, how much memory, what to
+    lower) and exits with status 3."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from afl.errors import ConfigError
+from afl.errors import ConfigError, OutOfMemory
 
 KEYS_HINT = "keys: configs/defaults.yaml lists every key with its default and meaning."
 
@@ -28,7 +28,13 @@ def presets_epilog() -> str:
     return f"experiments: {', '.join(experiments())}\n{KEYS_HINT}"
 
 
-def report(err: ConfigError) -> int:
-    """Print a user's mistake as one line on stderr; the exit status for it (2)."""
+#: What a command answers with one line instead of a traceback: a user's mistake (exit 2), or settings
+#: that do not fit the machine's memory (exit 3; the run keeps its last checkpoint).
+USER_ERRORS = (ConfigError, OutOfMemory)
+
+
+def report(err: ConfigError | OutOfMemory) -> int:
+    """Print a user's mistake, or a job out of memory, as one line on stderr; the exit status for it
+    (2, or 3 for out of memory)."""
     print(f"error: {err}", file=sys.stderr)
-    return 2
+    return 3 if isinstance(err, OutOfMemory) else 2

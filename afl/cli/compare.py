@@ -8,8 +8,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from afl.cli import presets_epilog, report
-from afl.errors import ConfigError
+from afl.cli import USER_ERRORS, presets_epilog, report
 from afl.experiments.compare import ARMS, DEFAULT_ARMS, DEFAULT_TARGET_FRACTION
 
 DESCRIPTION = """\
@@ -110,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_dir is not None:
         try:
             again = resummarise(args.from_dir, target=args.target, target_fraction=args.target_fraction)
-        except ConfigError as err:
+        except USER_ERRORS as err:
             return report(err)
         print(format_table(again))
         return 0
@@ -124,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target=args.target,
             target_fraction=args.target_fraction,
         )
-    except ConfigError as err:
+    except USER_ERRORS as err:
         return report(err)
     if selection is not None:
         command = "afl-compare " + shlex.join(given)

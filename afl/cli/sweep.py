@@ -7,9 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from afl.cli import report
+from afl.cli import USER_ERRORS, report
 from afl.cli.compare import _ints
-from afl.errors import ConfigError
 
 DESCRIPTION = """\
 Run a sweep: configs/sweep/NAME.yaml (or a YAML path) gives the preset, the arms, the grid of overrides
@@ -65,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_results(sweep, root)
         else:
             run_sweep(sweep, root)
-    except ConfigError as err:
+    except USER_ERRORS as err:
         return report(err)
     print((root / "results.md").read_text(), end="")
     print(f"\nfolder: {root}  (results.csv, results.md, curves.png{', final.png' if sweep.axes else ''})")

@@ -7,8 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from afl.cli import presets_epilog, report
-from afl.errors import ConfigError
+from afl.cli import USER_ERRORS, presets_epilog, report
 
 DESCRIPTION = """\
 Train one federated run: the defaults, then the preset experiment=NAME, then key=value overrides.
@@ -51,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from afl.experiments.run import run  # torch and Lightning: only once there is something to run
 
         result = run(cfg)
-    except ConfigError as err:
+    except USER_ERRORS as err:
         return report(err)
     print(json.dumps(result.summary, indent=1))
     return 0

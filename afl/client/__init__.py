@@ -25,3 +25,12 @@ OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry(
 
 #: ``client.optimizer_reset``: one client optimizer per job, or its state cleared every local epoch.
 OPTIMIZER_RESETS = ("job", "epoch")
+
+
+#: ``trainer.accelerator``: Lightning's names (``gpu`` and ``cuda`` are the same); resolved by
+#: :func:`afl.client.device.resolve`.
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+#: ``trainer.precision``: Lightning's names of the precisions that keep the weights in float32 (the server
+#: aggregates float32 weights; ``16-true``/``bf16-true`` would hand it half-precision ones).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")

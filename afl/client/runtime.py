@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from afl.client import OPTIMIZERS
+from afl.client.device import Placement, is_out_of_memory, out_of_memory
 from afl.client.module import ClientModule
 from afl.client.trainer import _job, make_client_trainer, thread_trainer
 from afl.messages import ClientJob, ClientResult, InjectedFault
@@ -20,30 +21,46 @@ if TYPE_CHECKING:
     from afl.client.callbacks import CallbackSpec
 
 
-class _TensorBatches(Dataset):
-    """Whole batches sliced out of in-memory tensors: one gather per batch, no per-sample collation."""
+class batch_loader:  # noqa: N801 - called like the function it replaced
+    """Shuffled mini-batches of ``(x, y)``, gathered where ``x`` lives; every epoch's shuffle comes from
+    ``seed`` alone.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
+    The shuffles of the first ``epochs`` epochs are drawn at once on the CPU and moved to ``x``'s device
+    in one copy: no batch crosses the bus, nor any per-batch index. They are the permutations torch's
+    ``RandomSampler`` draws with a generator seeded with ``seed`` (each pass draws a second permutation
+    and keeps none of it; drawn here too, so the batches are those of earlier releases). Iterating more
+    than ``epochs`` times draws the next shuffles then.
+
+    Example:
+        >>> batches = batch_loader(torch.arange(5.0), torch.arange(5), batch_size=2, seed=0)
+        >>> len(batches), [len(y) for _, y in batches]
+        (3, [2, 2, 1])
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, epochs: int = 1) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self._generator = torch.Generator().manual_seed(seed)
+        self._orders = self._draw(epochs).to(x.device)
+        self._epoch = 0
+
+    def _draw(self, epochs: int) -> torch.Tensor:
+        n, orders = len(self.y), []
+        for _ in range(epochs):
+            orders.append(torch.randperm(n, generator=self._generator))
+            torch.randperm(n, generator=self._generator)  # RandomSampler's second draw per pass
+        return torch.stack(orders) if orders else torch.empty(0, n, dtype=torch.int64)
 
     def __len__(self) -> int:
-        return len(self.y)
+        return -(-len(self.y) // self.batch_size)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices)
-        return self.x[idx], self.y[idx]
-
-
-def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
-    """Shuffled mini-batches of ``(x, y)``; the shuffle of every epoch comes from ``seed`` alone.
-
-    The loader gets a generator of its own too: without one, every new iterator draws its base seed from
-    torch's global generator (shared by every thread of the process).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    sampler = BatchSampler(RandomSampler(range(len(y)), generator=generator), batch_size, drop_last=False)
-    own = torch.Generator().manual_seed(seed)
-    return DataLoader(_TensorBatches(x, y), sampler=sampler, batch_size=None, generator=own)
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._epoch >= len(self._orders):
+            self._orders = torch.cat([self._orders, self._draw(1).to(self.x.device)])
+        order = self._orders[self._epoch]
+        self._epoch += 1
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.x[index], self.y[index]
 
 
 class ClientShards(Sequence[tuple[torch.Tensor, torch.Tensor]]):
@@ -69,6 +86,12 @@ class ClientShards(Sequence[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def to(self, device: torch.device) -> ClientShards:
+        """The same shards with the data and the index array on ``device`` (one copy each; none if there)."""
+        placed = copy.copy(self)
+        placed.x, placed.y, placed.order = self.x.to(device), self.y.to(device), self.order.to(device)
+        return placed
+
     def __getitem__(self, client_id: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         if not 0 <= client_id < len(self):
             raise IndexError(f"client {client_id} of {len(self)}")
@@ -92,6 +115,8 @@ class ClientRuntime:
         callbacks: the configured client callbacks; each job's Trainer gets fresh ones.
         reuse_trainer: train with this thread's Trainer (:func:`thread_trainer`), not a new one per job
             (the same results).
+        placement: where jobs train (``trainer.*``, :mod:`afl.client.device`); the client data and the
+            models are expected there (:meth:`on_device` puts them there).
     """
 
     def __init__(
@@ -108,8 +133,10 @@ class ClientRuntime:
         optimizer_reset: str = "job",
         callbacks: Sequence[CallbackSpec] = (),
         reuse_trainer: bool = True,
+        placement: Placement | None = None,
     ) -> None:
         self.client_data = client_data
+        self.placement = placement or Placement()
         self.reuse_trainer = reuse_trainer
         self.model_factory = model_factory
         self.num_classes = num_classes
@@ -122,12 +149,36 @@ class ClientRuntime:
         self.optimizer_reset = optimizer_reset
         self.callbacks = tuple(callbacks)
 
+    def on_device(self) -> ClientRuntime:
+        """This runtime with its client data and its models on :attr:`placement`'s device: the data moved
+        once (a :class:`ClientShards` or anything with a ``to(device)``), the model moved once and copied
+        on the device for every job. Where they are already, nothing is copied."""
+        device = self.placement.device
+        placed = copy.copy(self)
+        data = self.client_data
+        placed.client_data = data.to(device) if hasattr(data, "to") else data
+        placed.model_factory = _ModelCopies(self.model_factory, device)
+        return placed
+
     def num_samples(self, client_id: int) -> int:
         return len(self.client_data[client_id][1])
 
     def __call__(self, job: ClientJob) -> ClientResult:
         if job.fault == "raise":
             raise InjectedFault(f"injected fault in job {job.job_id} (client {job.client_id})")
+        try:
+            with self.placement.stream():
+                return self._train(job)
+        except Exception as err:
+            if is_out_of_memory(err):
+                hint = (
+                    "lower client.batch_size or federation.workers (jobs training at once), use a smaller "
+                    "model, or trainer.precision=bf16-mixed"
+                )
+                raise out_of_memory(err, job.job_id, job.client_id, self.placement.device, hint) from err
+            raise
+
+    def _train(self, job: ClientJob) -> ClientResult:
         x, y = self.client_data[job.client_id]
         model = self.model_factory()
         model.load_state_dict(job.state)
@@ -147,13 +198,12 @@ class ClientRuntime:
             # enable_grad restores the caller's grad mode on exit: Lightning's fit leaves grad enabled
             # in its thread, which would leak into the server's thread under the serial executor
             with torch.enable_grad():
-                trainer = (thread_trainer if self.reuse_trainer else make_client_trainer)(
-                    self.local_epochs, callbacks
-                )
-                trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed))
+                make = thread_trainer if self.reuse_trainer else make_client_trainer
+                trainer = make(self.local_epochs, callbacks, self.placement)
+                trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed, self.local_epochs))
         finally:
             _job.active = False
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state = self.placement.hand_over({k: v.detach().clone() for k, v in model.state_dict().items()})
         if job.fault == "nonfinite":
             next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
         return ClientResult(
@@ -166,3 +216,17 @@ class ClientRuntime:
             train_accuracy=float(module.train_accuracy.compute()),
             metrics={k: v for spec, cb in zip(self.callbacks, callbacks) for k, v in spec.report(cb).items()},
         )
+
+
+class _ModelCopies:
+    """Fresh models on ``device``: the first from ``factory``, moved there once; then copies of it made
+    on the device (the factory's models are copies of one untrained model: no random draws)."""
+
+    def __init__(self, factory: Callable[[], nn.Module], device: torch.device) -> None:
+        self.factory, self.device = factory, device
+        self._model: nn.Module | None = None
+
+    def __call__(self) -> nn.Module:
+        if self._model is None:
+            self._model = self.factory().to(self.device)
+        return copy.deepcopy(self._model)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import lightning as L
 
+from afl.client.device import Placement
+
 try:  # the loops of a fit, to give a reused Trainer fresh ones (private: without them, a Trainer per job)
     from lightning.pytorch.loops.fit_loop import _FitLoop
     from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
@@ -39,8 +41,10 @@ warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # Lightning vs newer torch
 
 
-def thread_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """This thread's client Trainer, made ready for a new fit with ``callbacks``: what
+def thread_trainer(
+    max_epochs: int, callbacks: Sequence[L.Callback] = (), placement: Placement | None = None
+) -> L.Trainer:
+    """This thread's client Trainer for ``placement``, made ready for a new fit with ``callbacks``: what
     :func:`make_client_trainer` would build, without building it again.
 
     Building a Trainer costs about 5 ms (a third of it scanning installed packages for Lightning plug-in
@@ -50,13 +54,14 @@ def thread_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.T
     again itself. A Trainer whose own callback list is not empty (plug-ins found in installed packages, which
     a new Trainer would create anew) is never reused, nor any if this Lightning release lacks the loops.
     """
-    trainers: dict[int, L.Trainer] = _job.__dict__.setdefault("trainers", {})
-    trainer = trainers.get(max_epochs)
+    placement = placement or Placement()
+    trainers: dict[tuple[int, Placement], L.Trainer] = _job.__dict__.setdefault("trainers", {})
+    trainer = trainers.get((max_epochs, placement))
     if trainer is None or not _REUSABLE:
-        trainer = make_client_trainer(max_epochs, callbacks)
+        trainer = make_client_trainer(max_epochs, callbacks, placement)
         own = [cb for cb in trainer.callbacks if all(cb is not c for c in callbacks)]  # type: ignore[attr-defined]
         if _REUSABLE and not own:
-            trainers[max_epochs] = trainer
+            trainers[max_epochs, placement] = trainer
         return trainer
     trainer.fit_loop = _FitLoop(trainer, min_epochs=None, max_epochs=max_epochs)
     trainer.fit_loop.epoch_loop = _TrainingEpochLoop(trainer, min_steps=None, max_steps=-1)
@@ -65,12 +70,14 @@ def thread_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.T
     return trainer
 
 
-def make_client_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """A Trainer that only trains: no logger, checkpoints, progress bar, model summary or sanity check;
-    ``callbacks`` are the job's own (``client.callbacks``, see :mod:`afl.client.callbacks`)."""
+def make_client_trainer(
+    max_epochs: int, callbacks: Sequence[L.Callback] = (), placement: Placement | None = None
+) -> L.Trainer:
+    """A Trainer that only trains, on ``placement`` (default: the CPU, 32-bit): no logger, checkpoints,
+    progress bar, model summary or sanity check; ``callbacks`` are the job's own (``client.callbacks``,
+    see :mod:`afl.client.callbacks`)."""
     return L.Trainer(
-        accelerator="cpu",
-        devices=1,
+        **(placement or Placement()).trainer_kwargs(),
         max_epochs=max_epochs,
         callbacks=list(callbacks),
         logger=False,

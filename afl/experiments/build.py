@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from afl.client.device import Placement, resolve
 from afl.client.runtime import ClientRuntime, ClientShards
 from afl.config import to_dict
 from afl.data.datasets import ArrayData, DatasetSplits, load_dataset
@@ -25,6 +26,9 @@ from afl.sim.delays import DelayModel
 from afl.sim.executors import EXECUTORS, Executor, TrainFn
 from afl.sim.faults import FaultModel
 from afl.sim.loop import FederatedLoop, LoopConfig
+
+#: Evaluation batch sizes: (on an accelerator, on the CPU).
+EVAL_BATCH = (8192, 1024)
 
 
 @dataclass
@@ -43,18 +47,24 @@ class Setup:
     runtime: ClientRuntime
     delay: DelayModel
     components: dict[str, Any]
+    placement: Placement  # where the server's model, its aggregation and evaluation live (trainer.*)
 
     def evaluate(self) -> Callable[[State], dict[str, float]]:
         """Global state → test (and validation) loss and accuracy, and with ``theory.enabled`` the
         gradient quantities on :meth:`theory_sample`, on one reused model."""
-        model = self.model_factory()
+        device = self.placement.device
+        model = self.model_factory().to(device)
         batches, weights = self.theory_sample() if self.cfg.theory.enabled else ([], [])
+        batches = [(x.to(device), y.to(device)) for x, y in batches]
+        test = (self.data.test.x.to(device), self.data.test.y.to(device))  # once per run
+        val = None if self.val is None else (self.val.x.to(device), self.val.y.to(device))
+        size = EVAL_BATCH[device.type == "cpu"]
 
         def evaluate_state(state: State) -> dict[str, float]:
             model.load_state_dict(state)
-            metrics = evaluate(model, self.data.test.x, self.data.test.y)
-            if self.val is not None:
-                metrics.update(evaluate(model, self.val.x, self.val.y, prefix="val"))
+            metrics = evaluate(model, *test, batch_size=size)
+            if val is not None:
+                metrics.update(evaluate(model, *val, batch_size=size, prefix="val"))
             if batches:
                 metrics.update(gradient_statistics(model, batches, weights))
             return metrics
@@ -113,6 +123,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         shards_per_client=p.shards_per_client,
     )
     channels, height, width = train.input_shape
+    placement = _placement(cfg)
 
     try:
         with torch.random.fork_rng():  # the initial weights, from the run's seed alone
@@ -145,7 +156,10 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         weight_decay=cfg.client.weight_decay,
         optimizer_reset=cfg.client.optimizer_reset,
         callbacks=components["client_callbacks"],
+        placement=_worker_placement(cfg, placement),
     )
+    if cfg.federation.executor != "ray":  # in this process: the data and models go to the device now
+        runtime = runtime.on_device()  # (Ray's workers each take theirs to their own device)
     delay = DelayModel(
         speed=components["speed"],
         comm=components["comm"],
@@ -160,12 +174,34 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         val=val,
         parts=parts,
         model_factory=model_factory,
-        global_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        global_state={k: v.detach().to(placement.device, copy=True) for k, v in model.state_dict().items()},
         num_parameters=count_parameters(model),
         runtime=runtime,
         delay=delay,
         components=components,
+        placement=placement,
     )
+
+
+def _placement(cfg: DictConfig) -> Placement:
+    """``trainer.*`` resolved on this machine (raises :class:`ConfigError` for a device it lacks)."""
+    t = cfg.trainer
+    devices = OmegaConf.to_container(t.devices) if isinstance(t.devices, ListConfig) else t.devices
+    return resolve(t.accelerator, devices, t.precision, t.deterministic)
+
+
+def _worker_placement(cfg: DictConfig, driver: Placement) -> Placement:
+    """Where client jobs train: this process's device, or with Ray the device each worker sees (a GPU
+    when ``ray.num_gpus`` reserves one, else its CPU)."""
+    if cfg.federation.executor != "ray":
+        return driver
+    kind = "cuda" if cfg.ray.num_gpus else "cpu"
+    if kind == "cpu" and driver.precision == "16-mixed":
+        raise ConfigError(
+            "trainer.precision",
+            "16-mixed does not run on the CPU, where Ray workers without ray.num_gpus train",
+        )
+    return Placement(kind=kind, precision=driver.precision, deterministic=driver.deterministic)
 
 
 def make_executor(cfg: DictConfig, train: TrainFn) -> Executor:

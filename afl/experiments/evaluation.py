@@ -57,7 +57,7 @@ def gradient_statistics(
             grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]).double())
     model.train(was_training)
     stacked = torch.stack(grads)
-    p = torch.tensor(weights, dtype=torch.float64)
+    p = torch.tensor(weights, dtype=torch.float64, device=stacked.device)
     mean = (p / p.sum()) @ stacked
     return {
         "grad_norm_sq": float(mean.square().sum()),

@@ -50,9 +50,11 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
     components = validate(cfg)
     resumed = _resume_point(cfg)  # the checkpoint to continue from, checked before anything is written
     threads = torch.get_num_threads()
+    flags = _torch_flags()
     torch.set_num_threads(cfg.federation.torch_threads)  # process-wide: restored when the run ends
     try:
         setup = build(cfg, components)  # everything that can fail on bad input fails here
+        setup.placement.setup()  # trainer.deterministic (process-wide too)
         out = Path(cfg.resume) if resumed is not None else _output_dir(cfg)
         wandb_id = None if resumed is None else resumed["wandb_run_id"]
         history_so_far = [] if resumed is None else resumed["loop"]["history"]
@@ -89,6 +91,7 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
             tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
     finally:
         torch.set_num_threads(threads)
+        _restore_torch_flags(flags)
     return RunResult(
         summary=summary,
         history=history,
@@ -97,6 +100,21 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
         final_state=loop.state.global_state,
         config=cfg,
     )
+
+
+def _torch_flags() -> tuple[bool, bool, bool]:
+    """torch's process-wide settings a run's ``trainer.deterministic`` changes (its client Trainers too)."""
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+
+
+def _restore_torch_flags(flags: tuple[bool, bool, bool]) -> None:
+    deterministic, warn_only, benchmark = flags
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
 
 
 def _resume_point(cfg: DictConfig) -> dict[str, Any] | None:

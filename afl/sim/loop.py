@@ -18,12 +18,13 @@ import math
 import time
 from bisect import bisect_left, insort
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from afl.errors import OutOfMemory
 from afl.messages import ClientJob, ClientResult, ClientUpdate, State, is_parameter
 from afl.rng import derive_rng, derive_seed
 from afl.server.aggregators import Aggregator
@@ -175,17 +176,20 @@ class FederatedLoop:
             }
             for f in s.in_flight
         ]
-        return copy.deepcopy(
+        return _on_device(
             {
                 "state": plain,
                 "history": self.history,
                 "aggregator": self.aggregator.state_dict(),
                 "wall_time": self._wall_time(),
-            }
+            },
+            torch.device("cpu"),  # a checkpoint written on a GPU resumes on a CPU, and the other way round
         )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`; :meth:`run` then resumes where that state was taken."""
+        """Continue from :meth:`state_dict`; :meth:`run` then resumes where that state was taken, with its
+        tensors on the device of this loop's global model."""
+        state = _on_device(state, self.device)
         saved = dict(state["state"])
         saved["in_flight"] = [
             InFlight(job=ClientJob(**f["job"]), **{k: v for k, v in f.items() if k != "job"})
@@ -197,6 +201,11 @@ class FederatedLoop:
         self.history = list(state["history"])
         self.aggregator.load_state_dict(state["aggregator"])
         self._elapsed = float(state["wall_time"])
+
+    @property
+    def device(self) -> torch.device:
+        """Where the global model, the in-flight models and the aggregation live."""
+        return next(iter(self.state.global_state.values())).device
 
     def _wall_time(self) -> float:
         return self._elapsed + (time.perf_counter() - self._t0 if self._t0 else 0.0)
@@ -278,10 +287,15 @@ class FederatedLoop:
         """The job's result, or why it is rejected: ``(result or None, reason or "", detail)``."""
         try:
             result = self.executor.result(flight.job.job_id)
+        except OutOfMemory:  # not the client's fault: the run's settings do not fit the machine
+            raise
         except Exception as err:  # a failing client job is counted, never fatal (faults are expected)
             return None, "timeout" if flight.timed_out else "error", f"{type(err).__name__}: {err}"
         if flight.timed_out:
             return None, "timeout", f"longer than client.timeout_s={self.cfg.timeout_s}"
+        device = self.device
+        if any(v.device != device for v in result.state.values()):  # (a Ray worker's, on its CPU)
+            result = replace(result, state={k: v.to(device) for k, v in result.state.items()})
         floats = [v for v in result.state.values() if v.is_floating_point()]
         if not all(bool(torch.isfinite(v).all()) for v in floats):
             return None, "nonfinite", "non-finite weights"
@@ -474,6 +488,17 @@ def kth_idle(busy: list[int], k: int) -> int:
 def parameter_distance(a: State, b: State) -> float:
     """``‖a − b‖₂`` over the parameter entries of two states (running statistics and counters excluded)."""
     return math.sqrt(sum(float((v - b[k]).square().sum()) for k, v in a.items() if is_parameter(k, v)))
+
+
+def _on_device(obj: Any, device: torch.device) -> Any:
+    """A deep copy of ``obj`` (dicts, lists, tuples, tensors, plain values), every tensor on ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to(device, copy=True)
+    if isinstance(obj, dict):
+        return {k: _on_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_device(v, device) for v in obj)
+    return copy.deepcopy(obj)
 
 
 def _mean(values: list[float]) -> float:

@@ -17,6 +17,9 @@ so a run gives the same results as with the thread executor (``tests/integration
   (``rejected_updates.error``) and goes on. Without retries, the jobs sent to that worker before Ray saw
   it die fail as well.
 * Each actor trains with the driver's torch intra-op thread count (``federation.torch_threads``).
+* With ``ray.num_gpus`` (a share: 0.2 puts five actors on one GPU) each actor moves the training data and
+  the model to the GPU Ray gives it, once, and trains there (``trainer.precision``, ``trainer.deterministic``
+  as set); weights travel between the driver and the actors as CPU tensors.
 * Plug-in modules (``plugins``, :mod:`afl.plugins`) are pickled by value into the runtime, so workers run
   the user's models, optimizers and client callbacks without importing their modules.
 
@@ -29,6 +32,7 @@ import logging
 import math
 import os
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,10 +52,14 @@ class _ClientWorker:
 
     def __init__(self, train: TrainFn, torch_threads: int) -> None:
         torch.set_num_threads(torch_threads)
-        self.train = train
+        # the data and the model to this worker's device, once (a ClientRuntime; a plain job function as is)
+        on_device = getattr(train, "on_device", None)
+        self.train = on_device() if on_device is not None else train
 
     def run(self, job: ClientJob) -> ClientResult:
-        return self.train(job)
+        result = self.train(job)
+        # back on the CPU: the driver may have no GPU (it moves them to its own device)
+        return replace(result, state={k: v.cpu() for k, v in result.state.items()})
 
     def pid(self) -> int:
         return os.getpid()
@@ -129,6 +137,8 @@ class RayExecutor(Executor):
             if self._load[actor] >= DEPTH:
                 return
             job = self._pending.popleft()
+            if any(v.device.type != "cpu" for v in job.state.values()):  # a worker may sit on another node
+                job = replace(job, state={k: v.cpu() for k, v in job.state.items()})
             self._running[self._actors[actor].run.remote(job)] = (job.job_id, actor)
             self._load[actor] += 1
 

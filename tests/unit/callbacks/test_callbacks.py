@@ -36,13 +36,15 @@ class LinearRegression(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-def _trainer(callbacks, epochs: int, precision: str = "32-true", scaler=None) -> L.Trainer:
-    """A CPU Trainer; ``16-mixed`` on the CPU needs Lightning's plug-in with a CPU gradient scaler (the
-    same loss scaling a GPU run gets)."""
+def _trainer(
+    callbacks, epochs: int, precision: str = "32-true", scaler=None, device: str = "cpu"
+) -> L.Trainer:
+    """A Trainer on ``device``; ``16-mixed`` on the CPU needs Lightning's plug-in with a CPU gradient scaler
+    (the same loss scaling a GPU run gets)."""
     if precision == "16-mixed":
         # the loss below is computed in half precision: the default first scale, 2¹⁶, would overflow it
-        scaler = scaler or torch.amp.GradScaler("cpu", init_scale=2.0**8)
-        amp: dict = {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=scaler)]}
+        scaler = scaler or torch.amp.GradScaler(device, init_scale=2.0**8)
+        amp: dict = {"plugins": [MixedPrecision("16-mixed", device, scaler=scaler)]}
     else:
         amp = {"precision": precision}
     return L.Trainer(
@@ -52,7 +54,8 @@ def _trainer(callbacks, epochs: int, precision: str = "32-true", scaler=None) ->
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        accelerator="cpu",
+        accelerator=device,
+        devices=1,
         **amp,
     )
 
@@ -63,9 +66,9 @@ def _data() -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=2)  # one full batch per epoch
 
 
-def _fit(callbacks, epochs: int = 2, lr: float = 0.1, precision: str = "32-true", scaler=None):
+def _fit(callbacks, epochs: int = 2, lr: float = 0.1, precision: str = "32-true", scaler=None, device="cpu"):
     model = LinearRegression(lr)
-    _trainer(callbacks, epochs, precision, scaler).fit(model, _data())
+    _trainer(callbacks, epochs, precision, scaler, device).fit(model, _data())
     return model
 
 
@@ -90,12 +93,20 @@ def test_gradient_norm_matches_the_hand_computed_gradient() -> None:
 MIXED = 2e-2
 
 
-@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
-def test_gradient_norm_is_the_unscaled_gradients_under_mixed_precision(precision: str) -> None:
+@pytest.mark.parametrize(
+    ("precision", "device"),
+    [
+        ("bf16-mixed", "cpu"),
+        ("16-mixed", "cpu"),
+        pytest.param("bf16-mixed", "cuda", marks=pytest.mark.gpu),
+        pytest.param("16-mixed", "cuda", marks=pytest.mark.gpu),
+    ],
+)
+def test_gradient_norm_is_the_unscaled_gradients_under_mixed_precision(precision: str, device: str) -> None:
     """16-mixed multiplies the loss by the scaler's scale (here 256) before backward: the monitor divides it
     out, so it reports the hand-computed gradient norms as in float32."""
     monitor = GradientNormMonitor()
-    _fit([monitor], epochs=2, precision=precision)
+    _fit([monitor], epochs=2, precision=precision, device=device)
     assert monitor.history == pytest.approx([4.25, 0.475**2 + 1.6**2], rel=MIXED)
     assert monitor.steps == 2
 
@@ -112,10 +123,18 @@ def test_gradient_norm_leaves_out_the_steps_the_scaler_skips() -> None:
     assert _w(model) == pytest.approx(_w(_fit([], epochs=2)), rel=MIXED)
 
 
-@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
-def test_every_callback_gives_the_float32_result_under_mixed_precision(precision: str) -> None:
+@pytest.mark.parametrize(
+    ("precision", "device"),
+    [
+        ("bf16-mixed", "cpu"),
+        ("16-mixed", "cpu"),
+        pytest.param("bf16-mixed", "cuda", marks=pytest.mark.gpu),
+        pytest.param("16-mixed", "cuda", marks=pytest.mark.gpu),
+    ],
+)
+def test_every_callback_gives_the_float32_result_under_mixed_precision(precision: str, device: str) -> None:
     """The proximal term (added after unscaling), the drift and the delay-aware rate under mixed precision:
-    the same weights, drift and rates as in float32, to the precision's rounding."""
+    the same weights, drift and rates as in float32 (CPU), to the precision's rounding; on a GPU too."""
 
     def callbacks():
         rate = DelayAwareLR(base_lr=0.2, alpha=0.5, delay_fn=lambda trainer, module: 2)  # 0.1 each step
@@ -123,7 +142,7 @@ def test_every_callback_gives_the_float32_result_under_mixed_precision(precision
 
     reference, mixed = callbacks(), callbacks()
     w32 = _w(_fit(reference, epochs=3))
-    assert _w(_fit(mixed, epochs=3, precision=precision)) == pytest.approx(w32, rel=MIXED)
+    assert _w(_fit(mixed, epochs=3, precision=precision, device=device)) == pytest.approx(w32, rel=MIXED)
     assert mixed[1].history == pytest.approx(reference[1].history, rel=MIXED)
     assert mixed[2].last_lr == reference[2].last_lr == pytest.approx(0.1)
     assert mixed[3].history == pytest.approx(reference[3].history, rel=MIXED)

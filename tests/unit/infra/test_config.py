@@ -7,7 +7,9 @@ import sys
 from dataclasses import fields, is_dataclass
 
 import pytest
+import torch
 from helpers import ROOT
+from helpers.configs import QUIET
 from omegaconf import OmegaConf
 
 from afl.config import Config, experiments, load_config
@@ -154,7 +156,27 @@ BAD_INPUT = [
     (["federation.executor=rays"], "federation.executor", "allowed: ray, serial, thread"),
     (["ray.num_cpus=0"], "ray.num_cpus", "must be > 0, got 0"),
     (["ray.max_retries=-1"], "ray.max_retries", "must be >= 0, got -1"),
-    (["ray.num_gpus=1"], "ray.num_gpus", "must be 0: client Trainers train on the CPU in this release"),
+    (["ray.num_gpus=-0.5"], "ray.num_gpus", "must be >= 0, got -0.5"),
+    (
+        ["federation.executor=ray", "ray.num_gpus=0.2", "trainer.accelerator=cpu"],
+        "ray.num_gpus",
+        "0.2 GPUs reserved for actors that train on the CPU",
+    ),
+    (["federation.executor=ray", "trainer.accelerator=gpu"], "ray.num_gpus", "Ray hides the GPUs"),
+    (["trainer.accelerator=tpu"], "trainer.accelerator", "allowed: auto, cpu, gpu, cuda, mps"),
+    (["trainer.precision=16-true"], "trainer.precision", "allowed: 32-true, bf16-mixed, 16-mixed"),
+    (["trainer.precision=32"], "trainer.precision", "allowed: 32-true"),
+    (["trainer.devices=2"], "trainer.devices", "got 2; a client trains on one device: 1, auto or [k]"),
+    (["trainer.devices=[0,1]"], "trainer.devices", "got [0, 1]; a client trains on one device"),
+    (["trainer.devices=true"], "trainer.devices", "got True"),
+    (["trainer.deterministic=maybe"], "trainer.deterministic", "got 'maybe'; allowed: true, false, warn"),
+    (["trainer.deterministic=1"], "trainer.deterministic", "got 1"),
+    (
+        ["trainer.accelerator=cpu", "trainer.precision=16-mixed"],
+        "trainer.precision",
+        "16-mixed (float16 AMP) does not run on the CPU: use bf16-mixed or 32-true",
+    ),
+    (["trainer.accelerator=cpu", "trainer.devices=[0]"], "trainer.devices", "[0] picks a CUDA device"),
     (["ray.adress=auto"], "ray.adress", "unknown key"),
 ]
 
@@ -168,6 +190,21 @@ def test_bad_input_exits_2_naming_the_key(argv, key, text, tmp_path, capsys) -> 
     assert err.startswith(f"error: {key}: ")
     assert text in err
     assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_asked_for_where_there_is_none_exits_2_in_one_line(accelerator, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = train.main([f"trainer.accelerator={accelerator}", f"output_dir={out}", *QUIET])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith(
+        f"error: trainer.accelerator: {accelerator} asked for, but torch {torch.__version__}"
+    )
+    assert err.endswith("sees no CUDA GPU: use trainer.accelerator=cpu (or auto)")
+    assert len(err.splitlines()) == 1
     assert not out.exists()
 
 
