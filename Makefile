@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # the test tools, and Ray (federation.executor=ray) so that `make test` runs its tests too
 EXTRAS ?= dev,ray
 
-.PHONY: demo test test-fast lint bench clean-runs mutate
+.PHONY: demo test test-fast lint bench gpu-check clean-runs mutate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ mutate: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) scripts/bench.py
+
+# On a CUDA GPU machine, with the Python that has torch there (no virtual environment, no install): the gpu
+# tests, the device benchmark and a paper_cifar10 run that must learn, in about 5 minutes (docs/gpu.md).
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py
 
 clean-runs:
 	rm -rf runs

@@ -8,6 +8,8 @@ import costs.
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import logging
 import math
@@ -73,7 +75,8 @@ def _plain_loop(cfg: Any, jobs: list[dict[str, Any]]) -> Callable[[], float]:
     threads; each job starts from the model the previous one ended with; one final evaluation, like the
     run's. Returns a function timing one pass."""
     setup = build(cfg, validate(cfg))
-    data, factory = setup.runtime.client_data, setup.model_factory
+    device = setup.placement.device  # the data is there already (the run's own shards); so is the model
+    data, initial = setup.runtime.client_data, setup.model_factory().to(device)
     evaluate = setup.evaluate()
     from afl.rng import derive_seed
 
@@ -84,7 +87,7 @@ def _plain_loop(cfg: Any, jobs: list[dict[str, Any]]) -> Callable[[], float]:
         state = setup.global_state
         for job in jobs:
             x, y = data[job["client_id"]]
-            model = factory()
+            model = copy.deepcopy(initial)
             model.load_state_dict(state)
             optimizer = torch.optim.Adam(model.parameters(), lr=job["lr"])
             batches = batch_loader(
@@ -97,6 +100,7 @@ def _plain_loop(cfg: Any, jobs: list[dict[str, Any]]) -> Callable[[], float]:
                     optimizer.step()
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         evaluate(state)
+        _synchronize(device)
         elapsed = time.perf_counter() - start
         torch.set_num_threads(threads)
         return elapsed
@@ -149,6 +153,103 @@ def bench_overhead(name: str, updates: int, repeat: int, tmp: Path) -> dict[str,
         "per_job_overhead_ms": (run1 - plain) / len(jobs) * 1e3,
         "worker_speedup": run1 / run2,
     }
+
+
+# ----------------------------------------------------------------------------------------------- device
+#: ``afl-bench --device``: the models of the paper's experiments on synthetic data of their shapes, one
+#: local epoch per job (the issue's measurement: ``paper_cifar10``, 20,000 images of 3×32×32).
+DEVICE_SETTINGS: dict[str, list[str]] = {
+    "resnet20": [
+        "experiment=paper_cifar10",
+        "dataset.name=synthetic",
+        "dataset.synthetic.channels=3",
+        "dataset.synthetic.image_size=32",
+        "dataset.synthetic.train_size=20000",
+        "dataset.synthetic.test_size=2000",
+        "client.local_epochs=1",
+        "theory.enabled=false",
+    ],
+    "cnn": [
+        "experiment=paper_mnist",
+        "dataset.name=synthetic",
+        "dataset.synthetic.image_size=28",
+        "dataset.synthetic.train_size=20000",
+        "dataset.synthetic.test_size=2000",
+        "client.local_epochs=1",
+        "theory.enabled=false",
+    ],
+    "lenet": SETTINGS["lenet28_600"],
+}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_run(
+    overrides: list[str], device: str, folder: Path, counter: Any, finals: set[float], peaks: list[float]
+) -> Callable[[], float]:
+    """A function timing one run of ``overrides``, noting its final accuracy and peak device memory."""
+
+    def once() -> float:
+        cfg = load_config([*overrides, f"output_dir={folder / str(next(counter))}"])
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        result = run(cfg)
+        elapsed = time.perf_counter() - start
+        if device == "cuda":
+            peaks.append(torch.cuda.max_memory_allocated() / 2**20)
+        finals.add(result.summary["final_test_accuracy"])
+        return elapsed
+
+    return once
+
+
+def bench_device(
+    device: str, models: Sequence[str], updates: int, repeat: int, tmp: Path, workers: int = 5
+) -> dict[str, Any]:
+    """Per model (:data:`DEVICE_SETTINGS`): whole runs on ``device`` (``trainer.accelerator``) with 1 and
+    ``workers`` threads against a plain PyTorch loop doing the same local steps there (data and model on
+    the device), in ms per local step; the peak device memory of a run; with Ray installed and CUDA, the
+    run on ``workers`` Ray actors sharing the GPU (``ray.num_gpus`` = 1 / workers)."""
+    out: dict[str, Any] = {}
+    for name in models:
+        overrides = [
+            *DEVICE_SETTINGS[name],
+            *QUIET,
+            f"trainer.accelerator={device}",
+            f"federation.max_updates={updates}",
+            f"federation.eval_every={updates}",
+        ]
+        finals: set[float] = set()
+        peaks: list[float] = []
+        counter = iter(range(10**6))
+        timed: tuple[Any, ...] = (device, tmp / name, counter, finals, peaks)
+        warm = run(load_config([*overrides, f"output_dir={tmp / name / 'warm-up'}"]))
+        jobs = sorted(warm.updates, key=lambda u: u["client_updates"])
+        steps = sum(u["steps"] for u in jobs)
+        arms = {
+            "run_1_worker": _device_run([*overrides, "federation.workers=1"], *timed),
+            "plain_loop": _plain_loop(warm.config, jobs),
+            f"run_{workers}_workers": _device_run([*overrides, f"federation.workers={workers}"], *timed),
+        }
+        if device == "cuda" and importlib.util.find_spec("ray") is not None:
+            share = f"ray.num_gpus={1 / workers:.4g}"
+            ray = [*overrides, "federation.executor=ray", f"federation.workers={workers}", share]
+            arms[f"ray_{workers}_actors"] = _device_run(ray, *timed)
+        times = _interleaved(arms, repeat)
+        ms = {f"{k}_ms_per_step": _median(v) / steps * 1e3 for k, v in times.items()}
+        out[name] = {
+            "jobs": len(jobs),
+            "local_steps": steps,
+            **ms,
+            "run_vs_plain": ms["run_1_worker_ms_per_step"] / ms["plain_loop_ms_per_step"],
+            "same_results_for_any_workers": len(finals) == 1,
+            **({"peak_device_mib": max(peaks)} if peaks else {}),
+        }
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- scale
@@ -372,6 +473,22 @@ def bench_ray(updates: int, repeat: int, tmp: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- all
 def _format(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+
+def run_device(device: str, quick: bool) -> dict[str, Any]:
+    """``afl-bench --device cuda``: the device benchmark alone (the CPU's keys come from ``afl-bench``)."""
+    repeat = 2 if quick else 3
+    out: dict[str, Any] = {"quick": quick, "torch": torch.__version__, "device": device, "repeats": repeat}
+    if device == "cuda":
+        out["card"] = torch.cuda.get_device_name()
+    print(f"runs on {device} vs a plain loop there ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out["device_runs"] = bench_device(
+            device, ("resnet20", "cnn", "lenet"), 10 if quick else 20, repeat, Path(tmp)
+        )
+    for name, values in out["device_runs"].items():
+        print(f"  {name}: {_format(values)}", flush=True)
+    return out
 
 
 def run_all(quick: bool) -> dict[str, Any]:

@@ -21,6 +21,11 @@ and noisy: compare ratios, not seconds). Writes with --json:
                        and peak resident memory, each point in a fresh interpreter
   startup_s            fresh interpreters: --help, a config error, importing the run machinery
   client_job           one client job, a Lightning Trainer vs a plain loop
+
+With --device cuda (or cpu), instead: device_runs, per model (ResNet-20 on 3x32x32, the paper's CNN and
+LeNet on 28x28, one local epoch a job): ms per local step of whole runs on that device with 1 and 5 worker
+threads (and 5 Ray actors sharing the GPU, where Ray is installed) against a plain PyTorch loop doing the
+same steps there, their ratio, and the peak GPU memory.
 """
 
 
@@ -29,15 +34,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="fewer repeats and updates (about 3 minutes on a quiet machine)"
     )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="run only the device benchmark, on this device",
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results to PATH")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from afl.benchmarks import run_all  # torch and Lightning: after the arguments are parsed
+    from afl.benchmarks import run_all, run_device  # torch and Lightning: after the arguments are parsed
 
-    results = run_all(quick=args.quick)
+    results = run_all(quick=args.quick) if args.device is None else run_device(args.device, quick=args.quick)
     text = json.dumps(results, indent=1)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

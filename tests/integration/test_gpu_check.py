@@ -1,0 +1,41 @@
+"""``make gpu-check`` is run on a GPU only rarely and never for long: its every step runs here first, on
+the CPU at toy size (``--smoke``), so that a GPU's minutes are not spent on the script's own mistakes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_every_step_and_writes_its_table(tmp_path) -> None:
+    out = tmp_path / "check"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_check.py"),
+            "--smoke",
+            "--updates",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: two updates of ResNet-20 learn nothing
+    rows = json.loads((out / "gpu_check.json").read_text())["rows"]
+    assert re.match(r"\d+ skipped, \d+ deselected in ", rows["gpu tests"]) and "(exit 0," in rows["gpu tests"]
+    bench = json.loads((out / "bench_cpu.json").read_text())["lenet"]
+    assert bench["same_results_for_any_workers"] and bench["local_steps"] > 0
+    assert bench["run_vs_plain"] > 0
+    assert "lenet: ms per local step, run (1 worker) / 5 workers / plain loop" in rows
+    run = rows["paper_cifar10, synthetic 3×32×32, 2 updates of 1 epoch"]
+    assert run.startswith("accuracy 0.") and "chance 0.1" in run
+    assert (out / "gpu_check.md").read_text().startswith("| check | result |")
