@@ -160,6 +160,8 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
     )
     if cfg.federation.executor != "ray":  # in this process: the data and models go to the device now
         runtime = runtime.on_device()  # (Ray's workers each take theirs to their own device)
+    global_state = {k: v.detach().to(placement.device, copy=True) for k, v in model.state_dict().items()}
+    components["aggregator"].prepare(num_clients=p.num_clients, global_state=global_state)
     delay = DelayModel(
         speed=components["speed"],
         comm=components["comm"],
@@ -174,7 +176,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         val=val,
         parts=parts,
         model_factory=model_factory,
-        global_state={k: v.detach().to(placement.device, copy=True) for k, v in model.state_dict().items()},
+        global_state=global_state,
         num_parameters=count_parameters(model),
         runtime=runtime,
         delay=delay,

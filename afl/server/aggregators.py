@@ -30,7 +30,15 @@ if TYPE_CHECKING:  # tensors come in and out, but this module needs no torch imp
     pass  # (and so checks) aggregators without importing it
 
 
-AGGREGATORS: Registry[Aggregator] = Registry("aggregator", nested={"staleness": STALENESS})
+AGGREGATORS: Registry[Aggregator] = Registry(
+    "aggregator",
+    nested={"staleness": STALENESS},
+    lazy={  # the staleness compensations beyond a discount (afl.server.compensation)
+        "ca2fl": "afl.server.compensation:CA2FL",
+        "fadas": "afl.server.compensation:FADAS",
+        "dc": "afl.server.compensation:DelayCompensation",
+    },
+)
 
 
 # ----------------------------------------------------------------------------- aggregation arithmetic
@@ -69,6 +77,10 @@ class Aggregator(ABC):
 
     def setup(self, *, concurrency: int) -> None:  # noqa: B027 - optional hook
         """Learn the run's concurrency J before the first arrival."""
+
+    def prepare(self, *, num_clients: int, global_state: State) -> None:  # noqa: B027 - optional hook
+        """Learn the run's number of clients and its model before the run starts (a rule with per-client
+        state checks here that it fits, raising :class:`~afl.errors.ConfigError`)."""
 
     @abstractmethod
     def on_arrival(self, update: ClientUpdate, global_state: State) -> bool: ...

@@ -258,21 +258,24 @@ def test_checkpoint_schedule() -> None:
         [*ARMS["afl-released"].overrides, "client.local_epochs=2"],
         # the later code's: the round of the buffered arrivals decides the server step
         list(ARMS["afl-later"].overrides),
+        # the staleness compensations: per-client caches, adaptive moments, a mean square
+        ["server.aggregator.name=ca2fl", "server.aggregator.server_lr=0.5"],
+        ["server.aggregator.name=fadas", "server.aggregator.delay_threshold=1"],
+        ["server.aggregator.name=dc", "server.aggregator.adaptive=true"],  # (no buffer: COMMON's)
     ],
-    ids=["afl", "afl-released", "afl-later"],
+    ids=["afl", "afl-released", "afl-later", "ca2fl", "fadas", "dc"],
 )
 def test_loop_state_round_trip_continues_identically(rule: list[str]) -> None:
     """state_dict → load_state_dict into a fresh loop, mid-run, continues to the same final model."""
-    overrides = [*RUN, *rule, "checkpoint.every=5"]
+    base = COMMON if "server.aggregator.name=dc" in rule else RUN
+    overrides = [*base, *rule, "checkpoint.every=5"]
     states: list[dict] = []
     with serial_loop(overrides, on_checkpoint=states.append) as (_, whole):
         assert whole.state_dict()["wall_time"] == 0.0  # not started: no wall time spent yet
         whole.run()
     assert whole.history[-1]["wall_time"] > 0
     # the first checkpoint with a part-filled buffer (update 5 or 10), through the file format
-    middle = torch.load(
-        _saved(next(s for s in states if s["aggregator"]["buffer"]["count"] > 0)), weights_only=True
-    )
+    middle = torch.load(_saved(next(s for s in states if _part_filled(s["aggregator"]))), weights_only=True)
     with serial_loop(overrides) as (_, resumed):
         resumed.load_state_dict(middle)
         resumed.run()
@@ -281,6 +284,12 @@ def test_loop_state_round_trip_continues_identically(rule: list[str]) -> None:
     assert resumed.history[-1]["wall_time"] > middle["wall_time"] > 0  # the resumed run adds its own time
     for key, value in whole.state.global_state.items():
         assert torch.equal(resumed.state.global_state[key], value), key
+
+
+def _part_filled(aggregator: dict) -> bool:
+    """An aggregator state with a part-filled buffer (a rule without a buffer: any)."""
+    buffer = aggregator.get("buffer", aggregator.get("stats"))
+    return buffer is None or buffer["count"] > 0
 
 
 def _saved(state: dict) -> io.BytesIO:

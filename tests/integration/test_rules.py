@@ -591,3 +591,39 @@ def test_a_plugin_aggregator_receives_each_accepted_update_as_the_arrival_rows_r
     rows = loop.state.arrivals
     assert seen == [(r["client_id"], r["num_samples"], r["staleness"], r["delta_scale"]) for r in rows]
     assert max(r["staleness"] for r in rows) > 0 and len({r["client_id"] for r in rows}) > 1
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ["server.aggregator.name=ca2fl", "server.aggregator.server_lr=0.5"],
+        [
+            "server.aggregator.name=fadas",
+            "server.aggregator.server_lr=0.003",
+            "server.aggregator.buffer_size=1",
+        ],
+        ["server.aggregator.name=dc"],
+    ],
+    ids=["ca2fl", "fadas", "dc"],
+)
+def test_each_staleness_compensation_learns_the_demo(rule: list[str], tmp_path) -> None:
+    """200 updates of the demo (digits, 10 classes: chance is 0.1) at a constant client rate; the step sizes
+    are ones that train here, not selected ones (the compensation sweep selects them on validation data)."""
+    from afl.config import load_config
+    from afl.experiments.run import run
+
+    overrides = [
+        "experiment=demo",
+        "server.lr_schedule.name=constant",
+        "client.lr=1e-2",
+        "federation.max_updates=200",
+        "federation.eval_every=200",
+        "theory.enabled=false",
+        "logging.wandb.mode=disabled",
+        "logging.progress=false",
+        *rule,
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    result = run(load_config(overrides))
+    assert result.summary["final_test_accuracy"] > 0.3
+    assert result.history[0]["test_accuracy"] < 0.15  # it started at chance
