@@ -88,6 +88,7 @@ class FederationConfig:
     executor: str = MISSING
     workers: int = MISSING
     torch_threads: int = MISSING
+    sampling: dict[str, Any] = field(default_factory=dict)  # name, and the policy's own options
 
 
 @dataclass
@@ -556,6 +557,7 @@ def build_components(cfg: DictConfig) -> dict[str, Any]:
     from afl.server.aggregators import AGGREGATORS
     from afl.server.lr_schedules import LR_SCHEDULES
     from afl.sim.delays import COMM_DELAYS, SPEEDS
+    from afl.sim.sampling import SAMPLERS
 
     def plain(key: str) -> dict[str, Any]:
         return to_dict(OmegaConf.select(cfg, key))
@@ -565,6 +567,7 @@ def build_components(cfg: DictConfig) -> dict[str, Any]:
         "lr_schedule": LR_SCHEDULES.build(plain("server.lr_schedule"), "server.lr_schedule"),
         "speed": SPEEDS.build(plain("delay.speed"), "delay.speed"),
         "comm": COMM_DELAYS.build(plain("delay.comm"), "delay.comm"),
+        "sampler": SAMPLERS.build(plain("federation.sampling"), "federation.sampling"),
         "client_callbacks": _client_callbacks(cfg),
     }
 

@@ -252,6 +252,7 @@ def make_loop(
         on_eval=on_eval,
         faults=faults if f.rate > 0 else None,
         on_checkpoint=on_checkpoint,
+        sampler=setup.components["sampler"],
     )
 
 

@@ -6,8 +6,9 @@ computes is left to an executor, which may train every in-flight job in parallel
 in a plain :class:`LoopState` so that a run can later be checkpointed and resumed.
 
 The server's work per arrival does not grow with the number of clients: the in-flight jobs are a heap
-keyed by (finish time, dispatch index), and an idle client is drawn from the sorted in-flight client ids
-(:func:`kth_idle`) without listing the idle ones.
+keyed by (finish time, dispatch index), and the default policy draws an idle client from the sorted
+in-flight client ids (:func:`afl.sim.sampling.kth_idle`) without listing the idle ones. Which client fills a
+free slot is the sampling policy's choice (:mod:`afl.sim.sampling`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from tqdm.auto import tqdm
 
 from afl.errors import OutOfMemory
 from afl.messages import ClientJob, ClientResult, ClientUpdate, State, is_parameter
-from afl.rng import derive_rng, derive_seed
+from afl.rng import derive_seed
 from afl.server.aggregators import Aggregator
 from afl.server.lr_schedules import LRSchedule
 from afl.sim.delays import DelayModel
 from afl.sim.executors import Executor
 from afl.sim.faults import REJECT_REASONS, FaultModel
 from afl.sim.modes import MODES, STALENESS_POLICIES
+from afl.sim.sampling import Sampler, Uniform
 
 
 class NonFiniteModel(RuntimeError):
@@ -120,6 +122,7 @@ class FederatedLoop:
         on_eval: called with each evaluation row (for CSV, W&B, ...).
         faults: injected client faults (tests of robustness), or None.
         on_checkpoint: called with :meth:`state_dict` at checkpoint times (see ``LoopConfig``), or None.
+        sampler: the sampling policy (``federation.sampling``); None: ``uniform``.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class FederatedLoop:
         on_eval: Callable[[dict[str, Any]], None] | None = None,
         faults: FaultModel | None = None,
         on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         if not 1 <= config.concurrency <= len(num_samples):
             raise ValueError(f"concurrency must be in [1, {len(num_samples)}], got {config.concurrency}")
@@ -154,6 +158,8 @@ class FederatedLoop:
         self._busy: list[int] = []  # the in-flight jobs' client ids, sorted (a client is in flight once)
         self.history: list[dict[str, Any]] = []
         self.aggregator.setup(concurrency=config.concurrency)
+        self.sampler = sampler if sampler is not None else Uniform()
+        self.sampler.setup(num_clients=self.num_clients, seed=config.seed)
         self._t0 = 0.0
         self._elapsed = 0.0  # wall seconds spent before a resume
         self._last_checkpoint = 0.0
@@ -181,6 +187,7 @@ class FederatedLoop:
                 "state": plain,
                 "history": self.history,
                 "aggregator": self.aggregator.state_dict(),
+                "sampler": self.sampler.state_dict(),
                 "wall_time": self._wall_time(),
             },
             torch.device("cpu"),  # a checkpoint written on a GPU resumes on a CPU, and the other way round
@@ -200,6 +207,7 @@ class FederatedLoop:
         self._busy = sorted(f.job.client_id for f in self.state.in_flight)
         self.history = list(state["history"])
         self.aggregator.load_state_dict(state["aggregator"])
+        self.sampler.load_state_dict(state.get("sampler", {}))  # absent from checkpoints before policies
         self._elapsed = float(state["wall_time"])
 
     @property
@@ -265,16 +273,13 @@ class FederatedLoop:
         self.executor.submit(job)
 
     def _dispatch_async(self) -> None:
-        """Refill a slot with a client drawn uniformly from the idle ones: the k-th of them in id order,
-        ``k`` uniform in ``[0, idle clients)``."""
-        rng = derive_rng(self.cfg.seed, "select", self.state.dispatched)
-        self._dispatch(kth_idle(self._busy, int(rng.integers(self.num_clients - len(self._busy)))))
+        """Refill a slot with the idle client the sampling policy chooses."""
+        self._dispatch(self.sampler.choose(self._busy, self.state.dispatched))
 
     def _dispatch_round(self) -> None:
-        """Sync: J clients sampled uniformly without replacement, all at the current version."""
+        """Sync: J distinct clients of the sampling policy's choice, all at the current version."""
         count = min(self.cfg.concurrency, self.cfg.max_updates - self.state.dispatched)
-        rng = derive_rng(self.cfg.seed, "select-round", self.state.rounds)
-        for c in sorted(rng.choice(self.num_clients, size=count, replace=False).tolist()):
+        for c in self.sampler.choose_round(count, self.state.rounds):
             self._dispatch(int(c))
 
     # ----------------------------------------------------------------------------------------- arrival
@@ -341,6 +346,7 @@ class FederatedLoop:
                 **({} if result is None else result.metrics),  # what client.callbacks measured
             }
         )
+        self.sampler.observe(s.arrivals[-1])
         if rejected or result is None:  # counted, never applied; the slot is refilled as usual
             s.rejected[rejected] += 1
             return
@@ -462,27 +468,6 @@ class FederatedLoop:
         finally:
             bar.close()
         return self.history
-
-
-def kth_idle(busy: list[int], k: int) -> int:
-    """The ``k``-th (from 0) client id not in ``busy`` (sorted, distinct ids >= 0): ``sorted(idle)[k]``
-    in O(log len(busy)), however many clients there are.
-
-    The answer is ``k + i`` with ``i`` the number of busy ids below it: the first ``i`` with
-    ``busy[i] - i > k`` (``busy[i] - i``, the idle ids below ``busy[i]``, never decreases).
-
-    Example:
-        >>> [kth_idle([1, 2, 5], k) for k in range(4)]  # idle: 0, 3, 4, 6, ...
-        [0, 3, 4, 6]
-    """
-    lo, hi = 0, len(busy)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if busy[mid] - mid <= k:
-            lo = mid + 1
-        else:
-            hi = mid
-    return k + lo
 
 
 def parameter_distance(a: State, b: State) -> float:

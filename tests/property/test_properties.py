@@ -85,8 +85,11 @@ STALENESS = st.sampled_from(
 
 @st.composite
 def aggregators(draw: st.DrawFn) -> list[str]:
-    name = draw(st.sampled_from(["afl", "fedasync", "fedbuff"]))
+    name = draw(st.sampled_from(["afl", "fedasync", "fedbuff", "ca2fl", "fadas", "dc"]))
     out = [f"server.aggregator.name={name}"]
+    if name in ("ca2fl", "fadas", "dc"):  # the compensations take no staleness function
+        buffer = [] if name == "dc" else draw(st.sampled_from([[], ["server.aggregator.buffer_size=2"]]))
+        return out + buffer
     if name == "afl":
         out.append(f"server.aggregator.buffer_size={draw(st.integers(1, 3))}")
         out += draw(st.sampled_from([[], ["server.aggregator.server_lr=0.5"]]))
@@ -128,6 +131,13 @@ STALENESS_BOUNDS = st.sampled_from(
     [[], ["delay.max_staleness=0", "delay.staleness_policy=drop"], ["delay.max_staleness=1"]]
     + [["delay.max_staleness=2", "delay.staleness_policy=drop"]]
 )
+SAMPLING = st.sampled_from(
+    [
+        [],
+        ["federation.sampling.name=round_robin"],
+        ["federation.sampling.name=adaptive", "federation.sampling.epsilon=0.3"],
+    ]
+)
 FAULTS = st.sampled_from(
     [
         [],
@@ -158,7 +168,7 @@ def configs(draw: st.DrawFn, mode: str | None = None, max_updates: int = 12) -> 
         f"delay.time_per_sample={draw(TIME_PER_SAMPLE)}",
     ]
     out += ["server.aggregator.name=fedavg"] if mode == "sync" else draw(aggregators())
-    for part in (LR_SCHEDULES, SPEEDS, COMMS, STALENESS_BOUNDS, FAULTS):
+    for part in (LR_SCHEDULES, SPEEDS, COMMS, STALENESS_BOUNDS, FAULTS, SAMPLING):
         out += draw(part)
     return out
 
@@ -170,8 +180,8 @@ def versions_after_each_arrival(cfg: DictConfig, rows: list[dict[str, Any]]) -> 
     buffer holds M (K) applied updates, and once more at the end for a partly filled buffer; sync FedAvg at
     each barrier whose round applied anything. Rejected and dropped updates are never applied."""
     agg, J = cfg.server.aggregator, cfg.federation.concurrency
-    if agg.name in ("afl", "fedbuff"):  # M or K: as configured, else the rule's default
-        buffer_size = agg.get("buffer_size", AGGREGATORS.options(agg.name)["buffer_size"].default)
+    if agg.name in ("afl", "fedbuff", "ca2fl", "fadas"):  # M or K: as configured, else the rule's default
+        buffer_size = agg.get("buffer_size", AGGREGATORS.options(agg.name)["buffer_size"].default) or J
     applied = [not r["rejected"] and not r["dropped"] for r in rows]
     V, version, buffered = [0], 0, 0
     for k, ok in enumerate(applied, start=1):
@@ -180,7 +190,7 @@ def versions_after_each_arrival(cfg: DictConfig, rows: list[dict[str, Any]]) -> 
             if k % J == 0 or k == len(rows):  # the barrier: the round's last arrival
                 version += buffered > 0
                 buffered = 0
-        elif agg.name == "fedasync":
+        elif agg.name in ("fedasync", "dc"):
             version += ok
         else:
             buffered += ok
@@ -511,6 +521,13 @@ AGGREGATOR_NODES = st.one_of(
     st.builds(lambda k: {"name": "fedbuff", "buffer_size": k, "server_lr": 1.5}, st.integers(1, 4)),
     st.builds(lambda a: {"name": "fedasync", "alpha": a}, st.sampled_from([0.2, 0.9])),
     st.just({"name": "fedavg"}),
+    st.builds(lambda m: {"name": "ca2fl", "buffer_size": m, "server_lr": 0.5}, st.integers(1, 4)),
+    st.builds(
+        lambda m, tc: {"name": "fadas", "buffer_size": m, "delay_threshold": tc},
+        st.integers(1, 3),
+        st.sampled_from([None, 0, 2]),
+    ),
+    st.builds(lambda a: {"name": "dc", "lam": 0.5, "adaptive": a, "server_lr": 0.5}, st.booleans()),
 )
 
 
@@ -554,9 +571,12 @@ def test_every_aggregator_continues_identically_after_a_state_dict_round_trip(
     J = data.draw(st.integers(1, 4), label="J")
     cut = data.draw(st.integers(0, len(stream)), label="cut")
 
+    start = _tensor_state(data.draw, counter=0)
+
     def make() -> Any:
         agg = AGGREGATORS.build(node, "server.aggregator")
         agg.setup(concurrency=J)
+        agg.prepare(num_clients=5, global_state=start)
         return agg
 
     def feed(agg: Any, state: dict[str, torch.Tensor], part: list[ClientUpdate], offset: int) -> list[bool]:
@@ -567,7 +587,6 @@ def test_every_aggregator_continues_identically_after_a_state_dict_round_trip(
                 moved.append(agg.flush(state))
         return moved
 
-    start = _tensor_state(data.draw, counter=0)
     a, g_a = make(), {k: v.clone() for k, v in start.items()}
     moved_a = feed(a, g_a, [_copy(u) for u in stream[:cut]], 0)
     snapshot, g_snapshot = a.state_dict(), {k: v.clone() for k, v in g_a.items()}

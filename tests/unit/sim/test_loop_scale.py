@@ -29,7 +29,8 @@ from afl.server.lr_schedules import LR_SCHEDULES
 from afl.sim.delays import COMM_DELAYS, SPEEDS, DelayModel
 from afl.sim.executors import SerialExecutor
 from afl.sim.faults import FaultModel
-from afl.sim.loop import FederatedLoop, LoopConfig, kth_idle
+from afl.sim.loop import FederatedLoop, LoopConfig
+from afl.sim.sampling import kth_idle
 
 FEATURES, CLASSES = 12, 3
 
