@@ -179,6 +179,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     delay: DelayConfig = field(default_factory=DelayConfig)
+    availability: dict[str, Any] = field(default_factory=dict)  # name, and the model's own options
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     theory: TheoryConfig = field(default_factory=TheoryConfig)
@@ -556,6 +557,7 @@ def build_components(cfg: DictConfig) -> dict[str, Any]:
     their constructors), and only when ``client.callbacks`` or ``client.prox_mu`` asks for some."""
     from afl.server.aggregators import AGGREGATORS
     from afl.server.lr_schedules import LR_SCHEDULES
+    from afl.sim.availability import AVAILABILITY
     from afl.sim.delays import COMM_DELAYS, SPEEDS
     from afl.sim.sampling import SAMPLERS
 
@@ -568,6 +570,7 @@ def build_components(cfg: DictConfig) -> dict[str, Any]:
         "speed": SPEEDS.build(plain("delay.speed"), "delay.speed"),
         "comm": COMM_DELAYS.build(plain("delay.comm"), "delay.comm"),
         "sampler": SAMPLERS.build(plain("federation.sampling"), "federation.sampling"),
+        "availability": AVAILABILITY.build(plain("availability"), "availability"),
         "client_callbacks": _client_callbacks(cfg),
     }
 

@@ -253,6 +253,7 @@ def make_loop(
         faults=faults if f.rate > 0 else None,
         on_checkpoint=on_checkpoint,
         sampler=setup.components["sampler"],
+        availability=setup.components["availability"],
     )
 
 

@@ -100,6 +100,24 @@ ARMS: dict[str, Arm] = {
         (*_ASYNC, "server.aggregator.name=fedbuff", "server.lr_schedule.name=constant"),
         "FedBuff (Nguyen et al. 2022)",
     ),
+    "ca2fl": Arm(
+        (*_ASYNC, "server.aggregator.name=ca2fl", "server.lr_schedule.name=constant"),
+        "CA2FL (Wang et al., ICLR 2024): cached per-client deltas calibrate each buffer of J arrivals",
+    ),
+    "fadas": Arm(
+        (
+            *_ASYNC,
+            "server.aggregator.name=fadas",
+            "server.aggregator.delay_threshold=1",  # the authors' code's τ_c, with its adjustment on
+            "server.lr_schedule.name=constant",
+        ),
+        "FADAS (Wang et al., ICML 2024): AMSGrad server steps on each buffer's mean delta, η/τ_max "
+        "beyond τ_c = 1",
+    ),
+    "dc": Arm(
+        (*_ASYNC, "server.aggregator.name=dc", "server.lr_schedule.name=constant"),
+        "delay compensation after DC-ASGD (Zheng et al., ICML 2017): g + λ g⊙g⊙(θ_t − θ_v) per arrival",
+    ),
     "sync": Arm(
         ("federation.mode=sync", "server.aggregator.name=fedavg", "server.lr_schedule.name=constant"),
         "synchronous FedAvg, the paper's baseline, at the base LR",

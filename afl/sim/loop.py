@@ -30,6 +30,7 @@ from afl.messages import ClientJob, ClientResult, ClientUpdate, State, is_parame
 from afl.rng import derive_seed
 from afl.server.aggregators import Aggregator
 from afl.server.lr_schedules import LRSchedule
+from afl.sim.availability import Always, Availability
 from afl.sim.delays import DelayModel
 from afl.sim.executors import Executor
 from afl.sim.faults import REJECT_REASONS, FaultModel
@@ -47,13 +48,16 @@ class AllUpdatesRejected(RuntimeError):
 
 @dataclass
 class InFlight:
-    """A dispatched job that has not arrived yet."""
+    """A dispatched job that has not arrived yet (``kind`` ``job``); one whose client goes offline first,
+    due when it drops out (``lost``: never trained); or a free slot waiting for a client to come online
+    (``wake``: no job, its ``job`` a placeholder with id -1)."""
 
     job: ClientJob
     version: int
     dispatch_time: float
     finish_time: float
     timed_out: bool = False  # the job's duration exceeded client.timeout_s: it arrives as a rejection
+    kind: str = "job"
 
     def __lt__(self, other: InFlight) -> bool:
         """The event order: simulated finish time, ties broken by dispatch index (unique)."""
@@ -78,6 +82,8 @@ class LoopState:
     last_staleness: list[int] = field(default_factory=list)
     arrivals: list[dict[str, Any]] = field(default_factory=list)  # one row per client update
     evaluated_upto: int = 0  # arrivals covered by the evaluation rows so far
+    lost_updates: int = 0  # jobs lost because their client went offline (never client updates)
+    lost: list[dict[str, Any]] = field(default_factory=list)  # one row per lost job
 
 
 @dataclass
@@ -123,6 +129,7 @@ class FederatedLoop:
         faults: injected client faults (tests of robustness), or None.
         on_checkpoint: called with :meth:`state_dict` at checkpoint times (see ``LoopConfig``), or None.
         sampler: the sampling policy (``federation.sampling``); None: ``uniform``.
+        availability: when clients are online (``availability``); None: ``always``.
     """
 
     def __init__(
@@ -140,6 +147,7 @@ class FederatedLoop:
         faults: FaultModel | None = None,
         on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
         sampler: Sampler | None = None,
+        availability: Availability | None = None,
     ) -> None:
         if not 1 <= config.concurrency <= len(num_samples):
             raise ValueError(f"concurrency must be in [1, {len(num_samples)}], got {config.concurrency}")
@@ -160,6 +168,8 @@ class FederatedLoop:
         self.aggregator.setup(concurrency=config.concurrency)
         self.sampler = sampler if sampler is not None else Uniform()
         self.sampler.setup(num_clients=self.num_clients, seed=config.seed)
+        self.availability = availability if availability is not None else Always()
+        self.availability.setup(num_clients=self.num_clients, seed=config.seed)
         self._t0 = 0.0
         self._elapsed = 0.0  # wall seconds spent before a resume
         self._last_checkpoint = 0.0
@@ -204,7 +214,7 @@ class FederatedLoop:
         ]
         self.state = LoopState(**saved)
         heapq.heapify(self.state.in_flight)  # the saved list's order is any
-        self._busy = sorted(f.job.client_id for f in self.state.in_flight)
+        self._busy = sorted(f.job.client_id for f in self.state.in_flight if f.kind != "wake")
         self.history = list(state["history"])
         self.aggregator.load_state_dict(state["aggregator"])
         self.sampler.load_state_dict(state.get("sampler", {}))  # absent from checkpoints before policies
@@ -267,25 +277,63 @@ class FederatedLoop:
             finish_time=s.clock + (timeout if timed_out and timeout is not None else duration),
             timed_out=timed_out,
         )
+        if not self.availability.always_online:
+            offline_at = self.availability.next_change(client_id, s.clock)  # (online now)
+            if offline_at < flight.finish_time:  # it drops out first: lost, and not trained at all
+                flight.kind, flight.finish_time = "lost", offline_at
         heapq.heappush(s.in_flight, flight)
         insort(self._busy, client_id)
         s.dispatched += 1
-        self.executor.submit(job)
+        if flight.kind == "job":
+            self.executor.submit(job)
+
+    def _unavailable(self) -> list[int]:
+        """The clients that cannot be dispatched now, sorted: in flight, or offline."""
+        if self.availability.always_online:
+            return self._busy
+        return sorted(set(self._busy).union(self.availability.offline(self.state.clock)))
+
+    def _wait_for_a_client(self, unavailable: list[int]) -> None:
+        """No idle client is online: the slot waits (a ``wake`` event) until the first comes back."""
+        s, taken = self.state, set(self._busy)
+        back = min(
+            (self.availability.next_change(c, s.clock) for c in unavailable if c not in taken),
+            default=math.inf,
+        )
+        if math.isfinite(back):
+            placeholder = ClientJob(job_id=-1, client_id=-1, state={}, lr=0.0, seed=0)
+            heapq.heappush(s.in_flight, InFlight(placeholder, s.version, s.clock, back, kind="wake"))
+
+    def _updates_to_come(self) -> int:
+        """Client updates dispatched so far, less the jobs lost (or to be lost)."""
+        s = self.state
+        return s.dispatched - s.lost_updates - sum(f.kind == "lost" for f in s.in_flight)
 
     def _dispatch_async(self) -> None:
-        """Refill a slot with the idle client the sampling policy chooses."""
-        self._dispatch(self.sampler.choose(self._busy, self.state.dispatched))
+        """Refill a slot with the idle, online client the sampling policy chooses (or wait for one)."""
+        unavailable = self._unavailable()
+        if len(unavailable) == self.num_clients:
+            self._wait_for_a_client(unavailable)
+            return
+        self._dispatch(self.sampler.choose(unavailable, self.state.dispatched))
 
     def _dispatch_round(self) -> None:
-        """Sync: J distinct clients of the sampling policy's choice, all at the current version."""
-        count = min(self.cfg.concurrency, self.cfg.max_updates - self.state.dispatched)
-        for c in self.sampler.choose_round(count, self.state.rounds):
+        """Sync: J distinct online clients of the sampling policy's choice (fewer if fewer are online), all
+        at the current version."""
+        unavailable = self._unavailable()
+        if len(unavailable) == self.num_clients:
+            self._wait_for_a_client(unavailable)
+            return
+        count = min(self.cfg.concurrency, self.cfg.max_updates - self._updates_to_come())
+        count = min(count, self.num_clients - len(unavailable))
+        for c in self.sampler.choose_round(count, self.state.rounds, unavailable):
             self._dispatch(int(c))
 
     # ----------------------------------------------------------------------------------------- arrival
     def _next_arrival(self) -> InFlight:
         flight = heapq.heappop(self.state.in_flight)
-        del self._busy[bisect_left(self._busy, flight.job.client_id)]
+        if flight.kind != "wake":
+            del self._busy[bisect_left(self._busy, flight.job.client_id)]
         return flight
 
     def _collect(self, flight: InFlight) -> tuple[ClientResult | None, str, str]:
@@ -367,6 +415,21 @@ class FederatedLoop:
         if self.aggregator.on_arrival(update, s.global_state):
             self._new_version()
 
+    def _dropped_out(self, flight: InFlight) -> None:
+        """A lost job's client went offline (the job is counted), or a waiting slot's wait is over."""
+        s = self.state
+        s.clock = flight.finish_time
+        if flight.kind == "lost":
+            s.lost_updates += 1
+            s.lost.append(
+                {
+                    "job_id": flight.job.job_id,
+                    "client_id": flight.job.client_id,
+                    "dispatch_time": flight.dispatch_time,
+                    "lost_time": flight.finish_time,
+                }
+            )
+
     def _new_version(self) -> None:
         s = self.state
         s.version += 1
@@ -398,6 +461,7 @@ class FederatedLoop:
             "train_loss": _mean([a["train_loss"] for a in window]),
             "train_accuracy": _mean([a["train_accuracy"] for a in window]),
             "dropped_updates": s.dropped_updates,
+            "lost_updates": s.lost_updates,
             "rejected_updates": sum(s.rejected.values()),
             **{f"rejected_{reason}": n for reason, n in s.rejected.items()},
         }
@@ -429,9 +493,10 @@ class FederatedLoop:
         try:
             if s.dispatched == 0 and not self.history:  # the initial model: every curve starts at update 0
                 self._eval_row()
-            if s.dispatched > 0:  # resumed
+            if s.dispatched > 0 or s.in_flight:  # resumed
                 for flight in sorted(s.in_flight, key=lambda f: f.job.job_id):
-                    self.executor.submit(flight.job)
+                    if flight.kind == "job":
+                        self.executor.submit(flight.job)
             elif cfg.mode == "sync":
                 self._dispatch_round()
             else:
@@ -439,26 +504,36 @@ class FederatedLoop:
                     self._dispatch_async()
             while s.in_flight:
                 flight = self._next_arrival()
-                result, rejected, detail = self._collect(flight)
-                if rejected and not s.first_rejection:
-                    s.first_rejection = f"{rejected}: {detail}"
-                self._apply(flight, result, rejected)
-                bar.update(1)
-                if cfg.mode == "sync" and not s.in_flight:
+                if flight.kind == "job":
+                    result, rejected, detail = self._collect(flight)
+                    if rejected and not s.first_rejection:
+                        s.first_rejection = f"{rejected}: {detail}"
+                    self._apply(flight, result, rejected)
+                    bar.update(1)
+                else:
+                    self._dropped_out(flight)
+                if cfg.mode == "sync" and not s.in_flight and flight.kind != "wake":  # the barrier
                     if self.aggregator.flush(s.global_state):
                         self._new_version()
                     s.rounds += 1
-                if s.client_updates % cfg.eval_every == 0 and s.client_updates < cfg.max_updates:
+                due = flight.kind == "job" and s.client_updates % cfg.eval_every == 0
+                if due and s.client_updates < cfg.max_updates:
                     row = self._eval_row()
                     bar.set_postfix(acc=f"{row['test_accuracy']:.3f}", t=f"{s.clock:.0f}s")
-                if s.dispatched < cfg.max_updates:
+                if self._updates_to_come() < cfg.max_updates:
                     if cfg.mode == "async":
                         self._dispatch_async()
                     elif not s.in_flight:
                         self._dispatch_round()
-                self._maybe_checkpoint()
+                if flight.kind == "job":
+                    self._maybe_checkpoint()
             if self.aggregator.flush(s.global_state):
                 self._new_version()
+            if s.client_updates < cfg.max_updates:
+                raise AllUpdatesRejected(
+                    f"the run stopped at {s.client_updates} of {cfg.max_updates} client updates: no idle "
+                    "client comes online again (availability)"
+                )
             if sum(s.rejected.values()) == s.client_updates:
                 raise AllUpdatesRejected(
                     f"every one of the {s.client_updates} client updates was rejected; the first: "

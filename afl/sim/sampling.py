@@ -27,6 +27,7 @@ any executor and any number of workers. Its state is part of the loop's checkpoi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from afl.registry import Registry, require
@@ -63,14 +64,16 @@ class Sampler:
         self.num_clients, self.seed = num_clients, seed
 
     def choose(self, busy: list[int], draw: int) -> int:
-        """An idle client (not in ``busy``, sorted) for the ``draw``-th dispatch."""
+        """A client not in ``busy`` (sorted: those in flight, and those offline) for the ``draw``-th
+        dispatch."""
         raise NotImplementedError
 
-    def choose_round(self, count: int, round: int) -> list[int]:
-        """Sync mode: ``count`` distinct clients for barrier round ``round``, sorted."""
+    def choose_round(self, count: int, round: int, unavailable: Sequence[int] = ()) -> list[int]:
+        """Sync mode: ``count`` distinct clients, none of ``unavailable`` (sorted), for barrier round
+        ``round``; sorted."""
         chosen: list[int] = []
         for i in range(count):
-            chosen.append(self.choose(sorted(chosen), round * self.num_clients + i))
+            chosen.append(self.choose(sorted({*unavailable, *chosen}), round * self.num_clients + i))
         return sorted(chosen)
 
     def observe(self, arrival: dict[str, Any]) -> None:  # noqa: B027 - optional hook
@@ -92,9 +95,13 @@ class Uniform(Sampler):
         rng = derive_rng(self.seed, "select", draw)
         return kth_idle(busy, int(rng.integers(self.num_clients - len(busy))))
 
-    def choose_round(self, count: int, round: int) -> list[int]:
+    def choose_round(self, count: int, round: int, unavailable: Sequence[int] = ()) -> list[int]:
         rng = derive_rng(self.seed, "select-round", round)
-        return sorted(rng.choice(self.num_clients, size=count, replace=False).tolist())
+        if not unavailable:
+            return sorted(rng.choice(self.num_clients, size=count, replace=False).tolist())
+        taken = set(unavailable)
+        available = [c for c in range(self.num_clients) if c not in taken]
+        return sorted(available[i] for i in rng.choice(len(available), size=count, replace=False).tolist())
 
 
 @SAMPLERS.register("round_robin")

@@ -262,8 +262,15 @@ def test_checkpoint_schedule() -> None:
         ["server.aggregator.name=ca2fl", "server.aggregator.server_lr=0.5"],
         ["server.aggregator.name=fadas", "server.aggregator.delay_threshold=1"],
         ["server.aggregator.name=dc", "server.aggregator.adaptive=true"],  # (no buffer: COMMON's)
+        # clients that come and go (lost jobs and waiting slots in flight), chosen by the adaptive policy
+        [
+            "availability.name=exponential",
+            "availability.mean_on=0.4",
+            "availability.mean_off=0.4",
+            "federation.sampling.name=adaptive",
+        ],
     ],
-    ids=["afl", "afl-released", "afl-later", "ca2fl", "fadas", "dc"],
+    ids=["afl", "afl-released", "afl-later", "ca2fl", "fadas", "dc", "availability"],
 )
 def test_loop_state_round_trip_continues_identically(rule: list[str]) -> None:
     """state_dict → load_state_dict into a fresh loop, mid-run, continues to the same final model."""

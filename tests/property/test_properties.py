@@ -483,6 +483,34 @@ def test_serial_and_thread_executors_give_the_same_run(overrides: list[str]) -> 
     check_run(cfg, threads, err_t, elapsed)
 
 
+@given(
+    overrides=configs(max_updates=8),
+    means=st.tuples(st.sampled_from([0.2, 1.0, 5.0]), st.sampled_from([0.2, 1.0])),
+)
+def test_with_clients_coming_and_going_the_run_is_the_same_on_any_executor_and_its_budget_exact(
+    overrides: list[str], means: tuple[float, float]
+) -> None:
+    """Availability on (exponential on/off times): the same dispatches, lost jobs and arrivals on one
+    thread and on two, no offline client dispatched, every lost job counted, the budget of updates exact."""
+    on = [
+        *overrides,
+        "availability.name=exponential",
+        f"availability.mean_on={means[0]}",
+        f"availability.mean_off={means[1]}",
+    ]
+    cfg, serial, err_s, _ = simulate(on)
+    _, threads, err_t, _ = simulate([*on, "federation.executor=thread", "federation.workers=2"])
+    assert str(err_s) == str(err_t)
+    _same_rows(serial.state.arrivals, threads.state.arrivals)
+    assert serial.state.lost == threads.state.lost
+    s, model = threads.state, threads.availability
+    if err_t is None:
+        assert s.client_updates == cfg.federation.max_updates
+    assert s.dispatched == s.client_updates + s.lost_updates and s.lost_updates == len(s.lost)
+    for row in [*s.arrivals, *s.lost]:
+        assert model.online(row["client_id"], row["dispatch_time"])
+
+
 # ----------------------------------------------------------------------------- aggregator state round trip
 def _tensor_state(draw: st.DrawFn, counter: int) -> dict[str, torch.Tensor]:
     floats = st.floats(-4.0, 4.0, allow_nan=False, width=32)

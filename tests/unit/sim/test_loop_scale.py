@@ -43,7 +43,9 @@ class _ScanningLoop(FederatedLoop):
         i = min(
             range(len(s.in_flight)), key=lambda j: (s.in_flight[j].finish_time, s.in_flight[j].job.job_id)
         )
-        return s.in_flight.pop(i)
+        flight = s.in_flight.pop(i)
+        self._busy.remove(flight.job.client_id)  # (the in-flight ids the loop's other steps read)
+        return flight
 
     def _dispatch_async(self) -> None:
         busy = {f.job.client_id for f in self.state.in_flight}
