@@ -61,6 +61,23 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     return None if a == b else prefix.rstrip(".") or "config"
 
 
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved fingerprint with the keys it lacks (keys added by a later release: ``trainer``,
+    ``federation.sampling``, ``availability``, ...) at their defaults, which keep the earlier behaviour."""
+    from afl.config import CONFIG_DIR, Config
+
+    defaults = fingerprint(
+        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(CONFIG_DIR / "defaults.yaml"))
+    )
+
+    def fill(base: Any, given: Any) -> Any:
+        if isinstance(base, dict) and isinstance(given, dict):
+            return {**base, **{k: fill(base.get(k), v) for k, v in given.items()}}
+        return given
+
+    return fill(defaults, saved)
+
+
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically: temporary file, flush, fsync, rename, fsync the folder."""
     buffer = io.BytesIO()
@@ -100,7 +117,7 @@ def load(path: Path, cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ConfigError("resume", f"{path} is not an afl checkpoint of format {FORMAT} (found {found!r})")
-    key = first_difference(payload["config"], fingerprint(cfg))
+    key = first_difference(_with_defaults(payload["config"]), fingerprint(cfg))
     if key is not None:
         raise ConfigError(
             "resume",

@@ -24,6 +24,7 @@ from helpers.configs import TINY
 from helpers.loops import serial_loop
 from helpers.runs import assert_same_outputs
 from helpers.wandb_offline import read_offline_run
+from omegaconf import OmegaConf
 
 from afl import checkpoint
 from afl.cli.train import main as train_main
@@ -222,6 +223,24 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path, capsys) -> None:
     path.unlink()
     before.remove(checkpoint.CHECKPOINT)
     refused("has no checkpoint.pt")
+
+
+def test_a_checkpoint_from_before_a_key_existed_resumes_at_its_default(tmp_path, reference) -> None:
+    """A run checkpointed by a release without ``trainer``, ``federation.sampling`` and ``availability``
+    (its config.yaml and its checkpoint lack them) resumes: those keys' defaults keep the old behaviour."""
+    out = _checkpointed(tmp_path)
+    path = out / checkpoint.CHECKPOINT
+    payload = torch.load(path, weights_only=True)
+    for saved in (payload["config"],):
+        saved.pop("trainer"), saved.pop("availability"), saved["federation"].pop("sampling")
+    torch.save(payload, path)
+    plain = OmegaConf.load(out / "config.yaml")
+    for key in ("trainer", "availability"):
+        plain.pop(key)
+    plain.federation.pop("sampling")
+    OmegaConf.save(plain, out / "config.yaml")
+    run(load_config([f"resume={out}"]))
+    assert_same_outputs(out, reference["async"])
 
 
 def test_complete_run_is_not_resumed(tiny, capsys) -> None:
