@@ -66,9 +66,9 @@ def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     ``federation.sampling``, ``availability``, ...) at their defaults, which keep the earlier behaviour."""
     from afl.config import CONFIG_DIR, Config
 
-    defaults = fingerprint(
-        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(CONFIG_DIR / "defaults.yaml"))
-    )
+    merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(CONFIG_DIR / "defaults.yaml"))
+    assert isinstance(merged, DictConfig)
+    defaults = fingerprint(merged)
 
     def fill(base: Any, given: Any) -> Any:
         if isinstance(base, dict) and isinstance(given, dict):
