@@ -91,17 +91,16 @@ def test_gradient_norm_matches_the_hand_computed_gradient() -> None:
 # bf16 keeps 8 significant bits (a rounding ≤ 2⁻⁹ ≈ 2e-3 relative) and fp16 11; the products and sums of
 # numbers of order 1 in these steps take a few roundings each: 2% bounds them with room.
 MIXED = 2e-2
+#: Both mixed precisions on the CPU, and on a GPU where there is one (``make gpu-check``).
+MIXED_PRECISIONS = [
+    ("bf16-mixed", "cpu"),
+    ("16-mixed", "cpu"),
+    pytest.param("bf16-mixed", "cuda", marks=pytest.mark.gpu),
+    pytest.param("16-mixed", "cuda", marks=pytest.mark.gpu),
+]
 
 
-@pytest.mark.parametrize(
-    ("precision", "device"),
-    [
-        ("bf16-mixed", "cpu"),
-        ("16-mixed", "cpu"),
-        pytest.param("bf16-mixed", "cuda", marks=pytest.mark.gpu),
-        pytest.param("16-mixed", "cuda", marks=pytest.mark.gpu),
-    ],
-)
+@pytest.mark.parametrize(("precision", "device"), MIXED_PRECISIONS)
 def test_gradient_norm_is_the_unscaled_gradients_under_mixed_precision(precision: str, device: str) -> None:
     """16-mixed multiplies the loss by the scaler's scale (here 256) before backward: the monitor divides it
     out, so it reports the hand-computed gradient norms as in float32."""
@@ -123,15 +122,7 @@ def test_gradient_norm_leaves_out_the_steps_the_scaler_skips() -> None:
     assert _w(model) == pytest.approx(_w(_fit([], epochs=2)), rel=MIXED)
 
 
-@pytest.mark.parametrize(
-    ("precision", "device"),
-    [
-        ("bf16-mixed", "cpu"),
-        ("16-mixed", "cpu"),
-        pytest.param("bf16-mixed", "cuda", marks=pytest.mark.gpu),
-        pytest.param("16-mixed", "cuda", marks=pytest.mark.gpu),
-    ],
-)
+@pytest.mark.parametrize(("precision", "device"), MIXED_PRECISIONS)
 def test_every_callback_gives_the_float32_result_under_mixed_precision(precision: str, device: str) -> None:
     """The proximal term (added after unscaling), the drift and the delay-aware rate under mixed precision:
     the same weights, drift and rates as in float32 (CPU), to the precision's rounding; on a GPU too."""
