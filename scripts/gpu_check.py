@@ -5,7 +5,8 @@
 3. the device benchmark (``afl-bench --device cuda --quick``: runs against a plain loop, ms per step);
 4. a ``paper_cifar10`` run (ResNet-20) on synthetic 3×32×32 data that must learn above chance;
 
-then a short table, also written to ``--out`` (``gpu_check.json``, ``gpu_check.md``).
+then a short table, also written to ``--out`` (``gpu_check.json``, ``gpu_check.md``; the tests' whole
+output in ``pytest_gpu.log``).
 
 It runs from a checkout without installing the project (GPU images often have torch and Lightning but
 not omegaconf or wandb, and no network): the callbacks folder is put on the path under its installed name,
@@ -72,8 +73,9 @@ def _child(args: list[str], timeout: float, env: dict[str, str]) -> tuple[int, s
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
         code, text = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as err:
-        code, text = 124, f"timed out after {timeout:g} s\n{err.stdout or ''}"
-    return code, text if isinstance(text, str) else text.decode(), time.perf_counter() - start
+        out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        code, text = 124, f"timed out after {timeout:g} s\n{out}"
+    return code, text, time.perf_counter() - start
 
 
 BENCH = """
@@ -92,7 +94,8 @@ import json, sys
 from afl.config import load_config
 from afl.experiments.run import run
 r = run(load_config(sys.argv[1:]))
-print(json.dumps({k: r.summary[k] for k in ("final_test_accuracy", "client_updates", "wall_time_s")}))
+keys = ("final_test_accuracy", "client_updates", "wall_time_s")
+print("RESULT", json.dumps({k: r.summary[k] for k in keys}))
 """
 
 
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 150, env
     )
     print(text[-4000:], flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pytest_gpu.log").write_text(text)  # the whole output: the first failure is at its top
     lines = [line.strip("= ") for line in text.splitlines() if line.strip()]
     rows["gpu tests"] = f"{lines[-1] if lines else 'no output'} (exit {code}, {took:.0f} s)"
 
@@ -175,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         f"output_dir={args.out / 'paper_cifar10'}",
     ]
     code, text, took = _child([sys.executable, "-c", RUN, *overrides], 150, env)
-    result = json.loads(text.strip().splitlines()[-1]) if code == 0 else None
+    # stdout and stderr come together: the result is the line that says so
+    found = [line[len("RESULT ") :] for line in text.splitlines() if line.startswith("RESULT ")]
+    result = json.loads(found[-1]) if code == 0 and found else None
     learned = result is not None and result["final_test_accuracy"] > 0.2  # chance: 0.1
     rows[f"paper_cifar10, synthetic 3×32×32, {args.updates} updates of 1 epoch"] = (
         f"accuracy {result['final_test_accuracy']:.3f} ({'above' if learned else 'NOT above'} chance 0.1), "

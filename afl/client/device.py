@@ -5,7 +5,8 @@ job that runs out of memory.
 A run's training data, its global model, the in-flight model copies and the aggregation all live on the
 placement's device (docs/gpu.md). A client Trainer trains there and leaves the model there when its fit
 ends (:class:`_StayOnDevice`: Lightning's own teardown would copy the model and the optimizer's state back
-to the CPU after every job, and empty CUDA's cache).
+to the CPU after every job, and empty CUDA's cache) on a CUDA accelerator that frees nothing when a fit
+starts (:class:`_SharedCUDA`: other threads' jobs may be running in what it would free).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from afl.errors import ConfigError, OutOfMemory
@@ -54,7 +56,7 @@ class Placement:
     def trainer_kwargs(self) -> dict[str, Any]:
         """The client Trainer's device arguments."""
         return {
-            "accelerator": self.kind,
+            "accelerator": _SharedCUDA() if self.kind == "cuda" else self.kind,
             "devices": 1,
             "strategy": _StayOnDevice(device=self.device),
             "precision": self.precision,
@@ -104,6 +106,20 @@ class Placement:
 
 
 _local = threading.local()
+
+
+class _SharedCUDA(CUDAAccelerator):
+    """Lightning's CUDA accelerator, except that a fit neither starts nor ends by freeing cuBLAS's
+    workspaces and CUDA's cached memory (Lightning's ``setup`` and ``teardown`` do both). Jobs train in
+    parallel threads on one GPU: freed under another thread's running kernels, a workspace is an illegal
+    memory access (seen on an H200 with three worker threads and the paper's CNN). Nor does it log a line per
+    fit (Lightning's ``LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES``)."""
+
+    def setup(self, trainer: Any) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
 
 
 class _StayOnDevice(SingleDeviceStrategy):

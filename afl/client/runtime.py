@@ -219,14 +219,12 @@ class ClientRuntime:
 
 
 class _ModelCopies:
-    """Fresh models on ``device``: the first from ``factory``, moved there once; then copies of it made
-    on the device (the factory's models are copies of one untrained model: no random draws)."""
+    """Fresh models on ``device``: one from ``factory``, moved there once, when the runtime is placed (not
+    in a job); then copies of it made on the device (the factory's models are copies of one untrained
+    model: no random draws)."""
 
     def __init__(self, factory: Callable[[], nn.Module], device: torch.device) -> None:
-        self.factory, self.device = factory, device
-        self._model: nn.Module | None = None
+        self._model = factory().to(device)
 
     def __call__(self) -> nn.Module:
-        if self._model is None:
-            self._model = self.factory().to(self.device)
         return copy.deepcopy(self._model)

@@ -7,8 +7,10 @@ import logging
 import threading
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
+import torch
 
 from afl.client.device import Placement
 
@@ -50,9 +52,11 @@ def thread_trainer(
     Building a Trainer costs about 5 ms (a third of it scanning installed packages for Lightning plug-in
     callbacks), a tenth of a small client job. A finished Trainer gets, for the next job, what a new one
     would have: new fit and epoch loops (progress counters, the data), the job's callbacks and a new
-    state; the rest (``should_stop``, connectors, logged results, strategy, optimizers) ``fit`` sets up
-    again itself. A Trainer whose own callback list is not empty (plug-ins found in installed packages, which
-    a new Trainer would create anew) is never reused, nor any if this Lightning release lacks the loops.
+    state, and under ``16-mixed`` a new gradient scaler (a reused one would start from the loss scale the
+    thread's last job left); the rest (``should_stop``, connectors, logged results, strategy, optimizers)
+    ``fit`` sets up again itself. A Trainer whose own callback list is not empty (plug-ins found in
+    installed packages, which a new Trainer would create anew) is never reused, nor any if this Lightning
+    release lacks the loops.
     """
     placement = placement or Placement()
     trainers: dict[tuple[int, Placement], L.Trainer] = _job.__dict__.setdefault("trainers", {})
@@ -67,6 +71,9 @@ def thread_trainer(
     trainer.fit_loop.epoch_loop = _TrainingEpochLoop(trainer, min_steps=None, max_steps=-1)
     trainer.callbacks = list(callbacks)  # type: ignore[attr-defined]
     trainer.state = TrainerState()  # (fit sets it, and clears should_stop, itself)
+    precision: Any = trainer.strategy.precision_plugin
+    if getattr(precision, "scaler", None) is not None:  # 16-mixed: a new loss scale, not the last job's
+        precision.scaler = torch.amp.GradScaler(device=placement.device.type)
     return trainer
 
 

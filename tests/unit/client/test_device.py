@@ -6,6 +6,8 @@ Every path here runs on the CPU; the same checks on a CUDA GPU are marked ``gpu`
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import lightning as L
 import pytest
 import torch
@@ -83,6 +85,31 @@ def test_a_job_leaves_its_model_on_its_device_and_copies_nothing_across() -> Non
     assert control.module_cpu >= 1
 
 
+def test_a_cuda_fit_frees_no_memory_that_other_threads_jobs_may_be_using(monkeypatch) -> None:
+    """Lightning's CUDA accelerator frees cuBLAS's workspaces and CUDA's cache when every fit starts and
+    ends; with jobs in parallel threads on one GPU that was an illegal memory access (seen on an H200).
+    The client Trainer's accelerator frees neither; Lightning's own (the recorder's control) frees both."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    freed: list[str] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append("cache"))
+    monkeypatch.setattr(
+        torch._C, "_cuda_clearCublasWorkspaces", lambda: freed.append("workspaces"), raising=False
+    )
+    monkeypatch.setattr(CUDAAccelerator, "set_nvidia_flags", staticmethod(lambda rank: None))
+    ours = Placement("cuda", 0).trainer_kwargs()["accelerator"]
+    assert isinstance(ours, CUDAAccelerator)
+    trainer = SimpleNamespace(local_rank=0)
+    ours.setup(trainer)
+    ours.teardown()
+    assert freed == []
+    lightnings = CUDAAccelerator()
+    lightnings.setup(trainer)
+    lightnings.teardown()
+    assert freed == ["workspaces", "cache"] * 2
+    assert Placement("cpu").trainer_kwargs()["accelerator"] == "cpu"
+
+
 def test_batches_are_gathered_on_the_data_device_with_one_order_per_job() -> None:
     x, y = torch.randn(37, 3), torch.arange(37)
     batches = batch_loader(x, y, batch_size=8, seed=5, epochs=3)
@@ -135,7 +162,10 @@ def test_on_a_gpu_a_job_copies_only_its_batch_order_across() -> None:
     with recorded_moves() as moves:
         result = runtime(_job(state))
     assert moves.module_cpu == 0
-    assert moves.crossings == [("cpu", "cuda", 2 * 50 * 8)]  # two epochs' shuffles of 50 int64 indices
+    # the model went to the GPU once, when the runtime was placed; in the job, two epochs' shuffles of 50
+    # int64 indices, and the few bytes of the metrics' initial states (built with each job's module)
+    assert [c for c in moves.crossings if c[2] > 64] == [("cpu", "cuda", 2 * 50 * 8)], moves.crossings
+    assert sum(c[2] for c in moves.crossings) <= 800 + 256, moves.crossings
     assert all(v.device.type == "cuda" for v in result.state.values())
 
 
