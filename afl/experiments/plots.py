@@ -63,6 +63,77 @@ def _step_curve(
 METRIC_LABELS = {"test_accuracy": "test accuracy", "test_loss": "test loss"}
 
 
+def _band(
+    ax: Any,
+    histories: Sequence[Sequence[Mapping[str, Any]]],
+    key: str,
+    metric: str,
+    label: str,
+    color: Any,
+    style: str = "-",
+) -> None:
+    """``metric`` against ``key`` on ``ax``: the mean over ``histories`` (seeds) as a line, mean ± std as a
+    band, where every seed has a value."""
+    n = len(histories)
+    name = f"{label} ({n} seeds)" if n > 1 else label
+    end = max(float(h[-1][key]) for h in histories)
+    xs = sorted({float(r[key]) for h in histories for r in h} | {end})
+    few = max(len(h) for h in histories) <= 2  # a line alone would not show one point
+    if key == "sim_time" and not few:
+        xs = [end * i / 300 for i in range(301)]
+    ys = [_step_curve(h, xs, key, metric) for h in histories]
+    mean, low, high = [], [], []
+    for column in zip(*ys):
+        vals = [v for v in column if not math.isnan(v)]
+        m = statistics.fmean(vals) if len(vals) == n else math.nan  # where every seed has one
+        sd = statistics.stdev(vals) if len(vals) == n and n > 1 else 0.0
+        mean.append(m)
+        low.append(m - sd)
+        high.append(m + sd)
+    drawstyle = "steps-post" if key == "sim_time" else "default"
+    ax.plot(
+        xs, mean, color=color, ls=style, label=name, drawstyle=drawstyle, lw=1.8, marker="o" if few else None
+    )
+    if n > 1:
+        ax.fill_between(xs, low, high, color=color, alpha=0.18, step="post" if key == "sim_time" else None)
+
+
+def plot_band_panels(
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]],
+    path: Path,
+    title: str = "",
+    metric: str = "test_accuracy",
+) -> Any:
+    """One row of two panels (against simulated time, against client updates) per entry of ``panels``
+    (its title → label → the label's runs), bands as :func:`plot_bands` draws them; a label has one colour
+    in every row. For many labels in several settings (a sweep's arms in each cell of its other axes)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    labels = list(dict.fromkeys(label for curves in panels.values() for label in curves))
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    colours = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+    styles = {label: ("-", "--", ":")[i // cmap.N % 3] for i, label in enumerate(labels)}
+    fig = Figure(figsize=(12, 3.2 * len(panels) + 0.8), layout="constrained")
+    grid = fig.subplots(len(panels), 2, squeeze=False, sharey=True)
+    for axes, (heading, curves) in zip(grid, panels.items()):
+        for label, histories in curves.items():
+            for ax, key in zip(axes, ("sim_time", "client_updates")):
+                _band(ax, histories, key, metric, label, colours[label], styles[label])
+        axes[0].set_title(heading, fontsize=10, loc="left")
+        axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
+        for ax in axes:
+            ax.grid(alpha=0.3)
+    grid[-1][0].set_xlabel("simulated time (s)")
+    grid[-1][1].set_xlabel("client updates")
+    handles = {label: h for ax in grid.flat for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 5))
+    seeds = any(len(h) > 1 for curves in panels.values() for h in curves.values())
+    fig.suptitle(title + ("  (line: mean over seeds; band: ± 1 std)" if seeds else ""))
+    fig.savefig(path, dpi=120)
+    return fig
+
+
 def plot_bands(
     curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
     path: Path,
@@ -84,39 +155,9 @@ def plot_bands(
     palette = [cmap(i) for i in range(cmap.N)]
     for index, (label, histories) in enumerate(curves.items()):
         color, style = palette[index % len(palette)], ("-", "--", ":")[index // len(palette) % 3]
-        n = len(histories)
-        name = f"{label} ({n} seeds)" if n > 1 else label
         for axes, metric in zip(grid, metrics):
             for ax, key in zip(axes, ("sim_time", "client_updates")):
-                end = max(float(h[-1][key]) for h in histories)
-                xs = sorted({float(r[key]) for h in histories for r in h} | {end})
-                few = max(len(h) for h in histories) <= 2  # a line alone would not show one point
-                if key == "sim_time" and not few:
-                    xs = [end * i / 300 for i in range(301)]
-                ys = [_step_curve(h, xs, key, metric) for h in histories]
-                mean, low, high = [], [], []
-                for column in zip(*ys):
-                    vals = [v for v in column if not math.isnan(v)]
-                    m = statistics.fmean(vals) if len(vals) == n else math.nan  # where every seed has one
-                    sd = statistics.stdev(vals) if len(vals) == n and n > 1 else 0.0
-                    mean.append(m)
-                    low.append(m - sd)
-                    high.append(m + sd)
-                drawstyle = "steps-post" if key == "sim_time" else "default"
-                ax.plot(
-                    xs,
-                    mean,
-                    color=color,
-                    ls=style,
-                    label=name,
-                    drawstyle=drawstyle,
-                    lw=1.8,
-                    marker="o" if few else None,
-                )
-                if n > 1:
-                    ax.fill_between(
-                        xs, low, high, color=color, alpha=0.18, step="post" if key == "sim_time" else None
-                    )
+                _band(ax, histories, key, metric, label, color, style)
     for index, (value, label) in enumerate(references):
         for ax in grid[0]:
             ax.axhline(value, color="0.25", ls=("--", ":", "-.")[index % 3], lw=1.2, label=label)

@@ -15,7 +15,8 @@ Every run has its own folder, ``<out>/<arm>/<axis>=<label>/.../seed<S>``. Runnin
 skips runs that are complete, resumes runs that have a checkpoint, and restarts the others, so an
 interrupted sweep continues where it stopped. The results are ``results.csv`` (one row per run),
 ``results.md`` (per cell: mean ± std over seeds), ``curves.png`` (test accuracy against simulated time
-and client updates, mean ± std bands) and, with axes, ``final.png`` (final accuracy along the first axis).
+and client updates, mean ± std bands; with axes, a row per setting of them, the arms in each) and, with
+axes, ``final.png`` (final accuracy along the first axis).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
 from afl.experiments.compare import DEFAULT_TARGET_FRACTION, _pm, parse_plan, time_to_target_cell
 from afl.experiments.metrics import accuracy_at, load_run, mean_std, time_to_accuracy
-from afl.experiments.plots import plot_bands
+from afl.experiments.plots import plot_band_panels, plot_bands
 
 SWEEP_DIR = CONFIG_DIR / "sweep"
 SPEC_KEYS = {"description", "base", "arms", "axes", "seeds", "target"}
@@ -242,6 +243,7 @@ RESULT_COLUMNS = (
     "max_staleness",
     "stale_updates",
     "dropped_updates",
+    "lost_updates",
     "final_grad_norm_sq",
     "final_heterogeneity",
 )
@@ -286,6 +288,7 @@ def write_results(sweep: Sweep, root: Path) -> list[dict[str, Any]]:
                     ),
                     "stale_updates": s["stale_updates"],
                     "dropped_updates": s["dropped_updates"],
+                    "lost_updates": s.get("lost_updates", 0),  # (runs from before availability existed)
                     "final_grad_norm_sq": _number(last.get("grad_norm_sq")),
                     "final_heterogeneity": _number(last.get("heterogeneity")),
                     "output_dir": str(Path(r["output_dir"]).relative_to(root)),
@@ -297,15 +300,18 @@ def write_results(sweep: Sweep, root: Path) -> list[dict[str, Any]]:
         writer.writerows(rows)
     table = summarise_cells(sweep, rows)
     (root / "results.md").write_text(format_results(sweep, table, target) + "\n")
-    histories = {name: [r["history"] for r in per_seed.values()] for name, per_seed in runs.items()}
-    plot_bands(
-        histories,
-        root / "curves.png",
-        title=f"sweep {sweep.name}: {sweep.description}",
-        metrics=("test_accuracy", "test_loss"),
-    )
-    if sweep.axes:
+    title = f"sweep {sweep.name}: {sweep.description}"
+    if sweep.axes:  # a row per setting of the axes, the arms in it: one colour per arm throughout
+        panels: dict[str, dict[str, list[Any]]] = {}
+        for cell in sweep.cells:
+            if cell.name in runs:
+                heading = ", ".join(f"{a}={label}" for a, label in cell.labels.items())
+                panels.setdefault(heading, {})[cell.arm] = [r["history"] for r in runs[cell.name].values()]
+        plot_band_panels(panels, root / "curves.png", title=title)
         plot_final(sweep, table, root / "final.png")
+    else:
+        histories = {name: [r["history"] for r in per_seed.values()] for name, per_seed in runs.items()}
+        plot_bands(histories, root / "curves.png", title=title, metrics=("test_accuracy", "test_loss"))
     return rows
 
 
@@ -345,6 +351,7 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         f"time to {target:.3f} (s)",
         "mean τ",
         "max τ",
+        "lost",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table:
@@ -361,44 +368,53 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
             ttt,
             f"{r['mean_staleness']:.2f}",
             "—" if r["max_staleness"] is None else f"{r['max_staleness']:.0f}",
+            f"{r['lost_updates']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = max(r["seeds"] for r in table)
     lines += [
         "",
         f'{seeds} seed(s) per cell; mean ± std over seeds; target {target:.3f} test accuracy. "Equal time": '
-        "per seed, the shortest simulated time any cell needed for its budget.",
+        "per seed, the shortest simulated time any cell needed for its budget. Lost: jobs whose client went "
+        "offline before they finished (mean per run).",
     ]
     return "\n".join(lines)
 
 
 def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Final test accuracy (mean ± std over seeds) along the first axis, one line per arm and combination
-    of the other axes' labels."""
+    """Final test accuracy (mean ± std over seeds) along the first axis: one colour per arm, one line style
+    per combination of the other axes' labels."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     first, *others = list(sweep.axes)
     labels = list(sweep.axes[first])
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    arms = list(dict.fromkeys(r["arm"] for r in table))
+    cmap = colormaps["tab10" if len(arms) <= 10 else "tab20"]
+    fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.add_subplot()
-    series: dict[str, dict[str, tuple[float, float]]] = {}
+    series: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
     for r in table:
-        key = " ".join([r["arm"], *(f"{a}={r[a]}" for a in others)])
+        key = (r["arm"], " ".join(f"{a}={r[a]}" for a in others))
         series.setdefault(key, {})[r[first]] = (r["final_test_accuracy"], r["final_test_accuracy_std"] or 0.0)
-    for key, points in series.items():
+    rest = list(dict.fromkeys(rest for _, rest in series))
+    spread = 0.25 / max(len(series), 1)  # points of one x side by side, not on top of each other
+    for index, ((arm, other), points) in enumerate(series.items()):
         xs = [i for i, label in enumerate(labels) if label in points]
         ax.errorbar(
-            xs,
+            [x + (index - len(series) / 2) * spread for x in xs],
             [points[labels[i]][0] for i in xs],
             yerr=[points[labels[i]][1] for i in xs],
-            marker="o",
+            color=cmap(arms.index(arm) % cmap.N),
+            ls=("-", "--", ":", "-.")[rest.index(other) % 4],
+            marker="os^D"[rest.index(other) % 4],
             capsize=3,
-            label=key,
+            label=" ".join(x for x in (arm, other) if x),
         )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel(first)
     ax.set_ylabel("final test accuracy (mean ± std over seeds)")
     ax.set_title(f"sweep {sweep.name}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig.legend(fontsize=8, loc="outside right upper")
     fig.savefig(path, dpi=120)

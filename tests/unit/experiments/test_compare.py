@@ -281,6 +281,30 @@ def test_plots_leave_matplotlib_global_backend_alone(tmp_path: Path) -> None:
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
+def test_band_panels_give_a_label_one_colour_in_every_row(tmp_path: Path) -> None:
+    """A sweep's curves with axes: a row per setting, each arm in the same colour in every row."""
+    from matplotlib.colors import to_hex
+
+    from afl.experiments.plots import plot_band_panels
+
+    afl = [_history([(1.0, 5, 0.2), (2.0, 10, 0.5)]), _history([(1.0, 5, 0.4), (2.0, 10, 0.7)])]
+    sync = [_history([(2.0, 5, 0.1), (4.0, 10, 0.3)])]
+    fig = plot_band_panels(
+        {"J=5": {"afl": afl, "sync": sync}, "J=20": {"sync": sync, "afl": afl}}, tmp_path / "p.png"
+    )
+    rows = [fig.axes[0:2], fig.axes[2:4]]
+    assert [row[0].get_title(loc="left") for row in rows] == ["J=5", "J=20"]
+    colours = [
+        {line.get_label(): to_hex(line.get_color()) for line in ax.get_lines()} for row in rows for ax in row
+    ]
+    assert all(c == colours[0] for c in colours) and len(set(colours[0].values())) == 2
+    by_updates = {line.get_label(): line for line in rows[1][1].get_lines()}
+    assert list(by_updates["afl (2 seeds)"].get_xdata()) == [5.0, 10.0]
+    assert list(by_updates["afl (2 seeds)"].get_ydata()) == pytest.approx([0.3, 0.6])  # the seeds' mean
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["afl (2 seeds)", "sync"]
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
 def test_reference_accuracies_are_dashed_lines_on_both_panels(tmp_path: Path) -> None:
     """``afl-plot --reference 0.9198:...`` (e.g. what the authors report beside a shortened run)."""
     from afl.cli.plot import _reference

@@ -98,6 +98,8 @@ def test_results_table_is_the_mean_and_std_over_seeds(finished) -> None:
     assert line.split(" | ")[2] == expected
     assert (root / "curves.png").stat().st_size > 20_000
     assert (root / "final.png").stat().st_size > 10_000
+    header = table[0].split(" | ")
+    assert header[-1] == "lost |" and line.split(" | ")[-1] == "0 |"  # availability off: no job lost
 
 
 def test_running_again_skips_what_is_complete_and_continues_the_rest(finished, tmp_path) -> None:
