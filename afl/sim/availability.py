@@ -140,7 +140,6 @@ class Trace(_Intervals):
                 if not 0 <= start < end:
                     raise ConfigError("path", f"{path} line {n}: an interval needs 0 <= start < end")
                 intervals.setdefault(client, []).append((start, end))
-        self.path = path
         self.intervals: dict[int, list[tuple[float, float]]] = {}
         for client, spans in intervals.items():
             spans.sort()

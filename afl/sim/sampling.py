@@ -169,7 +169,7 @@ class Adaptive(Sampler):
         duration = self._duration[client]
         if duration > deadline:
             utility *= (deadline / duration) ** self.alpha
-        return utility + math.sqrt(0.1 * math.log(max(self._dispatches, 1)) / self._chosen_at.get(client, 1))
+        return utility + math.sqrt(0.1 * math.log(max(self._dispatches, 1)) / self._chosen_at[client])
 
     def _deadline(self) -> float:
         if self.deadline is not None:

@@ -201,23 +201,64 @@ def test_state_survives_a_checkpoint_mid_buffer_bit_for_bit(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("node", "key"),
+    ("node", "key", "message"),
     [
-        ({"name": "ca2fl", "server_lr": 0}, "server_lr"),
-        ({"name": "ca2fl", "buffer_size": 0}, "buffer_size"),
-        ({"name": "ca2fl", "max_cache": 3}, "max_cache"),
-        ({"name": "fadas", "beta1": 1.0}, "beta1"),
-        ({"name": "fadas", "beta2": -0.1}, "beta2"),
-        ({"name": "fadas", "eps": 0}, "eps"),
-        ({"name": "fadas", "delay_threshold": -1}, "delay_threshold"),
-        ({"name": "dc", "lam": -0.1}, "lam"),
-        ({"name": "dc", "mean_square_decay": 1.0}, "mean_square_decay"),
-        ({"name": "dc", "server_lr": -1.0}, "server_lr"),
+        ({"name": "ca2fl", "server_lr": 0}, "server_lr", "must be > 0, got 0"),
+        ({"name": "ca2fl", "buffer_size": 0}, "buffer_size", "must be >= 1, got 0"),
+        ({"name": "ca2fl", "max_cache_mib": 0}, "max_cache_mib", "must be > 0, got 0"),
+        ({"name": "ca2fl", "max_cache": 3}, "max_cache", "not an option of aggregator 'ca2fl'"),
+        ({"name": "fadas", "server_lr": 0}, "server_lr", "must be > 0, got 0"),
+        ({"name": "fadas", "beta1": 1.0}, "beta1", r"must be in \[0, 1\), got 1.0"),
+        ({"name": "fadas", "beta1": -0.1}, "beta1", r"must be in \[0, 1\), got -0.1"),
+        ({"name": "fadas", "beta2": -0.1}, "beta2", r"must be in \[0, 1\), got -0.1"),
+        ({"name": "fadas", "beta2": 1.0}, "beta2", r"must be in \[0, 1\), got 1.0"),
+        ({"name": "fadas", "eps": 0}, "eps", "must be > 0, got 0"),
+        ({"name": "fadas", "delay_threshold": -1}, "delay_threshold", "must be >= 0, got -1"),
+        ({"name": "dc", "lam": -0.1}, "lam", "must be >= 0, got -0.1"),
+        ({"name": "dc", "lam": math.inf}, "lam", "expected a finite number or null, got inf"),
+        ({"name": "dc", "mean_square_decay": 1.0}, "mean_square_decay", r"must be in \[0, 1\), got 1.0"),
+        ({"name": "dc", "mean_square_decay": -0.5}, "mean_square_decay", r"must be in \[0, 1\), got -0.5"),
+        ({"name": "dc", "server_lr": -1.0}, "server_lr", "must be > 0, got -1.0"),
+        ({"name": "dc", "eps": 0}, "eps", "must be > 0, got 0"),
     ],
 )
-def test_out_of_range_options_name_the_key(node: dict, key: str) -> None:
-    with pytest.raises(ConfigError, match=rf"^server.aggregator.{key}: "):
+def test_out_of_range_options_name_the_key(node: dict, key: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^server.aggregator.{key}: .*{message}"):
         AGGREGATORS.build(node, "server.aggregator")
+
+
+def test_the_edges_of_the_ranges_are_accepted() -> None:
+    AGGREGATORS.build(
+        {"name": "fadas", "beta1": 0.0, "beta2": 0.0, "delay_threshold": 0}, "server.aggregator"
+    )
+    AGGREGATORS.build({"name": "dc", "lam": 0.0, "mean_square_decay": 0.0}, "server.aggregator")
+
+
+def test_the_defaults_are_the_documented_ones() -> None:
+    """docs/configuration.md's table (the values a config that names only the rule gets)."""
+    ca2fl = AGGREGATORS.build({"name": "ca2fl"}, "server.aggregator")
+    assert (ca2fl.server_lr, ca2fl.max_cache_mib) == (1.0, 4096.0)
+    fadas = AGGREGATORS.build({"name": "fadas"}, "server.aggregator")
+    assert (fadas.server_lr, fadas.beta1, fadas.beta2, fadas.eps) == (0.001, 0.9, 0.99, 1e-8)
+    assert fadas.delay_threshold is None and fadas.bias_correction is True
+    dc = AGGREGATORS.build({"name": "dc"}, "server.aggregator")
+    assert (dc.server_lr, dc.lam, dc.adaptive, dc.mean_square_decay, dc.eps) == (
+        None,
+        0.04,
+        False,
+        0.95,
+        1e-7,
+    )
+    assert AGGREGATORS.build({"name": "dc", "adaptive": True}, "server.aggregator").lam == 2.0
+    with pytest.raises(ConfigError, match="^lam: must be >= 0, got inf"):  # built in code, not from a config
+        DelayCompensation(lam=math.inf)
+
+
+def test_ca2fl_refuses_caches_beyond_4_gib_by_default_and_takes_exactly_4_gib() -> None:
+    mib = {"w": torch.empty(2**18, dtype=torch.float32, device="meta")}  # 1 MiB of parameters, no memory
+    CA2FL().prepare(num_clients=4096, global_state=mib)
+    with pytest.raises(ConfigError, match="4097 clients need 4097 MiB, more than 4096"):
+        CA2FL().prepare(num_clients=4097, global_state=mib)
 
 
 def test_fadas_is_torchs_amsgrad_on_the_negated_mean_delta() -> None:

@@ -45,7 +45,7 @@ def test_exponential_clients_are_online_about_their_long_run_share() -> None:
 
 def test_a_trace_gives_online_intervals_and_offline_between_them(tmp_path) -> None:
     trace = tmp_path / "on.csv"
-    trace.write_text("client,start,end\n0,0,5\n0,5,8\n0,10,12\n1,2,4\n")
+    trace.write_text("client,start,end\n0,0,5\n0,5,8\n0,10,12\n1,2,4\n2,0.5,3\n")
     model = _made(Trace(path=str(trace)))
     assert [model.online(0, t) for t in (0, 4.9, 5, 7.9, 8, 9, 10, 12)] == [True] * 4 + [
         False,
@@ -57,12 +57,16 @@ def test_a_trace_gives_online_intervals_and_offline_between_them(tmp_path) -> No
     assert [model.online(1, t) for t in (0, 2, 3.9, 4)] == [False, True, True, False]
     assert model.online(3, 1e9) and model.next_change(3, 0.0) == math.inf  # not in the trace: always online
     assert model.next_change(0, 12.0) == math.inf
+    # a client whose first interval starts within the first second: offline until then
+    assert [model.online(2, t) for t in (0, 0.4, 0.5, 2.9, 3)] == [False, False, True, True, False]
+    assert model.next_change(2, 0.0) == 0.5
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("client,start,end\n0,5,3\n", "line 2: an interval needs 0 <= start < end"),
+        ("client,start,end\n0,1,2\n0,3,3\n", "line 3: an interval needs 0 <= start < end"),  # empty
         ("client,start,end\n0,x,3\n", "line 2: expected client,start,end numbers"),
         ("client,start,end\n0,0,5\n0,4,6\n", "client 0's intervals overlap"),
     ],
@@ -86,6 +90,11 @@ def test_bad_traces_name_the_key_and_the_line(tmp_path, text: str, message: str)
 def test_bad_models_and_options_name_the_key(node: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^availability.{key}: "):
         AVAILABILITY.build(node, "availability")
+
+
+def test_a_missing_trace_is_named() -> None:
+    with pytest.raises(ConfigError, match="^availability.path: no availability trace at nowhere.csv$"):
+        AVAILABILITY.build({"name": "trace", "path": "nowhere.csv"}, "availability")
 
 
 @pytest.mark.parametrize("mode", ["async", "sync"])
