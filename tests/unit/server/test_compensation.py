@@ -121,6 +121,10 @@ def test_fadas_without_bias_correction_or_delay_adaptation() -> None:
     assert agg.on_arrival(_arrive(0, (2.0, -1.0), tau=9), g)  # τ = 9 changes nothing without τ_c
     expected = [0.1 * (0.5 * 2) / math.sqrt(0.25 * 4), 0.1 * (0.5 * -1) / math.sqrt(0.25 * 1)]
     assert _values(g) == pytest.approx(expected, rel=EXACT)  # (0.1, -0.1): sign steps at first
+    # (with β1 = 0.5, β2 = 0.75 the corrections 1/(1−β1) and 1/sqrt(1−β2) cancel at step 1, not at step 2)
+    assert agg.on_arrival(_arrive(1, (2.0, -1.0)), g)  # m = (1.5, −0.75), v = v_max = (1.75, 0.4375)
+    expected = [0.1 + 0.1 * 1.5 / math.sqrt(1.75), -0.1 - 0.1 * 0.75 / math.sqrt(0.4375)]
+    assert _values(g) == pytest.approx(expected, rel=EXACT)
     assert [agg.rate(t) for t in (0, 5)] == [0.1, 0.1]
     assert FADAS(server_lr=0.1, delay_threshold=2).rate(4) == 0.025
 
@@ -140,6 +144,25 @@ def test_dc_compensates_the_pseudo_gradient_by_how_far_the_server_moved() -> Non
     g = _w(1.0, 2.0)
     plain.on_arrival(_arrive(0, (2.0, -1.0), base=(0.0, 1.0)), g)
     assert _values(g) == pytest.approx([1.5, 1.75], rel=EXACT)
+
+
+def test_dc_mixes_normalisation_statistics_by_its_server_step() -> None:
+    agg = DelayCompensation(server_lr=0.25)
+    agg.setup(concurrency=2)
+    g = {"w": torch.zeros(2, dtype=torch.float64), "bn.running_mean": torch.zeros(2, dtype=torch.float64)}
+    g["bn.num_batches_tracked"] = torch.tensor(0)
+    state = {
+        "w": torch.ones(2, dtype=torch.float64),
+        "bn.running_mean": torch.tensor([4.0, -8.0], dtype=torch.float64),
+    }
+    state["bn.num_batches_tracked"] = torch.tensor(3)
+    dispatched = {k: v.clone() for k, v in g.items()}
+    agg.on_arrival(
+        ClientUpdate(client_id=0, num_samples=10, staleness=0, state=state, dispatched=dispatched), g
+    )
+    assert g["w"].tolist() == [0.25, 0.25]  # θ_t = θ_v: no compensation, θ ← θ + η Δ
+    assert g["bn.running_mean"].tolist() == [1.0, -2.0]  # (1 − η) · 0 + η · client's
+    assert int(g["bn.num_batches_tracked"]) == 3
 
 
 def test_dc_adaptive_scales_lambda_by_the_root_mean_square_of_pseudo_gradients() -> None:
@@ -208,6 +231,7 @@ def test_state_survives_a_checkpoint_mid_buffer_bit_for_bit(name: str) -> None:
         ({"name": "ca2fl", "max_cache_mib": 0}, "max_cache_mib", "must be > 0, got 0"),
         ({"name": "ca2fl", "max_cache": 3}, "max_cache", "not an option of aggregator 'ca2fl'"),
         ({"name": "fadas", "server_lr": 0}, "server_lr", "must be > 0, got 0"),
+        ({"name": "fadas", "server_lr": -1.0}, "server_lr", "must be > 0, got -1.0"),
         ({"name": "fadas", "beta1": 1.0}, "beta1", r"must be in \[0, 1\), got 1.0"),
         ({"name": "fadas", "beta1": -0.1}, "beta1", r"must be in \[0, 1\), got -0.1"),
         ({"name": "fadas", "beta2": -0.1}, "beta2", r"must be in \[0, 1\), got -0.1"),
@@ -219,6 +243,7 @@ def test_state_survives_a_checkpoint_mid_buffer_bit_for_bit(name: str) -> None:
         ({"name": "dc", "mean_square_decay": 1.0}, "mean_square_decay", r"must be in \[0, 1\), got 1.0"),
         ({"name": "dc", "mean_square_decay": -0.5}, "mean_square_decay", r"must be in \[0, 1\), got -0.5"),
         ({"name": "dc", "server_lr": -1.0}, "server_lr", "must be > 0, got -1.0"),
+        ({"name": "dc", "server_lr": 0.0}, "server_lr", "must be > 0, got 0.0"),
         ({"name": "dc", "eps": 0}, "eps", "must be > 0, got 0"),
     ],
 )
