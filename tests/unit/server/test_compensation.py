@@ -146,6 +146,25 @@ def test_dc_compensates_the_pseudo_gradient_by_how_far_the_server_moved() -> Non
     assert _values(g) == pytest.approx([1.5, 1.75], rel=EXACT)
 
 
+@pytest.mark.parametrize("rule", [CA2FL, FADAS])
+def test_buffered_rules_set_normalisation_statistics_to_the_buffers_mean(rule) -> None:
+    g = {"w": torch.zeros(2, dtype=torch.float64), "bn.running_mean": torch.zeros(2, dtype=torch.float64)}
+    agg = rule(buffer_size=2)
+    agg.setup(concurrency=2)
+    if rule is CA2FL:
+        agg.prepare(num_clients=2, global_state=g)
+    for client, mean in ((0, [2.0, 4.0]), (1, [4.0, -8.0])):
+        state = {
+            "w": torch.ones(2, dtype=torch.float64),
+            "bn.running_mean": torch.tensor(mean, dtype=torch.float64),
+        }
+        dispatched = {k: v.clone() for k, v in g.items()}
+        agg.on_arrival(
+            ClientUpdate(client_id=client, num_samples=10, staleness=0, state=state, dispatched=dispatched), g
+        )
+    assert g["bn.running_mean"].tolist() == [3.0, -2.0]
+
+
 def test_dc_mixes_normalisation_statistics_by_its_server_step() -> None:
     agg = DelayCompensation(server_lr=0.25)
     agg.setup(concurrency=2)
