@@ -156,3 +156,17 @@ def test_adaptive_breaks_a_tie_in_utility_towards_the_lower_id() -> None:
     )
     assert policy.choose([], 5) == 0
     assert policy.choose([0], 6) == 1
+
+
+def test_adaptive_explores_uniformly_with_the_draw_of_each_dispatch() -> None:
+    policy = _made(Adaptive(epsilon=1.0), num_clients=6, seed=4)
+    for c in range(6):
+        policy.observe(_arrival(c, loss=1.0))  # every client seen: each choice is an exploration
+
+    def expected(draw: int) -> int:
+        rng = derive_rng(4, "select", draw)
+        rng.random()  # the explore-or-exploit draw
+        return int(rng.integers(6))
+
+    assert [policy.choose([], d) for d in range(30)] == [expected(d) for d in range(30)]
+    assert len({expected(d) for d in range(30)}) > 1
