@@ -63,6 +63,15 @@ def _step_curve(
 METRIC_LABELS = {"test_accuracy": "test accuracy", "test_loss": "test loss"}
 
 
+def label_styles(labels: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """A colour and a line style per label: tab10's colours for up to 10 labels, tab20's beyond, reused
+    with another line style past 20."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: (cmap(i % cmap.N), ("-", "--", ":")[i // cmap.N % 3]) for i, label in enumerate(labels)}
+
+
 def _band(
     ax: Any,
     histories: Sequence[Sequence[Mapping[str, Any]]],
@@ -107,19 +116,15 @@ def plot_band_panels(
     """One row of two panels (against simulated time, against client updates) per entry of ``panels``
     (its title → label → the label's runs), bands as :func:`plot_bands` draws them; a label has one colour
     in every row. For many labels in several settings (a sweep's arms in each cell of its other axes)."""
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    labels = list(dict.fromkeys(label for curves in panels.values() for label in curves))
-    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    colours = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
-    styles = {label: ("-", "--", ":")[i // cmap.N % 3] for i, label in enumerate(labels)}
+    styles = label_styles(list(dict.fromkeys(label for curves in panels.values() for label in curves)))
     fig = Figure(figsize=(12, 3.2 * len(panels) + 0.8), layout="constrained")
     grid = fig.subplots(len(panels), 2, squeeze=False, sharey=True)
     for axes, (heading, curves) in zip(grid, panels.items()):
         for label, histories in curves.items():
             for ax, key in zip(axes, ("sim_time", "client_updates")):
-                _band(ax, histories, key, metric, label, colours[label], styles[label])
+                _band(ax, histories, key, metric, label, *styles[label])
         axes[0].set_title(heading, fontsize=10, loc="left")
         axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
         for ax in axes:
@@ -146,18 +151,15 @@ def plot_bands(
     colour, more reuse them with another line style. ``references``: ``(value, label)`` pairs drawn as
     dashed horizontal lines on the first metric's panels (e.g. an accuracy a paper reports). Uses
     matplotlib's Figure API (no global backend); returns the figure."""
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.2 * len(metrics) + 0.4 * (len(curves) // 5)))
     grid = fig.subplots(len(metrics), 2, sharex="col", squeeze=False)
-    cmap = colormaps["tab10" if len(curves) <= 10 else "tab20"]
-    palette = [cmap(i) for i in range(cmap.N)]
-    for index, (label, histories) in enumerate(curves.items()):
-        color, style = palette[index % len(palette)], ("-", "--", ":")[index // len(palette) % 3]
+    styles = label_styles(list(curves))
+    for label, histories in curves.items():
         for axes, metric in zip(grid, metrics):
             for ax, key in zip(axes, ("sim_time", "client_updates")):
-                _band(ax, histories, key, metric, label, color, style)
+                _band(ax, histories, key, metric, label, *styles[label])
     for index, (value, label) in enumerate(references):
         for ax in grid[0]:
             ax.axhline(value, color="0.25", ls=("--", ":", "-.")[index % 3], lw=1.2, label=label)

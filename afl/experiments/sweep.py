@@ -37,7 +37,7 @@ from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
 from afl.experiments.compare import DEFAULT_TARGET_FRACTION, _pm, parse_plan, time_to_target_cell
 from afl.experiments.metrics import accuracy_at, load_run, mean_std, time_to_accuracy
-from afl.experiments.plots import plot_band_panels, plot_bands
+from afl.experiments.plots import label_styles, plot_band_panels, plot_bands
 
 SWEEP_DIR = CONFIG_DIR / "sweep"
 SPEC_KEYS = {"description", "base", "arms", "axes", "seeds", "target"}
@@ -384,13 +384,11 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
 def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Final test accuracy (mean ± std over seeds) along the first axis: one colour per arm, one line style
     per combination of the other axes' labels."""
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     first, *others = list(sweep.axes)
     labels = list(sweep.axes[first])
-    arms = list(dict.fromkeys(r["arm"] for r in table))
-    cmap = colormaps["tab10" if len(arms) <= 10 else "tab20"]
+    colours = label_styles(list(dict.fromkeys(r["arm"] for r in table)))
     fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.add_subplot()
     series: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
@@ -405,7 +403,7 @@ def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> 
             [x + (index - len(series) / 2) * spread for x in xs],
             [points[labels[i]][0] for i in xs],
             yerr=[points[labels[i]][1] for i in xs],
-            color=cmap(arms.index(arm) % cmap.N),
+            color=colours[arm][0],
             ls=("-", "--", ":", "-.")[rest.index(other) % 4],
             marker="os^D"[rest.index(other) % 4],
             capsize=3,
