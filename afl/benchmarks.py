@@ -9,6 +9,7 @@ import costs.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import json
 import logging
@@ -252,6 +253,142 @@ def bench_device(
     return out
 
 
+# ----------------------------------------------------------------------------------------------- cohort
+#: ``afl-bench`` key ``cohort``: whole runs, the cohort executor against threads, per setting and device.
+#: Each is ``(overrides, the thread executor's, the cohort's)``: the same cores for both (on the CPU, the
+#: threads' workers are the cohort's torch threads).
+COHORT_SETTINGS: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "demo": (
+        ["experiment=demo"],
+        ["federation.workers=2", "federation.torch_threads=1"],
+        ["federation.workers=1", "federation.torch_threads=2"],
+    ),
+    "paper_cifar10_async": (DEVICE_SETTINGS["resnet20"], ["federation.workers=5"], []),
+    "paper_cifar10_sync": (
+        [*DEVICE_SETTINGS["resnet20"], "federation.mode=sync", "server.aggregator={name: fedavg}"],
+        ["federation.workers=5"],
+        [],
+    ),
+    # cross-device: 100 of 200 clients in flight, 20 samples each (one step of a job)
+    "lenet_100_in_flight": (
+        [
+            *SETTINGS["lenet28_600"],
+            "dataset.synthetic.train_size=4000",
+            "partition.num_clients=200",
+            "federation.concurrency=100",
+        ],
+        ["federation.workers=5"],
+        [],
+    ),
+}
+
+
+#: Settings that need more client updates than the others (``bench_cohort``'s ``updates`` times this).
+COHORT_UPDATES = {"lenet_100_in_flight": 25}
+
+
+def _arrivals(folder: Path) -> list[tuple[str, ...]]:
+    """A run's arrivals as the schedule decides them: job, client, staleness, times, rejection."""
+    import csv
+
+    with open(folder / "updates.csv") as f:
+        keys = ("job_id", "client_id", "staleness", "dispatch_time", "arrival_time", "rejected")
+        return [tuple(row[k] for k in keys) for row in csv.DictReader(f)]
+
+
+def bench_cohort(device: str, names: Sequence[str], updates: int, repeat: int, tmp: Path) -> dict[str, Any]:
+    """Per setting (:data:`COHORT_SETTINGS`): whole runs with ``federation.executor=cohort`` against the
+    thread executor, interleaved; their wall-time ratio, whether the runs' arrivals are identical, and
+    each one's final accuracy."""
+    out: dict[str, Any] = {}
+    for name in names:
+        common, threads, cohort = COHORT_SETTINGS[name]
+        budget = updates * COHORT_UPDATES.get(name, 1)
+        overrides = [
+            *common,
+            *QUIET,
+            f"trainer.accelerator={device}",
+            f"federation.max_updates={budget}",
+            f"federation.eval_every={budget}",
+        ]
+        arms = {
+            "thread": [*overrides, *threads],
+            "cohort": [*overrides, "federation.executor=cohort", *cohort],
+        }
+        finals: dict[str, set[float]] = {arm: set() for arm in arms}
+        counter = iter(range(10**6))
+        for arm, arm_overrides in arms.items():  # warm-up, and the arrivals to compare
+            run(load_config([*arm_overrides, f"output_dir={tmp / name / arm}"]))
+        same = _arrivals(tmp / name / "thread") == _arrivals(tmp / name / "cohort")
+        timed = {
+            arm: _device_run(arm_overrides, device, tmp / name, counter, finals[arm], [])
+            for arm, arm_overrides in arms.items()
+        }
+        times = {arm: _median(v) for arm, v in _interleaved(timed, repeat).items()}
+        out[name] = {
+            "thread_s": times["thread"],
+            "cohort_s": times["cohort"],
+            "cohort_vs_thread": times["cohort"] / times["thread"],
+            "same_arrivals": same,
+            "thread_final_accuracy": min(finals["thread"]),
+            "cohort_final_accuracy": min(finals["cohort"]),
+        }
+    return out
+
+
+def bench_cohort_steps(
+    device: str, models: Sequence[str], sizes: Sequence[int], steps: int = 30
+) -> dict[str, Any]:
+    """Cohort training alone (:func:`~afl.client.cohort.train_cohort`, a Lightning fit of the stacked
+    model): ms per step for cohorts of ``sizes`` clients, each with ``steps`` batches of 64 (one local
+    epoch), with cuDNN's autotuner off and on: where a cohort size is slow."""
+    import numpy as np
+
+    from afl.client.cohort import train_cohort
+    from afl.client.device import Placement
+    from afl.client.runtime import ClientShards
+
+    shapes = {"resnet20": (3, 32), "cnn": (1, 28), "lenet": (1, 28)}
+    placement = Placement(kind=device)
+    out: dict[str, Any] = {}
+    saved = torch.backends.cudnn.benchmark
+    try:
+        for name in models:
+            channels, side = shapes[name]
+            model = build_model(name, in_channels=channels, num_classes=10, image_size=side)
+            state = model.state_dict()
+            row: dict[str, float] = {}
+            for size in sizes:
+                n = steps * 64
+                x = torch.randn(size * n, channels, side, side)
+                y = torch.randint(0, 10, (size * n,))
+                shards = ClientShards(x, y, [np.arange(i * n, (i + 1) * n) for i in range(size)])
+                runtime = ClientRuntime(
+                    shards,
+                    functools.partial(
+                        build_model, name, in_channels=channels, num_classes=10, image_size=side
+                    ),
+                    num_classes=10,
+                    local_epochs=1,
+                    batch_size=64,
+                    placement=placement,
+                ).on_device()
+                jobs = [ClientJob(job_id=i, client_id=i, state=state, lr=1e-3, seed=i) for i in range(size)]
+                for autotune in (False, True):
+                    torch.backends.cudnn.benchmark = autotune
+                    train_cohort(runtime, jobs)  # warm-up (and the autotuner's trials)
+                    _synchronize(placement.device)
+                    start = time.perf_counter()
+                    train_cohort(runtime, jobs)
+                    _synchronize(placement.device)
+                    key = f"J{size}{'_autotune' if autotune else ''}_ms"
+                    row[key] = (time.perf_counter() - start) / steps * 1e3
+            out[name] = row
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- scale
 def scale_point(clients: int, in_flight: int, arrivals: int, samples_per_client: int = 4) -> dict[str, Any]:
     """The loop at scale, server side only: ``clients`` registered with tiny synthetic shards (8×8, iid),
@@ -475,18 +612,30 @@ def _format(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
 
 
-def run_device(device: str, quick: bool) -> dict[str, Any]:
-    """``afl-bench --device cuda``: the device benchmark alone (the CPU's keys come from ``afl-bench``)."""
+def run_device(device: str, quick: bool, only_cohort: bool = False) -> dict[str, Any]:
+    """``afl-bench --device cuda``: the device benchmarks alone (the CPU's keys come from ``afl-bench``);
+    ``only_cohort``: the cohort executor's alone (``--cohort``)."""
     repeat = 2 if quick else 3
     out: dict[str, Any] = {"quick": quick, "torch": torch.__version__, "device": device, "repeats": repeat}
     if device == "cuda":
         out["card"] = torch.cuda.get_device_name()
-    print(f"runs on {device} vs a plain loop there ...", flush=True)
+    if not only_cohort:
+        print(f"runs on {device} vs a plain loop there ...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            out["device_runs"] = bench_device(
+                device, ("resnet20", "cnn", "lenet"), 10 if quick else 20, repeat, Path(tmp)
+            )
+        for name, values in out["device_runs"].items():
+            print(f"  {name}: {_format(values)}", flush=True)
+    print(f"the cohort executor vs threads on {device} ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        out["device_runs"] = bench_device(
-            device, ("resnet20", "cnn", "lenet"), 10 if quick else 20, repeat, Path(tmp)
-        )
-    for name, values in out["device_runs"].items():
+        names = ("paper_cifar10_async", "paper_cifar10_sync", "lenet_100_in_flight")
+        out["cohort"] = bench_cohort(device, names, 10 if quick else 20, repeat - 1, Path(tmp))
+    for name, values in out["cohort"].items():
+        print(f"  {name}: {_format(values)}", flush=True)
+    print("the stacked step alone, by cohort size ...", flush=True)
+    out["cohort_steps"] = bench_cohort_steps(device, ("resnet20", "cnn"), (1, 4, 5, 8, 10, 16, 20))
+    for name, values in out["cohort_steps"].items():
         print(f"  {name}: {_format(values)}", flush=True)
     return out
 
@@ -510,6 +659,9 @@ def run_all(quick: bool) -> dict[str, Any]:
             print(f"{name}: a federated run vs a plain loop, {updates} client updates ...", flush=True)
             settings[name] = bench_overhead(name, updates, repeat, Path(tmp) / name)
             print(f"  {_format(settings[name])}", flush=True)
+        print("the cohort executor vs threads, the demo on 2 cores ...", flush=True)
+        out["cohort"] = bench_cohort("cpu", ("demo",), 60 if quick else 300, repeat, Path(tmp) / "cohort")
+        print(f"  demo: {_format(out['cohort']['demo'])}", flush=True)
         print("Ray actors vs threads, the demo with 2 workers ...", flush=True)
         out["ray"] = bench_ray(60 if quick else 300, repeat, Path(tmp) / "ray")
         print(f"  {_format(out['ray'])}", flush=True)

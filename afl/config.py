@@ -156,6 +156,13 @@ class RayConfig:
 
 
 @dataclass
+class CohortConfig:
+    """Read only with ``federation.executor=cohort`` (:mod:`afl.client.cohort`)."""
+
+    max_clients: int | None = None
+
+
+@dataclass
 class CompareConfig:
     """Read by the comparison harness only (``scripts/compare.py``), never by a single run."""
 
@@ -185,6 +192,7 @@ class Config:
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    cohort: CohortConfig = field(default_factory=CohortConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
@@ -205,6 +213,7 @@ RESUMABLE_KEYS = (
     "ray.num_cpus",
     "ray.num_gpus",
     "ray.max_retries",
+    "cohort.max_clients",  # (cohorts of other sizes: floats differ in the last bits)
 )
 
 
@@ -463,6 +472,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         "dataset.test_subset",
         "theory.samples_per_client",
         "theory.max_clients",
+        "cohort.max_clients",
     ):
         _at_least(cfg, key, 1)
     for key in ("client.lr", "partition.alpha"):
@@ -502,6 +512,33 @@ def _check_devices(devices: Any) -> None:
     )
 
 
+def _check_cohort(cfg: DictConfig) -> None:
+    """What ``federation.executor=cohort`` cannot train (:mod:`afl.client.cohort`), named."""
+    from afl.client import COHORT_OPTIMIZERS
+
+    if cfg.client.optimizer not in COHORT_OPTIMIZERS:
+        raise ConfigError(
+            "client.optimizer",
+            f"{cfg.client.optimizer} cannot train in a cohort (federation.executor=cohort trains "
+            f"{', '.join(COHORT_OPTIMIZERS)}): use federation.executor=thread",
+        )
+    if cfg.trainer.precision == "16-mixed":
+        raise ConfigError(
+            "trainer.precision",
+            "16-mixed cannot train in a cohort (one loss scale would skip every client's step when one "
+            "overflows): use bf16-mixed, or federation.executor=thread",
+        )
+    names = [c if isinstance(c, str) else c.get("name") for c in cfg.client.callbacks]
+    for i, spec in enumerate(_client_callbacks(cfg)):
+        if not spec.in_cohort:
+            key = f"client.callbacks[{i}]" if i < len(names) else "client.prox_mu"
+            what = names[i] if i < len(names) else "the proximal term"
+            raise ConfigError(
+                key,
+                f"{what} cannot run in a cohort (federation.executor=cohort): use federation.executor=thread",
+            )
+
+
 def check_relations(cfg: DictConfig) -> None:
     """Checks between keys, all in one place (only those that need the data, such as
     ``partition.min_samples`` against the number of samples, wait until the data is loaded)."""
@@ -530,6 +567,8 @@ def check_relations(cfg: DictConfig) -> None:
                 "is 0, and Ray hides the GPUs from actors that reserve none: give each actor a share "
                 "(0.2: five actors on one GPU)",
             )
+    if cfg.federation.executor == "cohort":
+        _check_cohort(cfg)
     # each aggregator names the federation modes its rule is for: sync ⇒ fedavg, fedavg ⇒ sync
     from afl.server.aggregators import AGGREGATORS
 

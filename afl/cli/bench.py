@@ -25,7 +25,9 @@ and noisy: compare ratios, not seconds). Writes with --json:
 With --device cuda (or cpu), instead: device_runs, per model (ResNet-20 on 3x32x32, the paper's CNN and
 LeNet on 28x28, one local epoch a job): ms per local step of whole runs on that device with 1 and 5 worker
 threads (and 5 Ray actors sharing the GPU, where Ray is installed) against a plain PyTorch loop doing the
-same steps there, their ratio, and the peak GPU memory.
+same steps there, their ratio, and the peak GPU memory; cohort: whole runs with federation.executor=cohort
+against threads (paper_cifar10 on synthetic 3x32x32, sync and async, J = 5; LeNet with 100 clients in
+flight), and cohort_steps: the stacked step alone by cohort size, cuDNN's autotuner off and on.
 """
 
 
@@ -40,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="run only the device benchmark, on this device",
     )
+    p.add_argument(
+        "--cohort", action="store_true", help="with --device: only the cohort executor's benchmarks"
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results to PATH")
     return p
 
@@ -48,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from afl.benchmarks import run_all, run_device  # torch and Lightning: after the arguments are parsed
 
-    results = run_all(quick=args.quick) if args.device is None else run_device(args.device, quick=args.quick)
+    results = (
+        run_all(quick=args.quick) if args.device is None else run_device(args.device, args.quick, args.cohort)
+    )
     text = json.dumps(results, indent=1)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,11 @@ OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry(
 )
 
 
+#: The client optimizers cohort training (``federation.executor=cohort``, :mod:`afl.client.cohort`)
+#: vectorizes: element-wise rules, J clients' states stacked.
+COHORT_OPTIMIZERS = ("adam", "sgd")
+
+
 #: ``client.optimizer_reset``: one client optimizer per job, or its state cleared every local epoch.
 OPTIMIZER_RESETS = ("job", "epoch")
 

@@ -15,12 +15,13 @@ parallel threads never share one). What a callback measured comes back with the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 from afl_callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm
+from afl_callbacks.drift import parameter_distance
 from omegaconf import DictConfig, OmegaConf
 
 from afl.errors import ConfigError
@@ -28,11 +29,24 @@ from afl.registry import Registry, require
 from afl.server.lr_schedules import DECAYS
 
 if TYPE_CHECKING:
+    import torch
+
     from afl.messages import ClientJob
 
 
 class CallbackSpec:
     """A configured client callback: builds a fresh Lightning callback for each client job."""
+
+    #: Whether cohort training (``federation.executor=cohort``, where no per-job Trainer runs) can give
+    #: what it reports: :meth:`cohort_report`. A config with one that cannot is refused.
+    in_cohort: ClassVar[bool] = False
+
+    def cohort_report(
+        self, job: ClientJob, state: dict[str, torch.Tensor], parameters: Sequence[str]
+    ) -> dict[str, float]:
+        """What :meth:`report` would give for ``job``, from the model the job trained (``state``; its
+        trainable entries are ``parameters``)."""
+        raise NotImplementedError
 
     def make(self, job: ClientJob) -> L.Callback:
         """A new callback for ``job``'s Trainer."""
@@ -94,9 +108,17 @@ class Drift(CallbackSpec):
     def make(self, job: ClientJob | None) -> ParameterDrift:
         return ParameterDrift(log=False)
 
+    in_cohort: ClassVar[bool] = True
+
     def report(self, callback: ParameterDrift) -> dict[str, float]:
         history = callback.history
         return {"client_drift": history[-1]} if history else {}
+
+    def cohort_report(
+        self, job: ClientJob, state: dict[str, torch.Tensor], parameters: Sequence[str]
+    ) -> dict[str, float]:
+        start = {k: job.state[k].to(state[k].device) for k in parameters}
+        return {"client_drift": parameter_distance({k: state[k] for k in parameters}, start)}
 
 
 @CLIENT_CALLBACKS.register("delay_aware_lr")

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from afl.client.callbacks import CallbackSpec
 
 
+def shuffles(n: int, generator: torch.Generator, epochs: int) -> torch.Tensor:
+    """``epochs`` shuffles of ``range(n)`` as torch's ``RandomSampler`` draws them from ``generator``
+    (each pass draws a second permutation and keeps none of it), stacked: ``[epochs, n]``."""
+    orders = []
+    for _ in range(epochs):
+        orders.append(torch.randperm(n, generator=generator))
+        torch.randperm(n, generator=generator)  # RandomSampler's second draw per pass
+    return torch.stack(orders) if orders else torch.empty(0, n, dtype=torch.int64)
+
+
 class batch_loader:  # noqa: N801 - called like the function it replaced
     """Shuffled mini-batches of ``(x, y)``, gathered where ``x`` lives; every epoch's shuffle comes from
     ``seed`` alone.
@@ -44,11 +54,7 @@ class batch_loader:  # noqa: N801 - called like the function it replaced
         self._epoch = 0
 
     def _draw(self, epochs: int) -> torch.Tensor:
-        n, orders = len(self.y), []
-        for _ in range(epochs):
-            orders.append(torch.randperm(n, generator=self._generator))
-            torch.randperm(n, generator=self._generator)  # RandomSampler's second draw per pass
-        return torch.stack(orders) if orders else torch.empty(0, n, dtype=torch.int64)
+        return shuffles(len(self.y), self._generator, epochs)
 
     def __len__(self) -> int:
         return -(-len(self.y) // self.batch_size)
@@ -144,6 +150,7 @@ class ClientRuntime:
         self.batch_size = batch_size
         # resolved here, in the driver: a worker process (Ray) need not have the plug-in that registered it
         self.optimizer = OPTIMIZERS.get(optimizer, "client.optimizer")
+        self.optimizer_name = optimizer
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.optimizer_reset = optimizer_reset

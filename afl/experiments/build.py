@@ -207,10 +207,11 @@ def _worker_placement(cfg: DictConfig, driver: Placement) -> Placement:
 
 
 def make_executor(cfg: DictConfig, train: TrainFn) -> Executor:
-    """The run's executor (``federation.executor``); Ray's takes the ``ray.*`` options."""
+    """The run's executor (``federation.executor``); Ray's takes the ``ray.*`` options, the cohort's the
+    ``cohort.*`` ones."""
     options: dict[str, Any] = {}
-    if cfg.federation.executor == "ray":
-        options = {key: cfg.ray[key] for key in cfg.ray}
+    if cfg.federation.executor in ("ray", "cohort"):
+        options = dict(to_dict(cfg[cfg.federation.executor]))
     return EXECUTORS.get(cfg.federation.executor)(train, cfg.federation.workers, **options)
 
 

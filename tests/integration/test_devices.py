@@ -4,6 +4,7 @@ learn, are bit-identical for any number of workers, and resume across devices.""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import signal
@@ -147,3 +148,33 @@ def test_a_checkpoint_resumes_on_the_other_device(tmp_path, first, then) -> None
     resumed = run(load_config([f"resume={out}", f"trainer.accelerator={then}"]))
     assert {v.device.type for v in resumed.final_state.values()} == {"cuda" if then == "gpu" else "cpu"}
     assert json.loads((out / "summary.json").read_text())["client_updates"] == 24
+
+
+def _schedule(folder: Path) -> list[tuple[str, ...]]:
+    keys = ("job_id", "client_id", "staleness", "dispatch_time", "arrival_time", "rejected")
+    return [tuple(row[k] for k in keys) for row in csv.DictReader(open(folder / "updates.csv"))]
+
+
+@pytest.mark.gpu
+def test_a_cohort_run_on_the_gpu_follows_the_thread_run_and_repeats_itself_bit_for_bit(tmp_path) -> None:
+    """Cohort training on the GPU: the thread executor's schedule, evaluations within cuDNN's TF32
+    tolerance (as the GPU run against the CPU run above); two deterministic cohort runs bit-identical."""
+    thread = run(load_config([*GPU, f"output_dir={tmp_path / 'thread'}"]))
+    cohort = [
+        run(
+            load_config(
+                [
+                    *GPU,
+                    "federation.executor=cohort",
+                    "trainer.deterministic=true",
+                    f"output_dir={tmp_path / str(i)}",
+                ]
+            )
+        )
+        for i in range(2)
+    ]
+    assert all(v.device.type == "cuda" for v in cohort[0].final_state.values())
+    assert _schedule(cohort[0].output_dir) == _schedule(thread.output_dir)
+    for got, want in zip(cohort[0].history, thread.history, strict=True):
+        assert got["test_loss"] == pytest.approx(want["test_loss"], rel=1e-2)
+    assert_same_outputs(cohort[1].output_dir, cohort[0].output_dir)

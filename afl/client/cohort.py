@@ -1,0 +1,484 @@
+"""Cohort training: many client jobs trained together, as one vectorized model, in one Lightning Trainer.
+
+The jobs' models are stacked along a leading client axis and run with ``torch.func`` (``functional_call``
+under ``vmap``); one optimizer step over the stacked tensors is J independent optimizers, because Adam
+and SGD act element by element (:class:`StackedOptimizer` keeps a learning rate, a step count and a
+state per client). Each job sees exactly what it would see alone (:func:`cohort_schedule`):
+
+* its own batches, in its own shuffle order (the job's seed);
+* its own learning rate, changed at its own epoch starts (``epoch_lrs``), its optimizer state cleared
+  at its own epoch starts (``optimizer_reset="epoch"``);
+* its own number of steps: a client whose batches are used up sits out the remaining steps, and nothing
+  of it moves (parameters, running statistics, Adam's moments and step count);
+* no padding: at a step, the clients whose batches have the same size are one vectorized group (the
+  last partial batches form groups of their own), so nothing foreign enters a loss or BatchNorm's
+  statistics.
+
+The results equal a thread executor's within float rounding (a vectorized convolution is a grouped one,
+summed in another order); ``tests/unit/test_cohort.py`` holds them to 1e-5.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from afl.client import COHORT_OPTIMIZERS
+from afl.client.device import Placement
+from afl.client.runtime import shuffles
+from afl.client.trainer import _job, thread_trainer
+from afl.messages import ClientJob, ClientResult, InjectedFault
+
+if TYPE_CHECKING:
+    from afl.client.runtime import ClientRuntime
+
+
+@dataclass
+class Group:
+    """The clients of one step whose batches have one size: trained as one vectorized call.
+
+    Attributes:
+        clients: their places in the cohort, ``[G]`` (None: every client of the cohort, in order).
+        members: the same places as Python ints (for the host's bookkeeping).
+        index: ``[G, b]``, each client's batch as rows of the cohort's data.
+    """
+
+    clients: torch.Tensor | None
+    members: list[int]
+    index: torch.Tensor
+
+
+@dataclass
+class Step:
+    """One optimizer step of the cohort: its groups, and the clients that start a local epoch with it
+    (``epoch_starts``: ``(place, epoch)``, for the epoch's LR and the optimizer's reset)."""
+
+    groups: list[Group]
+    epoch_starts: list[tuple[int, int]]
+    active: torch.Tensor | None  # [J] bool, None when every client steps
+
+
+def cohort_schedule(
+    sizes: Sequence[int], seeds: Sequence[int], batch_size: int, epochs: int
+) -> tuple[list[list[tuple[list[int], torch.Tensor]]], list[list[tuple[int, int]]]]:
+    """Every step of a cohort, on the host: per step, its groups ``(places, rows [G, b])`` and its epoch
+    starts. Client ``i`` (``sizes[i]`` samples, rows ``offset_i .. offset_i + sizes[i]`` of the cohort's
+    data) takes its batches in the order a :class:`~afl.client.runtime.batch_loader` seeded with
+    ``seeds[i]`` gives them, one per step until its ``epochs`` passes are done.
+
+    Example:
+        >>> steps, starts = cohort_schedule([3, 2], [0, 1], batch_size=2, epochs=1)
+        >>> [[(places, rows.shape[1]) for places, rows in groups] for groups in steps]
+        [[([0, 1], 2)], [([0], 1)]]
+        >>> starts
+        [[(0, 0), (1, 0)], []]
+    """
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    batches = [math.ceil(n / batch_size) for n in sizes]
+    orders = [shuffles(n, torch.Generator().manual_seed(seed), epochs) for n, seed in zip(sizes, seeds)]
+    total = max((b * epochs for b in batches), default=0)
+    steps: list[list[tuple[list[int], torch.Tensor]]] = []
+    starts: list[list[tuple[int, int]]] = []
+    for k in range(total):
+        by_size: dict[int, list[tuple[int, torch.Tensor]]] = {}
+        begin: list[tuple[int, int]] = []
+        for place, b in enumerate(batches):
+            if k >= b * epochs:
+                continue
+            epoch, i = divmod(k, b)
+            if i == 0:
+                begin.append((place, epoch))
+            rows = orders[place][epoch, i * batch_size : (i + 1) * batch_size] + offsets[place]
+            by_size.setdefault(len(rows), []).append((place, rows))
+        groups = [
+            ([place for place, _ in members], torch.stack([rows for _, rows in members]))
+            for _, members in sorted(by_size.items(), key=lambda item: -item[0])
+        ]
+        steps.append(groups)
+        starts.append(begin)
+    return steps, starts
+
+
+class StackedOptimizer(torch.optim.Optimizer):
+    """Adam or SGD over parameters stacked along a leading client axis: J independent optimizers.
+
+    Each client has its own learning rate (``lr``, a ``[J]`` tensor), step count and state; at a step,
+    only the clients in ``active`` (``[J]`` bool, None: all) move: the others' parameters and state stay
+    as they are. :meth:`reset` gives some clients a new optimizer (their state cleared). The update of
+    each client is torch's own ``Adam`` / ``SGD`` (``maximize``, ``amsgrad``, ``nesterov``, dampening
+    and decoupled weight decay not supported: the client optimizers do not use them).
+    """
+
+    def __init__(
+        self,
+        params: Sequence[nn.Parameter],
+        kind: str,
+        lr: torch.Tensor,
+        *,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        if kind not in COHORT_OPTIMIZERS:
+            raise ValueError(f"kind must be one of {', '.join(COHORT_OPTIMIZERS)}, got {kind!r}")
+        super().__init__(params, {"lr": 0.0})
+        self.kind, self.momentum, self.weight_decay, self.betas, self.eps = (
+            kind,
+            momentum,
+            weight_decay,
+            betas,
+            eps,
+        )
+        self.lr = lr.to(torch.float64)
+        self.active: torch.Tensor | None = None
+        self.steps = torch.zeros_like(self.lr)  # per client, since its last reset
+
+    def reset(self, places: Sequence[int]) -> None:
+        """New optimizers for these clients: step count 0, moments (momentum buffers) 0."""
+        index = torch.tensor(list(places), device=self.steps.device)
+        self.steps[index] = 0
+        for state in self.state.values():
+            for value in state.values():
+                value[index] = 0
+
+    def _select(self, new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return new if mask is None else torch.where(mask, new, old)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        if closure is not None:  # (Lightning's manual optimization passes one that does nothing)
+            with torch.enable_grad():
+                closure()
+        active = self.active
+        self.steps += 1 if active is None else active.to(self.steps.dtype)
+        t = self.steps.clamp(min=1)  # (inactive clients at 0 steps: their update is discarded)
+        for p in self.param_groups[0]["params"]:
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            mask = None if active is None else active.view(shape)
+            grad = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+            state = self.state[p]
+            if self.kind == "adam":
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                beta1, beta2 = self.betas
+                m = state["exp_avg"].lerp(grad, 1 - beta1)
+                v = state["exp_avg_sq"].mul(beta2).addcmul_(grad, grad, value=1 - beta2)
+                step_size = (self.lr / (1 - beta1**t)).to(p.dtype).view(shape)
+                bc2_sqrt = ((1 - beta2**t) ** 0.5).to(p.dtype).view(shape)
+                update = p - step_size * m / (v.sqrt() / bc2_sqrt + self.eps)
+                state["exp_avg"] = self._select(m, state["exp_avg"], mask)
+                state["exp_avg_sq"] = self._select(v, state["exp_avg_sq"], mask)
+            else:
+                if self.momentum != 0:
+                    if not state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    first = (t == 1).view(shape)  # torch's SGD: the first buffer is the gradient itself
+                    buf = torch.where(first, grad, state["momentum_buffer"] * self.momentum + grad)
+                    state["momentum_buffer"] = self._select(buf, state["momentum_buffer"], mask)
+                    grad = buf
+                update = p - self.lr.to(p.dtype).view(shape) * grad
+            p.copy_(self._select(update, p, mask))
+
+
+# a cohort's parameter gradients are views of one flat gradient on purpose (CohortModule)
+warnings.filterwarnings("ignore", message=".*do not obey the gradient layout contract.*")
+
+
+class _Flat:
+    """Entries of J models, each ``[J, *shape]``, kept in one
+    ``[J, N]`` tensor per dtype; :meth:`views` gives the entries as views of such tensors, so that one
+    operation on the flat tensors (a gather of some clients, an optimizer step) acts on every entry."""
+
+    def __init__(self, named: Sequence[tuple[str, torch.Tensor]]) -> None:
+        self.layout: list[
+            tuple[str, torch.dtype, int, int, torch.Size]
+        ] = []  # name, dtype, start, end, shape
+        parts: dict[torch.dtype, list[torch.Tensor]] = {}
+        sizes: dict[torch.dtype, int] = {}
+        for name, value in named:
+            count = value[0].numel()
+            start = sizes.get(value.dtype, 0)
+            self.layout.append((name, value.dtype, start, start + count, value.shape[1:]))
+            sizes[value.dtype] = start + count
+            parts.setdefault(value.dtype, []).append(value.reshape(len(value), count))
+        self.flats = {dtype: torch.cat(values, 1) for dtype, values in parts.items()}
+
+    def views(self, flats: dict[torch.dtype, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each entry as a view of ``flats`` (these flat tensors, or rows of them)."""
+        return {
+            name: flats[dtype][:, start:end].view(len(flats[dtype]), *shape)
+            for name, dtype, start, end, shape in self.layout
+        }
+
+
+class CohortModule(L.LightningModule):
+    """The LightningModule of a cohort: the jobs' models stacked along a client axis around one model of
+    the architecture, trained with manual optimization: per step, each group's loss per client
+    (cross-entropy, the mean over its batch), their sum backward, one :class:`StackedOptimizer` step.
+    Tracks each client's loss (weighted by batch size) and accuracy over its job, as a client's
+    :class:`~afl.client.module.ClientModule` does.
+
+    The parameters live in one ``[J, P]`` parameter (``flat``), its gradient in one ``[J, P]`` tensor: the
+    optimizer's step is a handful of operations on the whole cohort, whatever the number of layers, and a
+    group of some clients is one gather of the parameters. The
+    parameters the model sees are views of ``flat`` made autograd leaves whose gradients are views of the
+    flat gradient (backward accumulates into them in place)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        states: Sequence[dict[str, torch.Tensor]],
+        *,
+        optimizer: str,
+        lrs: Sequence[float],
+        epoch_lrs: Sequence[Sequence[float] | None],
+        optimizer_reset: str = "job",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.model = model
+        dtypes = {k: p.dtype for k, p in model.named_parameters()}
+        self.param_names = list(dtypes)
+        self.buffer_names = [k for k, _ in model.named_buffers()]
+        stack = lambda k: torch.stack([s[k] for s in states])  # noqa: E731
+        self._stacked_params = _Flat([(k, stack(k).to(dtypes[k])) for k in self.param_names])
+        if len(self._stacked_params.flats) != 1:
+            raise ValueError("a cohort trains models whose parameters share one dtype")
+        self.flat = nn.Parameter(next(iter(self._stacked_params.flats.values())))
+        # buffers one tensor each: a batch-norm under vmap updates its running statistics through a reshape
+        # of them, which must be a view (of a contiguous tensor), not a copy
+        self._stacked_buffers = {k: stack(k) for k in self.buffer_names}
+        self.kind, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
+        self.lrs, self.epoch_lrs, self.optimizer_reset = list(lrs), list(epoch_lrs), optimizer_reset
+        self.loss_sum = torch.zeros(len(states), dtype=torch.float64, device=self.flat.device)
+        self.correct = torch.zeros(len(states), dtype=torch.int64, device=self.flat.device)
+        self.cohort_data = (torch.empty(0), torch.empty(0))  # the cohort's rows (x, y), set before a fit
+        self._everyone: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor] | None = None
+
+        def loss(
+            params: dict[str, torch.Tensor],
+            buffers: dict[str, torch.Tensor],
+            x: torch.Tensor,
+            y: torch.Tensor,
+        ):
+            logits = functional_call(self.model, (params, buffers), (x,))
+            return nn.functional.cross_entropy(logits, y), (logits.argmax(-1) == y).sum()
+
+        self._loss = vmap(loss)
+
+    def _leaves(self, flat: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The parameters as views of ``flat``, autograd leaves whose gradients are views of ``grad``."""
+        leaves = self._stacked_params.views({flat.dtype: flat.detach()})
+        for leaf, into in zip(leaves.values(), self._stacked_params.views({grad.dtype: grad}).values()):
+            leaf.requires_grad_()
+            leaf.grad = into
+        return leaves
+
+    def configure_optimizers(self) -> StackedOptimizer:
+        lr = torch.tensor(self.lrs, dtype=torch.float64, device=self.flat.device)
+        return StackedOptimizer(
+            [self.flat], self.kind, lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+
+    def training_step(self, step: Step, batch_idx: int) -> None:  # type: ignore[override]
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)
+        inner: StackedOptimizer = optimizer.optimizer  # type: ignore[union-attr,assignment]
+        for place, epoch in step.epoch_starts:
+            if epoch > 0 and self.optimizer_reset == "epoch":
+                inner.reset([place])
+            rates = self.epoch_lrs[place]
+            if rates is not None:
+                inner.lr[place] = rates[epoch]
+        if self._everyone is None or self._everyone[2] is not self.flat.grad:
+            grad = torch.zeros_like(self.flat)
+            self._everyone = (self._leaves(self.flat, grad), self._stacked_buffers, grad)
+        params, buffers, grad = self._everyone
+        grad.zero_()
+        x, y = self.cohort_data
+        total, scatter = None, []
+        for group in step.groups:
+            if group.clients is None:
+                group_params, group_buffers = params, buffers
+            else:  # the group's rows: one gather of the parameters, one per buffer
+                group_buffers = {k: b[group.clients] for k, b in buffers.items()}
+                group_grad = torch.zeros(
+                    len(group.members), self.flat.shape[1], dtype=grad.dtype, device=grad.device
+                )
+                group_params = self._leaves(self.flat[group.clients], group_grad)
+            losses, correct = self._loss(group_params, group_buffers, x[group.index], y[group.index])
+            if group.clients is not None:
+                for k, b in buffers.items():  # the running statistics the forward updated
+                    b[group.clients] = group_buffers[k]
+                scatter.append((group.clients, group_grad))
+                self.loss_sum.index_add_(0, group.clients, losses.detach().double() * group.index.shape[1])
+                self.correct.index_add_(0, group.clients, correct)
+            else:
+                self.loss_sum += losses.detach().double() * group.index.shape[1]
+                self.correct += correct
+            total = losses.sum() if total is None else total + losses.sum()
+        assert total is not None
+        self.manual_backward(total)
+        for clients, group_grad in scatter:
+            grad.index_add_(0, clients, group_grad)
+        self.flat.grad = grad
+        inner.active = step.active
+        optimizer.step()
+
+    def client_state(self, place: int, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Client ``place``'s model as a state dict (copies), its entries in ``keys``' order."""
+        tensors = self._stacked_params.views({self.flat.dtype: self.flat.detach()}) | self._stacked_buffers
+        return {k: tensors[k][place].clone() for k in keys}
+
+
+class _Steps:
+    """The cohort's steps as Lightning's training data: the schedule's row indices moved to the device in
+    one copy, then handed out as views, step by step."""
+
+    def __init__(
+        self,
+        steps: list[list[tuple[list[int], torch.Tensor]]],
+        starts: list[list[tuple[int, int]]],
+        cohort: int,
+        device: torch.device,
+    ) -> None:
+        flat = [rows.reshape(-1) for groups in steps for _, rows in groups]
+        rows_all = torch.cat(flat).to(device) if flat else torch.empty(0, dtype=torch.int64, device=device)
+        self.steps: list[Step] = []
+        cursor = 0
+        place_cache: dict[tuple[int, ...], torch.Tensor] = {}
+        for groups, begin in zip(steps, starts):
+            out = []
+            members_all: list[int] = []
+            for members, rows in groups:
+                g, b = rows.shape
+                index = rows_all[cursor : cursor + g * b].view(g, b)
+                cursor += g * b
+                clients = None
+                if members != list(range(cohort)):
+                    key = tuple(members)
+                    if key not in place_cache:
+                        place_cache[key] = torch.tensor(members, device=device)
+                    clients = place_cache[key]
+                out.append(Group(clients, members, index))
+                members_all += members
+            active = None
+            if len(members_all) < cohort:
+                key = ("active",) + tuple(sorted(members_all))  # type: ignore[assignment]
+                if key not in place_cache:
+                    mask = torch.zeros(cohort, dtype=torch.bool)
+                    mask[members_all] = True
+                    place_cache[key] = mask.to(device)  # type: ignore[index]
+                active = place_cache[key]  # type: ignore[index]
+            self.steps.append(Step(out, begin, active))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+
+def train_cohort(runtime: ClientRuntime, jobs: Sequence[ClientJob]) -> list[ClientResult | Exception]:
+    """Train ``jobs`` as one cohort with ``runtime``'s settings; per job, its result, or the exception
+    the job raised (an injected ``raise`` fault: that job does not train)."""
+    out: list[ClientResult | Exception | None] = [None] * len(jobs)
+    trained = []
+    for i, job in enumerate(jobs):
+        if job.fault == "raise":
+            out[i] = InjectedFault(f"injected fault in job {job.job_id} (client {job.client_id})")
+        else:
+            trained.append(i)
+    if trained:
+        cohort = [jobs[i] for i in trained]
+        with runtime.placement.stream():
+            results = _train(runtime, cohort)
+        for i, result in zip(trained, results):
+            out[i] = result
+    return out  # type: ignore[return-value]
+
+
+def _cohort_data(
+    client_data: Any, client_ids: Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The cohort's training rows, client after client: ``(x, y, sizes)``. From a
+    :class:`~afl.client.runtime.ClientShards`, one gather of the shared data; else the clients' tensors
+    concatenated."""
+    parts = [client_data[c] for c in client_ids]
+    sizes = [len(y) for _, y in parts]
+    x = torch.cat([x for x, _ in parts]).to(device)
+    y = torch.cat([y for _, y in parts]).to(device)
+    return x, y, sizes
+
+
+def _train(runtime: ClientRuntime, jobs: Sequence[ClientJob]) -> list[ClientResult]:
+    placement: Placement = runtime.placement
+    device = placement.device
+    model = runtime.model_factory()
+    keys = list(model.state_dict())
+    x, y, sizes = _cohort_data(runtime.client_data, [job.client_id for job in jobs], device)
+    steps, starts = cohort_schedule(
+        sizes, [job.seed for job in jobs], runtime.batch_size, runtime.local_epochs
+    )
+    module = CohortModule(
+        model,
+        [{k: v.to(device) for k, v in job.state.items()} for job in jobs],
+        optimizer=runtime.optimizer_name,
+        lrs=[job.lr for job in jobs],
+        epoch_lrs=[job.epoch_lrs for job in jobs],
+        optimizer_reset=runtime.optimizer_reset,
+        momentum=runtime.momentum,
+        weight_decay=runtime.weight_decay,
+    )
+    module.cohort_data = (x, y)
+    _job.active = True
+    try:
+        with torch.enable_grad():
+            trainer = thread_trainer(1, (), placement)
+            trainer.fit(module, _Steps(steps, starts, len(jobs), device))
+    finally:
+        _job.active = False
+    loss = module.loss_sum.cpu()
+    correct = module.correct.cpu()
+    batches = [math.ceil(n / runtime.batch_size) for n in sizes]
+    results = []
+    for place, job in enumerate(jobs):
+        seen = sizes[place] * runtime.local_epochs
+        state = module.client_state(place, keys)
+        metrics = {
+            k: v
+            for spec in runtime.callbacks
+            for k, v in spec.cohort_report(job, state, module.param_names).items()
+        }
+        state = placement.hand_over(state)
+        if job.fault == "nonfinite":
+            next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
+        results.append(
+            ClientResult(
+                job_id=job.job_id,
+                client_id=job.client_id,
+                state=state,
+                num_samples=sizes[place],
+                steps=batches[place] * runtime.local_epochs,
+                train_loss=float(loss[place]) / seen if seen else float("nan"),
+                train_accuracy=int(correct[place]) / seen if seen else 0.0,
+                metrics=metrics,
+            )
+        )
+    return results
