@@ -342,51 +342,74 @@ def bench_cohort_steps(
     """Cohort training alone (:func:`~afl.client.cohort.train_cohort`, a Lightning fit of the stacked
     model): ms per step for cohorts of ``sizes`` clients, each with ``steps`` batches of 64 (one local
     epoch), with cuDNN's autotuner off and on: where a cohort size is slow."""
-    import numpy as np
-
     from afl.client.cohort import train_cohort
-    from afl.client.device import Placement
-    from afl.client.runtime import ClientShards
 
-    shapes = {"resnet20": (3, 32), "cnn": (1, 28), "lenet": (1, 28)}
-    placement = Placement(kind=device)
     out: dict[str, Any] = {}
     saved = torch.backends.cudnn.benchmark
     try:
         for name in models:
-            channels, side = shapes[name]
-            model = build_model(name, in_channels=channels, num_classes=10, image_size=side)
-            state = model.state_dict()
             row: dict[str, float] = {}
             for size in sizes:
-                n = steps * 64
-                x = torch.randn(size * n, channels, side, side)
-                y = torch.randint(0, 10, (size * n,))
-                shards = ClientShards(x, y, [np.arange(i * n, (i + 1) * n) for i in range(size)])
-                runtime = ClientRuntime(
-                    shards,
-                    functools.partial(
-                        build_model, name, in_channels=channels, num_classes=10, image_size=side
-                    ),
-                    num_classes=10,
-                    local_epochs=1,
-                    batch_size=64,
-                    placement=placement,
-                ).on_device()
-                jobs = [ClientJob(job_id=i, client_id=i, state=state, lr=1e-3, seed=i) for i in range(size)]
+                runtime, jobs = _cohort_of(device, name, size, steps)
                 for autotune in (False, True):
                     torch.backends.cudnn.benchmark = autotune
                     train_cohort(runtime, jobs)  # warm-up (and the autotuner's trials)
-                    _synchronize(placement.device)
+                    _synchronize(runtime.placement.device)
                     start = time.perf_counter()
                     train_cohort(runtime, jobs)
-                    _synchronize(placement.device)
+                    _synchronize(runtime.placement.device)
                     key = f"J{size}{'_autotune' if autotune else ''}_ms"
                     row[key] = (time.perf_counter() - start) / steps * 1e3
             out[name] = row
     finally:
         torch.backends.cudnn.benchmark = saved
     return out
+
+
+def profile_cohort_step(
+    device: str, model: str = "resnet20", size: int = 5, steps: int = 10
+) -> dict[str, Any]:
+    """Where a cohort step's time goes (``torch.profiler``, a cohort of ``size`` clients, ``steps``
+    batches of 64 each): the operators with the most self time on the host and on the device, ms per
+    step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from afl.client.cohort import train_cohort
+
+    runtime, jobs = _cohort_of(device, model, size, steps)
+    train_cohort(runtime, jobs)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        train_cohort(runtime, jobs)
+        _synchronize(torch.device(device))
+    events = prof.key_averages()
+    out: dict[str, Any] = {}
+    for where, attr in (("host", "self_cpu_time_total"), ("device", "self_device_time_total")):
+        ranked = sorted(events, key=lambda e: getattr(e, attr, 0), reverse=True)[:12]
+        out[f"{where}_ms_per_step"] = {
+            e.key: round(getattr(e, attr, 0) / 1e3 / steps, 3) for e in ranked if getattr(e, attr, 0) > 0
+        }
+    return out
+
+
+def _cohort_of(device: str, model: str, size: int, steps: int) -> tuple[ClientRuntime, list[ClientJob]]:
+    """A runtime on ``device`` and ``size`` jobs of ``steps`` batches of 64 random images each."""
+    import numpy as np
+
+    from afl.client.device import Placement
+    from afl.client.runtime import ClientShards
+
+    channels, side = {"resnet20": (3, 32), "cnn": (1, 28), "lenet": (1, 28)}[model]
+    n = steps * 64
+    x = torch.randn(size * n, channels, side, side)
+    y = torch.randint(0, 10, (size * n,))
+    shards = ClientShards(x, y, [np.arange(i * n, (i + 1) * n) for i in range(size)])
+    factory = functools.partial(build_model, model, in_channels=channels, num_classes=10, image_size=side)
+    runtime = ClientRuntime(
+        shards, factory, num_classes=10, local_epochs=1, batch_size=64, placement=Placement(kind=device)
+    ).on_device()
+    state = factory().state_dict()
+    return runtime, [ClientJob(job_id=i, client_id=i, state=state, lr=1e-3, seed=i) for i in range(size)]
 
 
 # ----------------------------------------------------------------------------------------------- scale
@@ -636,6 +659,10 @@ def run_device(device: str, quick: bool, only_cohort: bool = False) -> dict[str,
     print("the stacked step alone, by cohort size ...", flush=True)
     out["cohort_steps"] = bench_cohort_steps(device, ("resnet20", "cnn"), (1, 4, 5, 8, 10, 16, 20))
     for name, values in out["cohort_steps"].items():
+        print(f"  {name}: {_format(values)}", flush=True)
+    print("where a cohort step's time goes (ResNet-20, 5 clients) ...", flush=True)
+    out["cohort_profile"] = profile_cohort_step(device)
+    for name, values in out["cohort_profile"].items():
         print(f"  {name}: {_format(values)}", flush=True)
     return out
 

@@ -63,7 +63,7 @@ class Step:
 
     groups: list[Group]
     epoch_starts: list[tuple[int, int]]
-    active: torch.Tensor | None  # [J] bool, None when every client steps
+    idle: torch.Tensor | None  # the places of the clients that sit the step out (None: none)
 
 
 def cohort_schedule(
@@ -113,10 +113,11 @@ class StackedOptimizer(torch.optim.Optimizer):
     """Adam or SGD over parameters stacked along a leading client axis: J independent optimizers.
 
     Each client has its own learning rate (``lr``, a ``[J]`` tensor), step count and state; at a step,
-    only the clients in ``active`` (``[J]`` bool, None: all) move: the others' parameters and state stay
-    as they are. :meth:`reset` gives some clients a new optimizer (their state cleared). The update of
-    each client is torch's own ``Adam`` / ``SGD`` (``maximize``, ``amsgrad``, ``nesterov``, dampening
-    and decoupled weight decay not supported: the client optimizers do not use them).
+    the clients in ``idle`` (their places, a tensor; None: none) do not move: their parameters and state
+    stay as they are, bit for bit. :meth:`reset` gives some clients a new optimizer (their state
+    cleared). The update of each client is torch's own ``Adam`` / ``SGD`` (``maximize``, ``amsgrad``,
+    ``nesterov``, dampening and decoupled weight decay not supported: the client optimizers do not use
+    them).
     """
 
     def __init__(
@@ -141,7 +142,7 @@ class StackedOptimizer(torch.optim.Optimizer):
             eps,
         )
         self.lr = lr.to(torch.float64)
-        self.active: torch.Tensor | None = None
+        self.idle: torch.Tensor | None = None
         self.steps = torch.zeros_like(self.lr)  # per client, since its last reset
 
     def reset(self, places: Sequence[int]) -> None:
@@ -152,46 +153,50 @@ class StackedOptimizer(torch.optim.Optimizer):
             for value in state.values():
                 value[index] = 0
 
-    def _select(self, new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return new if mask is None else torch.where(mask, new, old)
-
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         if closure is not None:  # (Lightning's manual optimization passes one that does nothing)
             with torch.enable_grad():
                 closure()
-        active = self.active
-        self.steps += 1 if active is None else active.to(self.steps.dtype)
-        t = self.steps.clamp(min=1)  # (inactive clients at 0 steps: their update is discarded)
+        idle = self.idle
+        self.steps += 1
+        if idle is not None:
+            self.steps[idle] -= 1
+        t = self.steps.clamp(min=1)  # (an idle client at 0 steps: its update is undone below)
         for p in self.param_groups[0]["params"]:
             if p.grad is None:
                 continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            mask = None if active is None else active.view(shape)
-            grad = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
             state = self.state[p]
-            if self.kind == "adam":
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                beta1, beta2 = self.betas
-                m = state["exp_avg"].lerp(grad, 1 - beta1)
-                v = state["exp_avg_sq"].mul(beta2).addcmul_(grad, grad, value=1 - beta2)
-                step_size = (self.lr / (1 - beta1**t)).to(p.dtype).view(shape)
-                bc2_sqrt = ((1 - beta2**t) ** 0.5).to(p.dtype).view(shape)
-                update = p - step_size * m / (v.sqrt() / bc2_sqrt + self.eps)
-                state["exp_avg"] = self._select(m, state["exp_avg"], mask)
-                state["exp_avg_sq"] = self._select(v, state["exp_avg_sq"], mask)
-            else:
-                if self.momentum != 0:
-                    if not state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    first = (t == 1).view(shape)  # torch's SGD: the first buffer is the gradient itself
-                    buf = torch.where(first, grad, state["momentum_buffer"] * self.momentum + grad)
-                    state["momentum_buffer"] = self._select(buf, state["momentum_buffer"], mask)
-                    grad = buf
-                update = p - self.lr.to(p.dtype).view(shape) * grad
-            p.copy_(self._select(update, p, mask))
+            if not state:  # torch's initial state: zeros (a first SGD buffer 0·m + g is g itself)
+                names = {
+                    "adam": ("exp_avg", "exp_avg_sq"),
+                    "sgd": ("momentum_buffer",) if self.momentum else (),
+                }
+                state.update({name: torch.zeros_like(p) for name in names[self.kind]})
+            kept = None if idle is None else [x[idle].clone() for x in (p, *state.values())]
+            self._update(p, state, t.view((-1,) + (1,) * (p.dim() - 1)))
+            if kept is not None:  # the idle clients' rows, as they were: not a bit moved
+                for tensor, rows in zip((p, *state.values()), kept):
+                    tensor[idle] = rows
+
+    def _update(self, p: torch.Tensor, state: dict[str, torch.Tensor], t: torch.Tensor) -> None:
+        """torch's Adam or SGD step on ``p`` (in place; ``t``: each client's step count, broadcastable)."""
+        assert p.grad is not None
+        grad = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+        lr = self.lr.view(t.shape)
+        if self.kind == "adam":
+            beta1, beta2 = self.betas
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step_size = (lr / (1 - beta1**t)).to(p.dtype)
+            bc2_sqrt = ((1 - beta2**t) ** 0.5).to(p.dtype)
+            denom = v.sqrt().div_(bc2_sqrt).add_(self.eps).div_(step_size)
+            p.addcdiv_(m, denom, value=-1)
+        else:
+            if self.momentum != 0:
+                grad = state["momentum_buffer"].mul_(self.momentum).add_(grad)
+            p.addcmul_(grad, lr.to(p.dtype), value=-1)
 
 
 # a cohort's parameter gradients are views of one flat gradient on purpose (CohortModule)
@@ -338,7 +343,7 @@ class CohortModule(L.LightningModule):
         for clients, group_grad in scatter:
             grad.index_add_(0, clients, group_grad)
         self.flat.grad = grad
-        inner.active = step.active
+        inner.idle = step.idle
         optimizer.step()
 
     def client_state(self, place: int, keys: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -378,15 +383,13 @@ class _Steps:
                     clients = place_cache[key]
                 out.append(Group(clients, members, index))
                 members_all += members
-            active = None
+            idle = None
             if len(members_all) < cohort:
-                key = ("active",) + tuple(sorted(members_all))  # type: ignore[assignment]
-                if key not in place_cache:
-                    mask = torch.zeros(cohort, dtype=torch.bool)
-                    mask[members_all] = True
-                    place_cache[key] = mask.to(device)  # type: ignore[index]
-                active = place_cache[key]  # type: ignore[index]
-            self.steps.append(Step(out, begin, active))
+                out_of_it = tuple(sorted(set(range(cohort)) - set(members_all)))
+                if out_of_it not in place_cache:
+                    place_cache[out_of_it] = torch.tensor(out_of_it, device=device)
+                idle = place_cache[out_of_it]
+            self.steps.append(Step(out, begin, idle))
 
     def __len__(self) -> int:
         return len(self.steps)

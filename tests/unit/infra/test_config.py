@@ -157,7 +157,7 @@ BAD_INPUT = [
     ),
     (["federation.concurrency"], "federation.concurrency", "expected key=value"),
     (["logging.wandb.mode=cloud"], "logging.wandb.mode", "offline, online, disabled"),
-    (["federation.executor=rays"], "federation.executor", "allowed: ray, serial, thread"),
+    (["federation.executor=rays"], "federation.executor", "allowed: cohort, ray, serial, thread"),
     (["ray.num_cpus=0"], "ray.num_cpus", "must be > 0, got 0"),
     (["ray.max_retries=-1"], "ray.max_retries", "must be >= 0, got -1"),
     (["ray.num_gpus=-0.5"], "ray.num_gpus", "must be >= 0, got -0.5"),
