@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from helpers.configs import TINY
 from helpers.runs import assert_same_outputs
 
@@ -110,3 +111,21 @@ def test_what_a_cohort_cannot_train_is_refused_by_name(override, key) -> None:
     assert err.value.key == key
     if key.startswith("client."):  # the thread executor runs them
         validate(load_config([*TINY, override]))
+
+
+def test_a_cohort_trains_in_bf16_mixed_and_hands_the_server_float32_weights(tmp_path) -> None:
+    """bf16 keeps 8 significant bits: each rounding is at most about 2e-3 relative, and these losses take a
+    few; the bound is the one the thread executor's bf16 test uses against 32-bit."""
+    outs = {
+        p: run(
+            load_config(
+                [*TINY, "federation.executor=cohort", f"trainer.precision={p}", f"output_dir={tmp_path / p}"]
+            )
+        )
+        for p in ("32-true", "bf16-mixed")
+    }
+    mixed, plain = outs["bf16-mixed"], outs["32-true"]
+    assert {v.dtype for v in mixed.final_state.values() if v.is_floating_point()} == {torch.float32}
+    losses = [[float(r["train_loss"]) for r in o.history[1:]] for o in (mixed, plain)]
+    assert losses[0] == pytest.approx(losses[1], rel=0.05)
+    assert losses[0] != losses[1]  # bfloat16 products: not the same bits
