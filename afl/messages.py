@@ -132,3 +132,13 @@ class ClientUpdate:
 class InjectedFault(RuntimeError):
     """What a client job with an injected ``raise`` fault (``ClientJob.fault``, see :mod:`afl.sim.faults`)
     raises; the loop rejects the job's update as an error."""
+
+    @classmethod
+    def of(cls, job: ClientJob) -> InjectedFault:
+        return cls(f"injected fault in job {job.job_id} (client {job.client_id})")
+
+
+def inject_result_fault(job: ClientJob, state: State) -> None:
+    """A ``nonfinite`` fault: the job's trained weights turned NaN (in place), after it trained."""
+    if job.fault == "nonfinite":
+        next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))

@@ -15,7 +15,8 @@ state per client). Each job sees exactly what it would see alone (:func:`cohort_
   statistics.
 
 The results equal a thread executor's within float rounding (a vectorized convolution is a grouped one,
-summed in another order); ``tests/unit/test_cohort.py`` holds them to 1e-5.
+summed in another order): ``tests/unit/client/test_cohort.py`` holds each job as close to the same job
+computed in float64 as the thread executor's (docs/cohort.md).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from torch.func import functional_call, vmap
 from afl.client import COHORT_OPTIMIZERS
 from afl.client.device import Placement
 from afl.client.runtime import shuffles
-from afl.client.trainer import _job, thread_trainer
-from afl.messages import ClientJob, ClientResult, InjectedFault
+from afl.client.trainer import client_fit, thread_trainer
+from afl.messages import ClientJob, ClientResult, InjectedFault, inject_result_fault
 
 if TYPE_CHECKING:
     from afl.client.runtime import ClientRuntime
@@ -204,30 +205,21 @@ warnings.filterwarnings("ignore", message=".*do not obey the gradient layout con
 
 
 class _Flat:
-    """Entries of J models, each ``[J, *shape]``, kept in one
-    ``[J, N]`` tensor per dtype; :meth:`views` gives the entries as views of such tensors, so that one
-    operation on the flat tensors (a gather of some clients, an optimizer step) acts on every entry."""
+    """Entries of J models, each ``[J, *shape]``, kept in one ``[J, N]`` tensor (``flat``); :meth:`views`
+    gives the entries as views of such a tensor, so that one operation on the flat tensor (a gather of
+    some clients, an optimizer step) acts on every entry."""
 
     def __init__(self, named: Sequence[tuple[str, torch.Tensor]]) -> None:
-        self.layout: list[
-            tuple[str, torch.dtype, int, int, torch.Size]
-        ] = []  # name, dtype, start, end, shape
-        parts: dict[torch.dtype, list[torch.Tensor]] = {}
-        sizes: dict[torch.dtype, int] = {}
+        self.layout: list[tuple[str, int, int, torch.Size]] = []  # name, start, end, shape
+        start = 0
         for name, value in named:
-            count = value[0].numel()
-            start = sizes.get(value.dtype, 0)
-            self.layout.append((name, value.dtype, start, start + count, value.shape[1:]))
-            sizes[value.dtype] = start + count
-            parts.setdefault(value.dtype, []).append(value.reshape(len(value), count))
-        self.flats = {dtype: torch.cat(values, 1) for dtype, values in parts.items()}
+            self.layout.append((name, start, start + value[0].numel(), value.shape[1:]))
+            start += value[0].numel()
+        self.flat = torch.cat([value.reshape(len(value), -1) for _, value in named], 1)
 
-    def views(self, flats: dict[torch.dtype, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each entry as a view of ``flats`` (these flat tensors, or rows of them)."""
-        return {
-            name: flats[dtype][:, start:end].view(len(flats[dtype]), *shape)
-            for name, dtype, start, end, shape in self.layout
-        }
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each entry as a view of ``flat`` (this flat tensor, rows of it, or one like it)."""
+        return {name: flat[:, start:end].view(len(flat), *shape) for name, start, end, shape in self.layout}
 
 
 class CohortModule(L.LightningModule):
@@ -259,13 +251,13 @@ class CohortModule(L.LightningModule):
         self.automatic_optimization = False
         self.model = model
         dtypes = {k: p.dtype for k, p in model.named_parameters()}
+        if len(set(dtypes.values())) != 1:
+            raise ValueError("a cohort trains models whose parameters share one dtype")
         self.param_names = list(dtypes)
         self.buffer_names = [k for k, _ in model.named_buffers()]
         stack = lambda k: torch.stack([s[k] for s in states])  # noqa: E731
         self._stacked_params = _Flat([(k, stack(k).to(dtypes[k])) for k in self.param_names])
-        if len(self._stacked_params.flats) != 1:
-            raise ValueError("a cohort trains models whose parameters share one dtype")
-        self.flat = nn.Parameter(next(iter(self._stacked_params.flats.values())))
+        self.flat = nn.Parameter(self._stacked_params.flat)
         # buffers one tensor each: a batch-norm under vmap updates its running statistics through a reshape
         # of them, which must be a view (of a contiguous tensor), not a copy
         self._stacked_buffers = {k: stack(k) for k in self.buffer_names}
@@ -274,7 +266,7 @@ class CohortModule(L.LightningModule):
         self.loss_sum = torch.zeros(len(states), dtype=torch.float64, device=self.flat.device)
         self.correct = torch.zeros(len(states), dtype=torch.int64, device=self.flat.device)
         self.cohort_data = (torch.empty(0), torch.empty(0))  # the cohort's rows (x, y), set before a fit
-        self._everyone: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor] | None = None
+        self._everyone: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None
 
         def loss(
             params: dict[str, torch.Tensor],
@@ -289,8 +281,8 @@ class CohortModule(L.LightningModule):
 
     def _leaves(self, flat: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
         """The parameters as views of ``flat``, autograd leaves whose gradients are views of ``grad``."""
-        leaves = self._stacked_params.views({flat.dtype: flat.detach()})
-        for leaf, into in zip(leaves.values(), self._stacked_params.views({grad.dtype: grad}).values()):
+        leaves = self._stacked_params.views(flat.detach())
+        for leaf, into in zip(leaves.values(), self._stacked_params.views(grad).values()):
             leaf.requires_grad_()
             leaf.grad = into
         return leaves
@@ -311,10 +303,11 @@ class CohortModule(L.LightningModule):
             rates = self.epoch_lrs[place]
             if rates is not None:
                 inner.lr[place] = rates[epoch]
-        if self._everyone is None or self._everyone[2] is not self.flat.grad:
+        if self._everyone is None:  # the whole cohort's leaves, and the flat gradient they fill
             grad = torch.zeros_like(self.flat)
-            self._everyone = (self._leaves(self.flat, grad), self._stacked_buffers, grad)
-        params, buffers, grad = self._everyone
+            self._everyone = (self._leaves(self.flat, grad), grad)
+            self.flat.grad = grad
+        (params, grad), buffers = self._everyone, self._stacked_buffers
         grad.zero_()
         x, y = self.cohort_data
         total, scatter = None, []
@@ -328,27 +321,27 @@ class CohortModule(L.LightningModule):
                 )
                 group_params = self._leaves(self.flat[group.clients], group_grad)
             losses, correct = self._loss(group_params, group_buffers, x[group.index], y[group.index])
+            weighted = losses.detach().double() * group.index.shape[1]  # the loss summed over the batch
             if group.clients is not None:
                 for k, b in buffers.items():  # the running statistics the forward updated
                     b[group.clients] = group_buffers[k]
                 scatter.append((group.clients, group_grad))
-                self.loss_sum.index_add_(0, group.clients, losses.detach().double() * group.index.shape[1])
+                self.loss_sum.index_add_(0, group.clients, weighted)
                 self.correct.index_add_(0, group.clients, correct)
             else:
-                self.loss_sum += losses.detach().double() * group.index.shape[1]
+                self.loss_sum += weighted
                 self.correct += correct
             total = losses.sum() if total is None else total + losses.sum()
         assert total is not None
         self.manual_backward(total)
         for clients, group_grad in scatter:
             grad.index_add_(0, clients, group_grad)
-        self.flat.grad = grad
         inner.idle = step.idle
         optimizer.step()
 
     def client_state(self, place: int, keys: Sequence[str]) -> dict[str, torch.Tensor]:
         """Client ``place``'s model as a state dict (copies), its entries in ``keys``' order."""
-        tensors = self._stacked_params.views({self.flat.dtype: self.flat.detach()}) | self._stacked_buffers
+        tensors = self._stacked_params.views(self.flat.detach()) | self._stacked_buffers
         return {k: tensors[k][place].clone() for k in keys}
 
 
@@ -405,7 +398,7 @@ def train_cohort(runtime: ClientRuntime, jobs: Sequence[ClientJob]) -> list[Clie
     trained = []
     for i, job in enumerate(jobs):
         if job.fault == "raise":
-            out[i] = InjectedFault(f"injected fault in job {job.job_id} (client {job.client_id})")
+            out[i] = InjectedFault.of(job)
         else:
             trained.append(i)
     if trained:
@@ -420,9 +413,7 @@ def train_cohort(runtime: ClientRuntime, jobs: Sequence[ClientJob]) -> list[Clie
 def _cohort_data(
     client_data: Any, client_ids: Sequence[int], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """The cohort's training rows, client after client: ``(x, y, sizes)``. From a
-    :class:`~afl.client.runtime.ClientShards`, one gather of the shared data; else the clients' tensors
-    concatenated."""
+    """The cohort's training rows, client after client (their tensors concatenated): ``(x, y, sizes)``."""
     parts = [client_data[c] for c in client_ids]
     sizes = [len(y) for _, y in parts]
     x = torch.cat([x for x, _ in parts]).to(device)
@@ -450,13 +441,9 @@ def _train(runtime: ClientRuntime, jobs: Sequence[ClientJob]) -> list[ClientResu
         weight_decay=runtime.weight_decay,
     )
     module.cohort_data = (x, y)
-    _job.active = True
-    try:
-        with torch.enable_grad():
-            trainer = thread_trainer(1, (), placement)
-            trainer.fit(module, _Steps(steps, starts, len(jobs), device))
-    finally:
-        _job.active = False
+    with client_fit():
+        trainer = thread_trainer(1, (), placement)
+        trainer.fit(module, _Steps(steps, starts, len(jobs), device))
     loss = module.loss_sum.cpu()
     correct = module.correct.cpu()
     batches = [math.ceil(n / runtime.batch_size) for n in sizes]
@@ -470,8 +457,7 @@ def _train(runtime: ClientRuntime, jobs: Sequence[ClientJob]) -> list[ClientResu
             for k, v in spec.cohort_report(job, state, module.param_names).items()
         }
         state = placement.hand_over(state)
-        if job.fault == "nonfinite":
-            next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
+        inject_result_fault(job, state)
         results.append(
             ClientResult(
                 job_id=job.job_id,

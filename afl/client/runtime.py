@@ -14,8 +14,8 @@ from torch import nn
 from afl.client import OPTIMIZERS
 from afl.client.device import Placement, is_out_of_memory, out_of_memory
 from afl.client.module import ClientModule
-from afl.client.trainer import _job, make_client_trainer, thread_trainer
-from afl.messages import ClientJob, ClientResult, InjectedFault
+from afl.client.trainer import client_fit, make_client_trainer, thread_trainer
+from afl.messages import ClientJob, ClientResult, InjectedFault, inject_result_fault
 
 if TYPE_CHECKING:
     from afl.client.callbacks import CallbackSpec
@@ -172,7 +172,7 @@ class ClientRuntime:
 
     def __call__(self, job: ClientJob) -> ClientResult:
         if job.fault == "raise":
-            raise InjectedFault(f"injected fault in job {job.job_id} (client {job.client_id})")
+            raise InjectedFault.of(job)
         try:
             with self.placement.stream():
                 return self._train(job)
@@ -200,19 +200,12 @@ class ClientRuntime:
             optimizer_reset=self.optimizer_reset,
         )
         callbacks = [spec.make(job) for spec in self.callbacks]
-        _job.active = True
-        try:
-            # enable_grad restores the caller's grad mode on exit: Lightning's fit leaves grad enabled
-            # in its thread, which would leak into the server's thread under the serial executor
-            with torch.enable_grad():
-                make = thread_trainer if self.reuse_trainer else make_client_trainer
-                trainer = make(self.local_epochs, callbacks, self.placement)
-                trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed, self.local_epochs))
-        finally:
-            _job.active = False
+        with client_fit():
+            make = thread_trainer if self.reuse_trainer else make_client_trainer
+            trainer = make(self.local_epochs, callbacks, self.placement)
+            trainer.fit(module, batch_loader(x, y, self.batch_size, job.seed, self.local_epochs))
         state = self.placement.hand_over({k: v.detach().clone() for k, v in model.state_dict().items()})
-        if job.fault == "nonfinite":
-            next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
+        inject_result_fault(job, state)
         return ClientResult(
             job_id=job.job_id,
             client_id=job.client_id,

@@ -3,10 +3,11 @@ quieting of Lightning while client jobs run."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -41,6 +42,19 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # Lightning vs newer torch
+
+
+@contextlib.contextmanager
+def client_fit() -> Iterator[None]:
+    """Around a client Trainer's fit: Lightning's INFO lines quieted (:class:`_QuietClientTrainers`), and
+    grad enabled, then the caller's grad mode restored (Lightning's fit leaves grad enabled in its thread,
+    which would leak into the server's thread under the serial executor)."""
+    _job.active = True
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        _job.active = False
 
 
 def thread_trainer(

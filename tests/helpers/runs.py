@@ -24,6 +24,12 @@ def metrics(folder: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "wall_time"} for row in csv.DictReader(f)]
 
 
+def updates(folder: Path) -> list[dict[str, str]]:
+    """A run's updates.csv rows (one per arrival)."""
+    with (Path(folder) / "updates.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
 def assert_same_outputs(got: Path, want: Path, model: bool = True) -> None:
     """Two run folders hold the same results: metrics and updates (wall times aside), the summary and,
     with ``model``, the final model to the bit."""

@@ -4,14 +4,12 @@ the simulated schedule alone, and the settings it cannot train refused by name."
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from helpers.configs import TINY
-from helpers.runs import assert_same_outputs
+from helpers.runs import assert_same_outputs, updates
 
 from afl.config import load_config, validate
 from afl.errors import ConfigError
@@ -21,11 +19,6 @@ from afl.sim.executors import CohortExecutor
 
 #: TINY with faults and a schedule with rejections: errors, non-finite weights and slow jobs.
 FAULTY = [*TINY, "faults.rate=0.3", "federation.max_updates=18", "client.callbacks=[parameter_drift]"]
-
-
-def _rows(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "updates.csv") as f:
-        return list(csv.DictReader(f))
 
 
 SCHEDULE = (
@@ -59,7 +52,7 @@ def test_a_cohort_run_keeps_the_thread_runs_schedule_and_repeats_itself_for_any_
         )
         for w in (1, 3)
     ]
-    want, got = _rows(thread.output_dir), _rows(cohorts[0].output_dir)
+    want, got = updates(thread.output_dir), updates(cohorts[0].output_dir)
     assert [[r[k] for k in SCHEDULE] for r in got] == [[r[k] for k in SCHEDULE] for r in want]
     assert {r["rejected"] for r in got} >= {"", "error", "nonfinite"}  # the faults were there
     for a, b in zip(got, want):

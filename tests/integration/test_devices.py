@@ -4,7 +4,6 @@ learn, are bit-identical for any number of workers, and resume across devices.""
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import signal
@@ -17,7 +16,7 @@ import torch
 from helpers import CRASH_DRIVER
 from helpers.configs import TINY
 from helpers.processes import cli
-from helpers.runs import assert_same_outputs, metrics
+from helpers.runs import assert_same_outputs, metrics, updates
 
 from afl import checkpoint
 from afl.config import load_config
@@ -152,7 +151,7 @@ def test_a_checkpoint_resumes_on_the_other_device(tmp_path, first, then) -> None
 
 def _schedule(folder: Path) -> list[tuple[str, ...]]:
     keys = ("job_id", "client_id", "staleness", "dispatch_time", "arrival_time", "rejected")
-    return [tuple(row[k] for k in keys) for row in csv.DictReader(open(folder / "updates.csv"))]
+    return [tuple(row[k] for k in keys) for row in updates(folder)]
 
 
 @pytest.mark.gpu
