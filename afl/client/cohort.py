@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from afl.client import COHORT_OPTIMIZERS
-from afl.client.device import Placement
+from afl.client.device import Placement, is_out_of_memory, out_of_memory
 from afl.client.runtime import shuffles
 from afl.client.trainer import client_fit, thread_trainer
 from afl.messages import ClientJob, ClientResult, InjectedFault, inject_result_fault
@@ -403,8 +403,20 @@ def train_cohort(runtime: ClientRuntime, jobs: Sequence[ClientJob]) -> list[Clie
             trained.append(i)
     if trained:
         cohort = [jobs[i] for i in trained]
-        with runtime.placement.stream():
-            results = _train(runtime, cohort)
+        try:
+            with runtime.placement.stream():
+                results = _train(runtime, cohort)
+        except Exception as err:  # out of memory: the run's settings do not fit the machine (exit 3)
+            if is_out_of_memory(err):
+                hint = (
+                    f"a cohort of {len(cohort)} jobs; lower cohort.max_clients (jobs trained at once) or "
+                    "client.batch_size, use a smaller model, or trainer.precision=bf16-mixed"
+                )
+                first = cohort[0]
+                raise out_of_memory(
+                    err, first.job_id, first.client_id, runtime.placement.device, hint
+                ) from err
+            raise
         for i, result in zip(trained, results):
             out[i] = result
     return out  # type: ignore[return-value]

@@ -177,3 +177,45 @@ def test_a_cohort_run_on_the_gpu_follows_the_thread_run_and_repeats_itself_bit_f
     for got, want in zip(cohort[0].history, thread.history, strict=True):
         assert got["test_loss"] == pytest.approx(want["test_loss"], rel=1e-2)
     assert_same_outputs(cohort[1].output_dir, cohort[0].output_dir)
+
+
+GREEDY_COHORT = """
+import torch
+from torch import nn
+from afl.models import MODELS
+
+
+@MODELS.register("greedy_cohort")
+class GreedyCohort(nn.Module):
+    def __init__(self, *, input_shape, num_classes):
+        super().__init__()
+        c, h, w = input_shape
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
+
+    def forward(self, x):
+        if self.training:
+            torch.empty(2**50, dtype=torch.uint8)
+        return self.net(x)
+"""
+
+
+def test_a_cohort_out_of_memory_stops_the_run_in_one_line_naming_the_cap(tmp_path: Path) -> None:
+    """Not one rejected update per job of the cohort: the run's settings do not fit the machine."""
+    (tmp_path / "greedy_cohort.py").write_text(GREEDY_COHORT)
+    proc = cli(
+        "afl-train",
+        *TINY,
+        "plugins=[greedy_cohort]",
+        "model.name=greedy_cohort",
+        "federation.executor=cohort",
+        "output_dir=run",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert re.match(r"error: client job 0 \(client \d+\) ran out of memory on cpu \(1048576.00 GiB", line), (
+        line
+    )
+    assert "a cohort of 3 jobs; lower cohort.max_clients" in line
+    assert not (tmp_path / "run" / "summary.json").exists()
