@@ -2,8 +2,8 @@
 import nothing from ``afl``). Import them as ``afl_callbacks`` (the folder ``callbacks/``, installed under
 a name no other project uses).
 
-* :class:`GradientNormMonitor`: the squared gradient norm ``‖∇L‖²`` per optimisation step, averaged per
-  epoch (the quantity the paper's Theorem 1 bounds).
+* :class:`GradientNormMonitor`: the squared norm of the (accumulated) mini-batch gradient of the loss at
+  each optimizer step, averaged per epoch.
 * :class:`ParameterDrift`: how far a fit moves the parameters, ``‖θ_now - θ_start‖₂`` (client drift).
 * :class:`DelayAwareLR`: the paper's learning rate ``γ0 / (1 + α τ)`` (optionally ``/ sqrt(r + 1)``), for
   a Trainer that can say its delay τ.

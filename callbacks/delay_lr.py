@@ -27,9 +27,13 @@ class DelayAwareLR(L.Callback):
 
     With a ``round_fn`` the rate also decays with the round ``r``: ``base_lr / (sqrt(r + 1) (1 + α τ))``,
     the paper's full schedule. The delay (and round) is asked for, and the rate set, when training starts
-    (``interval="fit"``), at each epoch start (``"epoch"``) or before each training batch (``"step"``,
-    the default: the delay may change while training). The rate overrides the one the optimizer was
-    built with; do not combine it with an LR scheduler on the same optimizer.
+    (``interval="fit"``), at each epoch start (``"epoch"``) or once per optimizer step (``"step"``, the
+    default: the delay may change while training). With ``"step"`` the rate is set before the first
+    training batch of each optimizer step: before every batch, or with ``accumulate_grad_batches=k``
+    before the first of the k micro-batches a step accumulates (and holds for all of them). Under manual
+    optimization (several optimizers) ``"step"`` means each training batch. The rate overrides the one the
+    optimizer was built with, in every param group of every optimizer; do not combine it with an LR
+    scheduler on the same optimizer.
 
     ``state_dict`` holds only a counter (how many times the rate was set); ``last_lr`` is the rate set
     last.
@@ -102,7 +106,8 @@ class DelayAwareLR(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.interval == "step":
+        # the first micro-batch of an accumulation window (the test Lightning zeroes the gradients by)
+        if self.interval == "step" and batch_idx % trainer.accumulate_grad_batches == 0:
             self._set(trainer, pl_module)
 
     @property

@@ -21,11 +21,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 class LinearRegression(L.LightningModule):
-    """``y = w·x`` with a squared loss: gradients we can compute by hand."""
+    """``y = w·x`` with a squared loss: gradients we can compute by hand (SGD, or fused Adam)."""
 
-    def __init__(self, lr: float = 0.1) -> None:
+    def __init__(self, lr: float = 0.1, fused_adam: bool = False) -> None:
         super().__init__()
         self.lr = lr
+        self.fused_adam = fused_adam
         self.w = torch.nn.Parameter(torch.zeros(2))
 
     def training_step(self, batch, batch_idx):
@@ -33,11 +34,18 @@ class LinearRegression(L.LightningModule):
         return 0.5 * ((x @ self.w - y) ** 2).mean()
 
     def configure_optimizers(self):
+        if self.fused_adam:
+            return torch.optim.Adam(self.parameters(), lr=self.lr, fused=True)
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
 def _trainer(
-    callbacks, epochs: int, precision: str = "32-true", scaler=None, device: str = "cpu"
+    callbacks,
+    epochs: int,
+    precision: str = "32-true",
+    scaler=None,
+    device: str = "cpu",
+    accumulate: int = 1,
 ) -> L.Trainer:
     """A Trainer on ``device``; ``16-mixed`` on the CPU needs Lightning's plug-in with a CPU gradient scaler
     (the same loss scaling a GPU run gets)."""
@@ -56,6 +64,7 @@ def _trainer(
         enable_model_summary=False,
         accelerator=device,
         devices=1,
+        accumulate_grad_batches=accumulate,
         **amp,
     )
 
@@ -272,3 +281,173 @@ def test_a_large_mu_keeps_the_weights_near_the_start() -> None:
     assert _w(loose) == pytest.approx([1 - 0.95**40, 1 - 0.8**40], abs=1e-5)
     assert near.history[-1] == pytest.approx(math.hypot(0.5 / 5.5, 2 / 7), abs=1e-5)  # 0.30
     assert free.history[-1] > 1.3  # ‖w − w₀‖ ≈ 1.33 without the term
+
+
+# ---- gradient accumulation, several optimizers, optimizers that unscale themselves -------------------
+#
+# Below, ``n`` samples in batches of one and ``accumulate_grad_batches=k``: Lightning divides each
+# micro-batch's loss by k and steps once per k batches, and once more on the last batch of an epoch when
+# n is not a multiple of k (that window's losses are still divided by k). The hand computation runs the
+# same SGD in float64 from the same float32 samples in the same order. Lightning runs in float32: each
+# step's gradient and update take a few roundings of ≤ 6e-8 relative, and the few steps here add them up
+# without amplifying them (lr·‖x‖² < 1), so rel=1e-5 leaves a margin of more than 10× (measured ≤ 1e-6).
+ACCUMULATED = 1e-5
+
+
+def _samples(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y ≈ x·(1, -2)``: residuals of order 1 from w = 0, so no squared norm is a cancellation."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 2, generator=g)
+    return x, x @ torch.tensor([1.0, -2.0]) + 0.1 * torch.randn(n, generator=g)
+
+
+def _fit_accumulated(callbacks, n: int, k: int, epochs: int, lr: float = 0.1) -> L.Trainer:
+    trainer = _trainer(callbacks, epochs, accumulate=k)
+    trainer.fit(LinearRegression(lr), DataLoader(TensorDataset(*_samples(n)), batch_size=1))
+    return trainer
+
+
+def _hand_accumulated(n: int, k: int, epochs: int, lr=lambda step: 0.1, mu: float = 0.0):
+    """SGD on ``Σ_window ½(x·w − y)² / k (+ μ/2 ‖w‖²)`` from w = 0: the loss's ``‖G‖²`` at each step (without
+    the proximal term) and the weights at the end of each epoch."""
+    xs, ys = (t.tolist() for t in _samples(n))
+    w, norms, ends = [0.0, 0.0], [], []
+    for _ in range(epochs):
+        for start in range(0, n, k):
+            g = [0.0, 0.0]
+            for x, y in zip(xs[start : start + k], ys[start : start + k]):
+                r = x[0] * w[0] + x[1] * w[1] - y
+                g = [g[0] + r * x[0] / k, g[1] + r * x[1] / k]
+            norms.append(g[0] ** 2 + g[1] ** 2)
+            rate = lr(len(norms) - 1)
+            w = [w[j] - rate * (g[j] + mu * w[j]) for j in range(2)]
+        ends.append(w)
+    return norms, ends
+
+
+class StepValues(L.Callback):
+    """The monitor's value at each optimizer step it records. List it after the monitor."""
+
+    def __init__(self, monitor: GradientNormMonitor) -> None:
+        self.monitor = monitor
+        self.values: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self.monitor.steps > len(self.values):
+            assert self.monitor.last is not None
+            self.values.append(self.monitor.last)
+
+
+@pytest.mark.parametrize(
+    ("n", "epochs", "steps"),
+    [(10, 1, 5), (5, 2, 6)],  # 5 full windows; 2 full and 1 cut short by the end of each epoch
+    ids=["full-windows", "partial-window-at-epoch-end"],
+)
+def test_gradient_norm_is_the_accumulated_gradient_at_each_optimizer_step(n, epochs, steps) -> None:
+    """At ``accumulate_grad_batches=2`` the monitor reads the mean gradient of the step's micro-batches,
+    once per optimizer step (it read every backward pass, partial sums included, before)."""
+    monitor = GradientNormMonitor()
+    values = StepValues(monitor)
+    trainer = _fit_accumulated([monitor, values], n, k=2, epochs=epochs)
+    norms, _ = _hand_accumulated(n, k=2, epochs=epochs)
+    assert trainer.global_step == monitor.steps == len(norms) == steps
+    assert values.values == pytest.approx(norms, rel=ACCUMULATED)
+    per_epoch = len(norms) // epochs
+    means = [sum(norms[i : i + per_epoch]) / per_epoch for i in range(0, len(norms), per_epoch)]
+    assert monitor.history == pytest.approx(means, rel=ACCUMULATED)
+
+
+@pytest.mark.parametrize("monitor_first", [True, False], ids=["monitor-first", "proximal-first"])
+def test_proximal_term_once_per_optimizer_step_and_the_monitor_reads_before_it(monitor_first) -> None:
+    """Under accumulation the term ``μ (θ − θ_start)`` is added once per optimizer step (not per
+    micro-batch), and the monitor measures the loss's gradient without it in either list order. The drift
+    is measured after the step that ends each epoch (the one of the partial window)."""
+    mu, n, epochs = 2.0, 5, 2
+    monitor, prox, drift = GradientNormMonitor(), ProximalTerm(mu=mu), ParameterDrift()
+    values = StepValues(monitor)
+    order = [monitor, prox] if monitor_first else [prox, monitor]
+    trainer = _fit_accumulated([*order, drift, values], n, k=2, epochs=epochs)
+    norms, ends = _hand_accumulated(n, k=2, epochs=epochs, mu=mu)
+    assert prox.steps == monitor.steps == trainer.global_step == 6
+    assert _w(trainer.lightning_module) == pytest.approx(ends[-1], rel=ACCUMULATED)
+    assert values.values == pytest.approx(norms, rel=ACCUMULATED)
+    assert drift.history == pytest.approx([math.hypot(*w) for w in ends], rel=ACCUMULATED)
+    # without the proximal term the trajectory differs, so the monitor's numbers above are the loss's
+    assert _hand_accumulated(n, k=2, epochs=epochs)[0][1:] != pytest.approx(norms[1:], rel=1e-2)
+
+
+def test_delay_aware_lr_sets_the_rate_once_per_optimizer_step_under_accumulation() -> None:
+    """τ = the optimizer step: each of the 6 steps (2 epochs of 2 full windows and a partial one) trains at
+    0.2 / (1 + τ); the rate is set at the first micro-batch of each window, not at every batch."""
+    asked: list[int] = []
+
+    def delay(trainer, pl_module) -> int:
+        asked.append(trainer.global_step)
+        return trainer.global_step
+
+    lr = DelayAwareLR(base_lr=0.2, alpha=1.0, delay_fn=delay)
+    trainer = _fit_accumulated([lr], n=5, k=2, epochs=2, lr=5.0)
+    _, ends = _hand_accumulated(5, k=2, epochs=2, lr=lambda step: 0.2 / (1 + step))
+    assert asked == [0, 1, 2, 3, 4, 5] and lr.updates == 6
+    assert lr.last_lr == pytest.approx(0.2 / 6)
+    assert _w(trainer.lightning_module) == pytest.approx(ends[-1], rel=ACCUMULATED)
+
+
+class TwoOptimizers(L.LightningModule):
+    """The same regression with ``w = (a, b)`` split over two SGD optimizers, stepped one after the other
+    by hand (manual optimization) on the gradients of one backward pass: the same weights as one SGD."""
+
+    def __init__(self, lr: float = 0.1) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.lr = lr
+        self.a, self.b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+
+    @property
+    def w(self) -> torch.Tensor:
+        return torch.cat([self.a, self.b])
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        first, second = self.optimizers()
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(0.5 * ((x @ self.w - y) ** 2).mean())
+        first.step()
+        second.step()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([self.a], lr=self.lr), torch.optim.SGD([self.b], lr=self.lr)
+
+
+def test_with_two_optimizers_each_step_is_measured_over_its_own_parameters() -> None:
+    """Manual optimization with two optimizers: the monitor records one value per ``optimizer.step()``, the
+    squared norm of that optimizer's parameters' gradient, and the proximal term is added once to each."""
+    monitor, prox = GradientNormMonitor(), ProximalTerm(mu=2.0)
+    values = StepValues(monitor)
+    model = TwoOptimizers()
+    trainer = _trainer([prox, monitor, values], epochs=2)
+    trainer.fit(model, _data())
+    # step 1 at w = 0: g = (-0.5, -2); with the term, w₁ = (0.05, 0.2) (the term is 0 at θ_start)
+    g2 = _grad((0.05, 0.2))  # (-0.475, -1.6), then the term adds 2 w₁ = (0.1, 0.4) to it
+    assert values.values == pytest.approx([0.25, 4.0, g2[0] ** 2, g2[1] ** 2], rel=1e-6)
+    assert monitor.history == pytest.approx([2.125, (g2[0] ** 2 + g2[1] ** 2) / 2], rel=1e-6)
+    assert monitor.steps == prox.steps == trainer.global_step == 4
+    assert _w(model) == pytest.approx([0.0875, 0.32], rel=1e-6)  # as with one optimizer (test above)
+
+
+def test_fused_adam_under_16_mixed_gives_the_float32_numbers() -> None:
+    """A fused optimizer unscales the gradients inside its step, so under 16-mixed they are still scaled
+    (by 256 here) in ``on_before_optimizer_step``: the monitor divides the scale out and the proximal term
+    is scaled like them, so both agree with float32."""
+
+    def fit(precision: str):
+        monitor, prox = GradientNormMonitor(), ProximalTerm(mu=2.0)
+        model = LinearRegression(lr=0.1, fused_adam=True)
+        _trainer([prox, monitor], epochs=3, precision=precision).fit(model, _data())
+        return monitor, _w(model)
+
+    (reference, w32), (mixed, w16) = fit("32-true"), fit("16-mixed")
+    assert reference.history[0] == pytest.approx(4.25, rel=1e-6)
+    assert mixed.history == pytest.approx(reference.history, rel=MIXED)
+    assert w16 == pytest.approx(w32, rel=MIXED)
