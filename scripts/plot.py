@@ -1,4 +1,5 @@
-"""Plot finished runs side by side: ``python scripts/plot.py RUN_DIR ...`` (``afl-plot``)."""
+"""Plot finished runs, one curve per arm (mean over seeds, ± 1 std): ``python scripts/plot.py RUN_DIR ...``
+(``afl-plot``)."""
 
 import sys
 

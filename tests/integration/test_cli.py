@@ -199,16 +199,17 @@ def test_every_command_takes_a_preset_file_of_ones_own(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("out", "error"),
+    ("args", "error"),
     [
-        ("missing/dir/x.png", "error: --out: no folder missing/dir to write x.png in"),
-        ("x.pnj", "error: --out: cannot write x.pnj: Format 'pnj' is not supported"),
+        (["--out", "missing/dir/x.png"], "error: --out: no folder missing/dir to write x.png in"),
+        (["--out", "x.pnj"], "error: --out: x.pnj: unknown suffix .pnj; use .png, .pdf or .svg"),
+        (["--out", "x.png", "--format", "svg"], "error: --format svg does not match --out x.png: give x.svg"),
     ],
 )
-def test_plot_output_errors_are_one_line_and_exit_2(tmp_path: Path, out: str, error: str) -> None:
+def test_plot_output_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], error: str) -> None:
     from afl.experiments.run import run
 
     run(overrides=[*TINY_RUN, f"output_dir={tmp_path / 'run'}"])
-    proc = cli("afl-plot", "run", "--out", out, cwd=tmp_path)
+    proc = cli("afl-plot", "run", *args, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(error) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
