@@ -41,7 +41,8 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(last, None)
-    plain.pop("compare", None)  # read by the comparison harness only
+    plain.pop("compare", None)  # what made the settings, already in them
+    plain.pop("arm", None)  # a name: its rule and step sizes are in the settings
     return {str(k): v for k, v in plain.items()}
 
 

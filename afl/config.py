@@ -122,6 +122,7 @@ class WandbConfig:
     mode: str = MISSING
     project: str = MISSING
     entity: str | None = None
+    group: str | None = None  # None: the experiment (afl-compare and afl-sweep give each their own)
     tags: list[str] = field(default_factory=list)
 
 
@@ -130,6 +131,7 @@ class LoggingConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     progress: bool = MISSING
     target_accuracy: float | None = None
+    final_window: int = MISSING  # evaluations averaged for the headline accuracy
 
 
 @dataclass
@@ -164,7 +166,9 @@ class CohortConfig:
 
 @dataclass
 class CompareConfig:
-    """Read by the comparison harness only (``scripts/compare.py``), never by a single run."""
+    """Per arm, the overrides a preset records for it (:func:`afl.arms.rule_overrides`): the step sizes
+    selected on validation data for a built-in arm, or the whole definition of an arm of the preset's own.
+    Applied to every run of that arm, single runs and comparisons alike."""
 
     arms: dict[str, list[str]] = field(default_factory=dict)  # arm -> its selected overrides
 
@@ -174,6 +178,7 @@ class Config:
     """The schema: every key a user may set, with its type. Values live in ``configs/``."""
 
     experiment: str = MISSING
+    arm: str = MISSING  # the rule (afl.arms): its overrides, then the preset's selected step sizes
     seed: int = MISSING
     output_dir: str | None = None
     resume: str | None = None
@@ -207,6 +212,8 @@ RESUMABLE_KEYS = (
     "trainer.devices",
     "logging.progress",
     "logging.wandb.mode",
+    "logging.wandb.group",
+    "logging.final_window",
     "checkpoint.every",
     "checkpoint.every_s",
     "ray.address",
@@ -267,6 +274,7 @@ EMPTY = {
     "output_dir": "is empty: give a folder (output_dir=runs/mine), or leave it out for a new auto-named one",
     "experiment": "is empty: give a preset's name (see --help) or a file path/to/preset.yaml",
     "resume": "is empty: give the folder of the run to continue",
+    "arm": "is empty: give an arm's name (afl-compare --help lists them)",
 }
 
 
@@ -277,7 +285,7 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[str | None, str | None, 
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(item, "expected key=value (e.g. federation.concurrency=8)")
-        if key.lstrip("+") in ("output_dir", "experiment", "resume") and not value.strip():
+        if key.lstrip("+") in ("output_dir", "experiment", "resume", "arm") and not value.strip():
             raise ConfigError(key.lstrip("+"), EMPTY[key.lstrip("+")])
         if key.lstrip("+") == "experiment":
             experiment = value
@@ -328,10 +336,62 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) ->
         return _resume_config(cfg, resume, experiment, dotlist)
     if experiment is not None:
         path, name = preset_path(experiment, config_dir)
-        cfg = _merge(cfg, _load_yaml(path, "experiment"), str(path))
+        preset = _load_yaml(path, "experiment")
+        cfg = _merge(cfg, preset, str(path))
         cfg.experiment = name
+        if OmegaConf.select(preset, "compare.arms") is not None:  # a preset's arms replace the defaults'
+            cfg.compare.arms = preset.compare.arms
+    cfg = _with_arm(cfg, dotlist)
     cfg = _merge_dotlist(cfg, dotlist)
     validate(cfg)
+    return cfg
+
+
+def _with_arm(cfg: DictConfig, dotlist: Sequence[str]) -> DictConfig:
+    """The preset ``cfg`` with its arm's rule and selected step sizes merged in (:mod:`afl.arms`): the
+    arm the command line names (``arm=``), else the one its rule implies, else the preset's. Arms of the
+    preset's own (``compare.arms``, the command line's too) count, and so does every aggregator by its
+    name (a plug-in's: an arm of its name, on the defaults' other settings)."""
+    from afl import plugins
+    from afl.arms import IDENTITY_KEYS, implied_arm, rule_overrides
+
+    given = {k.lstrip("+"): v for k, _, v in (item.partition("=") for item in dotlist)}
+    explicit = given.get("arm")
+    implied = None if explicit is not None else implied_arm(given)
+    arm = explicit or implied or str(cfg.arm)
+    probe = _merge_dotlist(
+        cfg.copy(), [i for i in dotlist if i.lstrip("+").startswith(("compare.", "plugins"))]
+    )
+    own = {str(k): [str(o) for o in v] for k, v in probe.compare.arms.items()}
+    rule = rule_overrides(arm, own)
+    if rule is None and arm == implied:
+        rule = []  # an aggregator without an arm of its own (a plug-in): an arm of its name
+    if rule is None:
+        from afl.server.aggregators import AGGREGATORS
+
+        plugins.load(list(probe.plugins))
+        if arm in AGGREGATORS.names():
+            rule = [f"server.aggregator.name={arm}"]
+    if rule is None:
+        from afl.arms import ARMS
+
+        allowed = ", ".join([*ARMS, *(n for n in own if n not in ARMS)])
+        raise ConfigError("arm", f"unknown arm {arm!r}; allowed: {allowed} (or define one in compare.arms)")
+    if explicit is not None:
+        sets = {k: v for k, _, v in (item.partition("=") for item in rule)}
+        for key in IDENTITY_KEYS:
+            if key in given and key in sets and given[key] != sets[key]:
+                raise ConfigError(
+                    key,
+                    f"arm {arm} runs {key}={sets[key]}, not {given[key]}: leave out arm= to run the "
+                    f"arm of {given[key]}, or leave out {key}",
+                )
+    try:
+        layer = OmegaConf.from_dotlist(rule)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"compare.arms.{arm}", str(err).splitlines()[0]) from None
+    cfg = _merge(cfg, layer, f"arm {arm}")
+    cfg.arm = arm
     return cfg
 
 
@@ -365,6 +425,11 @@ def _resume_config(cfg: DictConfig, folder: str, experiment: str | None, dotlist
                 "cannot be changed when resuming: a run continues with the settings it started with "
                 f"(only {changeable} may be given)",
             )
+    if OmegaConf.select(OmegaConf.load(saved), "arm") is None:  # a run from before arms: its rule's arm
+        from afl.arms import ARM_OF_AGGREGATOR
+
+        name = str(cfg.server.aggregator.get("name"))
+        cfg.arm = ARM_OF_AGGREGATOR.get(name, name)
     cfg = _merge_dotlist(cfg, dotlist)
     cfg.resume = folder
     cfg.output_dir = folder
@@ -473,6 +538,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         "theory.samples_per_client",
         "theory.max_clients",
         "cohort.max_clients",
+        "logging.final_window",
     ):
         _at_least(cfg, key, 1)
     for key in ("client.lr", "partition.alpha"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import threading
 import warnings
 import weakref
@@ -38,10 +39,21 @@ _QUIET_SETTINGS: dict[str, Any] = {
     "x_save_requirements": False,  # no `pip freeze` into requirements.txt
 }
 
-# Which metrics are x-axes, which follow `client_updates`, and which get aggregated summaries.
+# Which metrics are x-axes, which follow `client_updates`, and which get aggregated summaries. Every key
+# a run logs sits in one of these sections (afl.experiments.outputs.WANDB_KEYS) or is an x-axis, so every
+# one is defined against `client_updates` (`sim_time` is logged on every row too: any panel can use it).
 _X_AXES = ("client_updates", "sim_time")
 _STEP_METRIC = "client_updates"
-_STEPPED_GLOBS = ("test/*", "val/*", "train/*", "staleness/*", "theory/*")
+_STEPPED_GLOBS = (
+    "test/*",
+    "val/*",
+    "train/*",
+    "staleness/*",
+    "theory/*",
+    "server/*",
+    "updates/*",
+    "progress/*",
+)
 _SUMMARIES = {"test/accuracy": "max,last", "test/loss": "min,last"}
 _BEST_KEY = "test/accuracy"
 _BEST_CONTEXT = ("client_updates", "sim_time")  # recorded next to the best accuracy
@@ -155,6 +167,9 @@ class WandbTracker:
         )
         if run_id is not None:
             arguments.update(id=run_id, resume="allow")
+            if mode == "offline":  # the caller logs the whole history again (see rows_kept)
+                for old in (out_dir / "wandb").glob(f"offline-run-*-{run_id}"):
+                    shutil.rmtree(old, ignore_errors=True)
         if mode == "disabled":  # W&B does nothing, and is not even imported (an image without it runs)
             self._run: Any = _NullRun(run_id)
             self._mode, self._run_dir = mode, None
@@ -179,8 +194,9 @@ class WandbTracker:
         self._mode = mode
         self._run_dir = None if mode == "disabled" else Path(self._run.settings.sync_dir)
         _OPEN_TRACKERS.add(self)
-        for axis in _X_AXES:
-            self._run.define_metric(axis)
+        self._run.define_metric(_STEP_METRIC)
+        for axis in _X_AXES[1:]:
+            self._run.define_metric(axis, step_metric=_STEP_METRIC)
         for glob in _STEPPED_GLOBS:
             self._run.define_metric(glob, step_metric=_STEP_METRIC)
         for key, summary in _SUMMARIES.items():
@@ -195,6 +211,14 @@ class WandbTracker:
     def run_id(self) -> str:
         """The W&B run id (also the ``<id>`` of ``run-<id>.wandb``)."""
         return str(self._run.id)
+
+    @property
+    def rows_kept(self) -> int:
+        """History rows the run already holds: 0 for a new run, and for a continued offline one (its
+        earlier folder is replaced, since a killed process may have left it without its last rows, or any);
+        a continued online run: the rows W&B's server has. A caller continuing a run logs the rows after
+        these again, so that its history is whole and ``_step`` never restarts."""
+        return int(getattr(self._run, "step", 0) or 0) if self._mode == "online" else 0
 
     @property
     def finished(self) -> bool:
@@ -249,6 +273,15 @@ class WandbTracker:
         import wandb
 
         self._pending[key] = wandb.Table(columns=list(columns), data=[[_plain(v) for v in r] for r in rows])
+
+    def log_image(self, key: str, path: str | os.PathLike) -> None:
+        """Adds an image file (a figure) under ``key`` to the next :meth:`log` row."""
+        self._check_open("log_image")
+        if self._mode == "disabled":
+            return
+        import wandb
+
+        self._pending[key] = wandb.Image(os.fspath(path))
 
     def note_best(self, values: Sequence[float]) -> None:
         """Tells the tracker the ``test/accuracy`` values logged before (by the run this one continues),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.configs import TINY
+from helpers.configs import TINY, afl_unless_named
 from hypothesis import Phase, settings
 
 import afl
@@ -81,6 +81,7 @@ def tiny(tmp_path: Path):
     counter = iter(range(1_000_000))
 
     def make(*overrides: str):
-        return load_config([*TINY, f"output_dir={tmp_path / f'run{next(counter)}'}", *overrides])
+        out = f"output_dir={tmp_path / f'run{next(counter)}'}"
+        return load_config(afl_unless_named([*TINY, out, *overrides]))
 
     return make

@@ -93,6 +93,12 @@ def parser() -> argparse.ArgumentParser:
         help="print the table of a finished comparison folder again (another --target); runs nothing",
     )
     p.add_argument(
+        "--format",
+        choices=("png", "pdf", "svg"),
+        default="png",
+        help="the figure's file type besides comparison.png (default: %(default)s)",
+    )
+    p.add_argument(
         "--target-fraction",
         type=float,
         default=DEFAULT_TARGET_FRACTION,
@@ -122,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             select_seeds=args.select_seeds,
             target=args.target,
             target_fraction=args.target_fraction,
+            formats=[args.format],
         )
     except USER_ERRORS as err:
         return report(err)

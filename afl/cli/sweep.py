@@ -43,6 +43,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--results", action="store_true", help="only write the results of the finished runs")
     p.add_argument(
+        "--format",
+        choices=("png", "pdf", "svg"),
+        default="png",
+        help="the figures' file type besides PNG (default: %(default)s)",
+    )
+    p.add_argument(
         "--dry-run", action="store_true", help="list the runs (and check every config); run nothing"
     )
     return p
@@ -61,9 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{cell.name} seed {seed} -> {run_dir(root, cell, seed)}")
             return 0
         if args.results:
-            write_results(sweep, root)
+            write_results(sweep, root, formats=[args.format])
         else:
-            run_sweep(sweep, root)
+            run_sweep(sweep, root, formats=[args.format])
     except USER_ERRORS as err:
         return report(err)
     print((root / "results.md").read_text(), end="")

@@ -10,15 +10,22 @@ from collections.abc import Sequence
 from afl.cli import USER_ERRORS, presets_epilog, report
 
 DESCRIPTION = """\
-Train one federated run: the defaults, then the preset experiment=NAME, then key=value overrides.
+Train one federated run of an arm: the defaults, the preset experiment=NAME, the arm=NAME (its rule, then
+the step sizes the preset selected for it), then key=value overrides. It is exactly the run that
+`afl-compare experiment=NAME --arms ARM --seeds S` makes for that arm and seed.
 
-Prints the run's summary; writes config.yaml, metrics.csv, summary.json (and the W&B run) in its
-output_dir. Bad input exits with status 2 and one line naming the key; nothing is written.
+Without arm=, the preset's arm (afl-released by default); naming a rule without arm= runs that rule's own
+arm: server.aggregator.name=fedbuff is plain FedBuff (the fedbuff arm), federation.mode=sync is sync.
+arm=A together with another aggregator or mode than A's is refused. `afl-compare --help` lists the arms.
+
+Prints the run's summary; writes config.yaml, metrics.csv, summary.json (and the W&B run: job type = the
+arm) in its output_dir. Bad input exits with status 2 and one line naming the key; nothing is written.
 
 examples:
-  %(prog)s experiment=demo
-  %(prog)s experiment=fmnist server.aggregator.name=fedbuff federation.concurrency=8
-  %(prog)s experiment=demo --show-config federation.concurrency=3
+  %(prog)s                                             # the offline digits, the default arm
+  %(prog)s experiment=demo arm=afl-later seed=1
+  %(prog)s experiment=fmnist_small arm=fedbuff federation.concurrency=8
+  %(prog)s experiment=demo arm=sync --show-config
 """
 
 

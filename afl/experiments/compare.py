@@ -27,104 +27,15 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
+from afl.arms import ARMS, BASELINE, DEFAULT_ARMS
 from afl.config import EMPTY, load_config
 from afl.errors import ConfigError
-from afl.experiments.metrics import accuracy_at, load_run, mean_std, time_to_accuracy
-from afl.experiments.plots import describe, plot_bands
+from afl.experiments.metrics import FINAL_WINDOW, accuracy_at, headline, load_run, mean_std, time_to_accuracy
+from afl.experiments.plots import plot_bands
+from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
-
-@dataclass(frozen=True)
-class Arm:
-    """A named rule: the overrides that make it, and the source it follows (``afl-compare --help``).
-
-    Arms fix rules, never step sizes: those come from the preset's ``compare.arms`` (selected on
-    validation data) or the command line."""
-
-    overrides: tuple[str, ...]
-    source: str
-
-
-_ASYNC = ("federation.mode=async",)
-_AFL = (*_ASYNC, "server.aggregator.name=afl")
-#: Each arm: the rule's overrides and where the rule comes from. The three readings of the paper's
-#: learning rate (docs/readings.md) are ``afl`` (ours), ``afl-released`` and ``afl-later`` (the authors'
-#: codes).
-ARMS: dict[str, Arm] = {
-    "afl": Arm(
-        (*_AFL, "server.lr_schedule.name=paper"),
-        "our reading of the paper's text: s(τ) = 1/(1+0.2τ) per arrival, client LR γ0/(sqrt(r+1)(1+0.1τ)), "
-        "r the round",
-    ),
-    "afl-noweight": Arm(
-        (*_AFL, "server.aggregator.staleness.name=constant", "server.lr_schedule.name=paper"),
-        "ablation of afl: no staleness weight (s ≡ 1)",
-    ),
-    "afl-nodecay": Arm(
-        (*_AFL, "server.lr_schedule.name=paper", "server.lr_schedule.decay=none"),
-        "ablation of afl: its LR without the sqrt(r+1) decay",
-    ),
-    "afl-nolr": Arm(
-        (*_AFL, "server.lr_schedule.name=constant"), "ablation of afl: its aggregation at a constant LR"
-    ),
-    "afl-released": Arm(
-        (
-            *_AFL,
-            "server.aggregator.buffer_size=null",  # M = J: each step averages J arrived models
-            "server.aggregator.staleness.name=constant",
-            "server.lr_schedule.name=paper",
-            "server.lr_schedule.alpha=0.01",
-            "server.lr_schedule.delay_at=dispatch",
-            "server.lr_schedule.decay_over=local_epoch",
-            "client.optimizer_reset=epoch",
-        ),
-        "the code released with the paper: epoch e of a job at γ0/(sqrt(e+1)(1+0.01τ)), a new Adam every "
-        "epoch, sample-weighted FedAvg of each J arrivals, no staleness weight",
-    ),
-    "afl-later": Arm(
-        (
-            *_ASYNC,
-            "server.aggregator.name=fedbuff",
-            "server.aggregator.buffer_size=null",  # K = J: one step per round of arrivals
-            "server.aggregator.staleness.name=constant",
-            "server.aggregator.server_lr_decay=sqrt",
-            "server.lr_schedule.name=constant",
-        ),
-        "the authors' later code, AFL mode: constant client LR, server step η_g/sqrt(r+1) on the mean "
-        "delta of each J arrivals, no staleness weight",
-    ),
-    "fedasync": Arm(
-        (*_ASYNC, "server.aggregator.name=fedasync", "server.lr_schedule.name=constant"),
-        "FedAsync (Xie et al. 2019)",
-    ),
-    "fedbuff": Arm(
-        (*_ASYNC, "server.aggregator.name=fedbuff", "server.lr_schedule.name=constant"),
-        "FedBuff (Nguyen et al. 2022)",
-    ),
-    "ca2fl": Arm(
-        (*_ASYNC, "server.aggregator.name=ca2fl", "server.lr_schedule.name=constant"),
-        "CA2FL (Wang et al., ICLR 2024): cached per-client deltas calibrate each buffer of J arrivals",
-    ),
-    "fadas": Arm(
-        (
-            *_ASYNC,
-            "server.aggregator.name=fadas",
-            "server.aggregator.delay_threshold=1",  # the authors' code's τ_c, with its adjustment on
-            "server.lr_schedule.name=constant",
-        ),
-        "FADAS (Wang et al., ICML 2024): AMSGrad server steps on each buffer's mean delta, η/τ_max "
-        "beyond τ_c = 1",
-    ),
-    "dc": Arm(
-        (*_ASYNC, "server.aggregator.name=dc", "server.lr_schedule.name=constant"),
-        "delay compensation after DC-ASGD (Zheng et al., ICML 2017): g + λ g⊙g⊙(θ_t − θ_v) per arrival",
-    ),
-    "sync": Arm(
-        ("federation.mode=sync", "server.aggregator.name=fedavg", "server.lr_schedule.name=constant"),
-        "synchronous FedAvg, the paper's baseline, at the base LR",
-    ),
-}
-DEFAULT_ARMS = ("afl", "afl-released", "afl-later", "sync")
-BASELINE = "sync"
 DEFAULT_TARGET_FRACTION = 0.95
 
 
@@ -136,6 +47,7 @@ class Plan:
     arms: dict[str, list[str]]
     seeds: list[int]
     experiment: str = "default"
+    group: str | None = None  # the comparison's own W&B group (set when it starts)
 
     def arm_overrides(self, arm: str, extra: Sequence[str] = ()) -> list[str]:
         """Overrides of one arm: the preset, the arm's own, then ``extra`` (e.g. ``seed=1``)."""
@@ -151,8 +63,9 @@ def _scoped(item: str) -> tuple[str | None, str]:
 def parse_plan(
     overrides: Sequence[str], arms: Sequence[str] | None = None, seeds: Sequence[int] = (0,)
 ) -> Plan:
-    """Compose each arm's overrides, later ones winning: the arm's definition (:data:`ARMS`), the preset's
-    ``compare.arms.ARM``, the shared command-line overrides, then the arm-scoped ones (``ARM:key=value``).
+    """Each arm's overrides: ``arm=ARM`` (its rule and the preset's ``compare.arms.ARM``, composed by
+    :func:`afl.config.load_config` as for a single run), the shared command-line overrides, then the
+    arm-scoped ones (``ARM:key=value``).
 
     ``compare.arms.NAME`` of a built-in arm adds to it (e.g. its selected step sizes); for any other
     ``NAME`` it defines an arm of one's own, which the comparison runs by default beside
@@ -171,6 +84,8 @@ def parse_plan(
         key = item.split("=", 1)[0].lstrip("+")
         if arm is not None:
             scoped.append((arm, rest))
+        elif key == "arm":
+            raise ConfigError("arm", "a comparison runs the arms of --arms (e.g. --arms afl,sync)")
         elif key == "experiment":
             base = [item]
         elif key != "output_dir":
@@ -181,8 +96,10 @@ def parse_plan(
     recorded = {str(k): list(v) for k, v in preset.compare.arms.items()}
     own = [n for n in recorded if n not in ARMS]
     names = list(arms) if arms else [*DEFAULT_ARMS, *own]
+    from afl.server.aggregators import AGGREGATORS  # (the preset's plug-ins are loaded: an arm each)
+
     for name in names:
-        if name not in ARMS and name not in own:
+        if name not in ARMS and name not in own and name not in AGGREGATORS.names():
             allowed = ", ".join([*ARMS, *own])
             raise ConfigError(
                 "--arms", f"unknown arm {name!r}; allowed: {allowed} (or define one in compare.arms)"
@@ -192,15 +109,7 @@ def parse_plan(
             raise ConfigError(f"{arm}:{rest}", f"arm {arm!r} is not in this comparison ({', '.join(names)})")
     return Plan(
         base=base,
-        arms={
-            n: [
-                *(ARMS[n].overrides if n in ARMS else ()),
-                *recorded.get(n, []),
-                *shared,
-                *(rest for arm, rest in scoped if arm == n),
-            ]
-            for n in names
-        },
+        arms={n: [f"arm={n}", *shared, *(rest for arm, rest in scoped if arm == n)] for n in names},
         seeds=list(seeds),
         experiment=str(preset.experiment),
     )
@@ -292,7 +201,7 @@ def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path) ->
                         "(e.g. dataset.val_fraction=0.1)",
                     )
                 cfg.output_dir = str(root / "select" / arm / (label or "base") / f"seed{seed}")
-                cfg.logging.wandb.tags = [*cfg.logging.wandb.tags, "selection"]
+                _in_group(cfg, plan, "selection")
                 jobs.append((entry, seed, cfg))
     for entry, seed, cfg in jobs:
         try:
@@ -340,6 +249,7 @@ def compare(
     select_seeds: Sequence[int] | None = None,
     target: float | None = None,
     target_fraction: float = DEFAULT_TARGET_FRACTION,
+    formats: Sequence[str] = ("png",),
 ) -> tuple[Comparison, Selection | None]:
     """Select step sizes (if ``grid``), then run every arm on every seed and summarise.
 
@@ -350,6 +260,7 @@ def compare(
         load_config(plan.arm_overrides(arm, [f"seed={plan.seeds[0]}"]))
     root = output_root(overrides, plan.experiment, "compare")
     root.mkdir(parents=True, exist_ok=True)
+    plan.group = new_group(plan.experiment, root)
     selection = None
     if grid:
         selection = select(plan, grid, list(select_seeds or plan.seeds[:1]), root)
@@ -364,6 +275,7 @@ def compare(
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in plan.arms}
     for (arm, seed), cfg in configs.items():
         cfg.output_dir = str(root / arm / f"seed{seed}")
+        _in_group(cfg, plan)
         result = run(cfg)
         runs[arm][seed] = {
             "summary": result.summary,
@@ -371,8 +283,16 @@ def compare(
             "output_dir": str(result.output_dir),
         }
     comparison = summarise(runs, root, target=target, target_fraction=target_fraction)
-    write_outputs(comparison, plan, selection)
+    write_outputs(comparison, plan, selection, configs[next(iter(configs))], formats)
     return comparison, selection
+
+
+def _in_group(cfg: DictConfig, plan: Plan, *tags: str) -> None:
+    """Puts a run of the comparison in its W&B group (selection runs: in the group's ``-selection``),
+    tagged with it."""
+    group = f"{plan.group}-selection" if "selection" in tags else plan.group
+    cfg.logging.wandb.group = group
+    cfg.logging.wandb.tags = [*cfg.logging.wandb.tags, f"compare:{plan.group}", *tags]
 
 
 def resummarise(
@@ -408,11 +328,13 @@ def summarise(
 ) -> Comparison:
     """The comparison table from finished runs (``summary`` and ``history`` per arm and seed).
 
-    The target accuracy is ``target`` or ``target_fraction`` × the best arm's mean final test accuracy.
+    The headline, by which arms are ranked and judged, is each run's mean test accuracy over its last
+    ``logging.final_window`` evaluations (:func:`~afl.experiments.metrics.headline`), never one
+    evaluation. The target accuracy is ``target`` or ``target_fraction`` × the best arm's mean headline.
     "Equal time" for a seed is the shortest simulated time any arm took for the budget on that seed.
     """
     seeds = sorted({s for per_seed in runs.values() for s in per_seed})
-    final = {a: [runs[a][s]["summary"]["final_test_accuracy"] for s in runs[a]] for a in runs}
+    final = {a: [headline(runs[a][s]) for s in runs[a]] for a in runs}
     if target is None:
         target = target_fraction * max(statistics.fmean(v) for v in final.values())
     equal_time = {
@@ -428,7 +350,10 @@ def summarise(
             "mode": summaries[0]["mode"],
         }
         row["seeds"] = list(per_seed)
+        windows = {int(s.get("final_window", {}).get("evaluations", FINAL_WINDOW)) for s in summaries}
+        row["final_window"] = max(windows)
         for name, values in (
+            ("final_mean_acc", final[arm]),
             ("final_acc", [s["final_test_accuracy"] for s in summaries]),
             ("best_acc", [s["best_test_accuracy"] for s in summaries]),
             ("sim_time", [s["sim_time"] for s in summaries]),
@@ -438,6 +363,8 @@ def summarise(
                 [time_to_accuracy(h, target, "client_updates") for h in histories.values()],
             ),
             ("acc_at_equal_time", [accuracy_at(h, equal_time[s]) for s, h in histories.items()]),
+            # the seeds that end at or above the target (a speed-up is credited only where every seed does)
+            ("ends_at_target", [float(v >= target) for v in final[arm]]),
             ("mean_staleness", [s["mean_staleness"] for s in summaries]),
             ("wall_time_s", [s["wall_time_s"] for s in summaries]),
         ):
@@ -448,15 +375,12 @@ def summarise(
             if name == "acc_at_equal_time":  # None for a seed with no evaluation by then
                 row[f"{name}_seeds"] = n
         table.append(row)
+    for row in table:
+        row["ends_at_target"] = round(row["ends_at_target"] * len(row["seeds"]))  # a count of seeds
+        del row["ends_at_target_std"]
     baseline = next((r for r in table if r["arm"] == BASELINE), None)
     for row in table:
-        ok = (  # a ratio only where both reached the target on every seed, the arm after time 0
-            baseline is not None
-            and baseline["time_to_target_reached"] == len(baseline["seeds"])
-            and row["time_to_target_reached"] == len(row["seeds"])
-            and row["time_to_target"] > 0
-        )
-        row["speedup_vs_sync"] = baseline["time_to_target"] / row["time_to_target"] if ok else None  # type: ignore[index]
+        row["speedup_vs_sync"] = speedup(row, baseline)
     warnings = []
     summaries = [r["summary"] for per_seed in runs.values() for r in per_seed.values()]
     classes = [int(s["num_classes"]) for s in summaries if "num_classes" in s]  # runs before 0.1 lack it
@@ -473,6 +397,29 @@ def summarise(
         equal_time=equal_time,
         warnings=warnings,
     )
+
+
+def holds_target(row: Mapping[str, Any]) -> bool:
+    """Whether every seed of a table row reached the target and ended at or above it."""
+    n = len(row["seeds"])
+    return row["time_to_target_reached"] == n and row.get("ends_at_target", n) == n
+
+
+def speedup(row: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> float | None:
+    """The baseline's time to target ÷ the arm's: only where both reached the target on every seed and
+    ended there (an arm that crossed it once and fell back is credited nothing), the arm after time 0."""
+    if baseline is None or not (holds_target(row) and holds_target(baseline)) or row["time_to_target"] <= 0:
+        return None
+    return float(baseline["time_to_target"]) / float(row["time_to_target"])
+
+
+def _speedup_cell(row: Mapping[str, Any]) -> str:
+    if row["speedup_vs_sync"] is not None:
+        return f"{row['speedup_vs_sync']:.2f}×"
+    n, held = len(row["seeds"]), row.get("ends_at_target", len(row["seeds"]))
+    if row["time_to_target_reached"] and held < n:
+        return f"— (ends below: {n - held}/{n})"
+    return "—"
 
 
 def _pm(mean: float | None, std: float | None, spec: str) -> str:
@@ -494,45 +441,74 @@ def _seeds_note(row: Mapping[str, Any]) -> str:
 
 
 def format_table(comparison: Comparison) -> str:
-    """The table as Markdown: mean ± std over seeds."""
+    """The table as Markdown, best headline first: mean ± std over seeds."""
     c = comparison
     n_seeds = max(len(r["seeds"]) for r in c.table)
+    k = max(r.get("final_window", FINAL_WINDOW) for r in c.table)
     header = (
-        f"| arm | final acc | best acc | sim time (s) | time to {c.target_accuracy:.3f} (s) | sync ÷ arm "
-        f"| acc at equal time | updates to target | mean τ |"
+        f"| arm | acc (last {k} evals) | last eval | best acc | sim time (s) | time to "
+        f"{c.target_accuracy:.3f} (s) | sync ÷ arm | acc at equal time | updates to target | mean τ |"
     )
-    lines = [header, "|" + "---|" * 9]
-    for r in c.table:
+    lines = [header, "|" + "---|" * 10]
+    for r in sorted(c.table, key=lambda r: -r.get("final_mean_acc", r["final_acc"])):
         ttt = time_to_target_cell(
             r["time_to_target"], r["time_to_target_std"], r["time_to_target_reached"], len(r["seeds"])
         )
-        speed = "—" if r["speedup_vs_sync"] is None else f"{r['speedup_vs_sync']:.2f}×"
+        speed = _speedup_cell(r)
         cells = [
             r["arm"],
+            _pm(r.get("final_mean_acc"), r.get("final_mean_acc_std"), ".3f"),
             _pm(r["final_acc"], r["final_acc_std"], ".3f"),
             _pm(r["best_acc"], r["best_acc_std"], ".3f"),
             _pm(r["sim_time"], r["sim_time_std"], ".0f"),
             ttt,
             speed,
             _pm(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f") + _seeds_note(r),
-            _pm(r["updates_to_target"], r["updates_to_target_std"], ".0f"),
+            time_to_target_cell(
+                r["updates_to_target"],
+                r["updates_to_target_std"],
+                r["updates_to_target_reached"],
+                len(r["seeds"]),
+            ),
             f"{r['mean_staleness']:.2f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     times = ", ".join(f"{t:.0f}" for t in c.equal_time.values())
     lines.append("")
     lines.append(
-        f'{n_seeds} seed(s); mean ± std. Target {c.target_accuracy:.3f} test accuracy. "Equal time": per '
-        f"seed, the shortest simulated time any arm needed for the budget ({times} s)."
+        f"{n_seeds} seed(s); mean ± std. Ranked by the headline, each run's mean test accuracy over its last "
+        f'{k} evaluations ("last eval": the last alone). Target {c.target_accuracy:.3f} test accuracy; "(k/n '
+        'reached)": the mean is over the k seeds that reached it; a speed-up only where every seed of both '
+        'arms reached the target and ends at or above it on the headline ("ends below": seeds that crossed '
+        'it and ended under). "Equal time": per seed, the shortest simulated time any arm needed for the '
+        f"budget ({times} s)."
     )
     lines.extend(f"warning: {w}" for w in c.warnings)
     return "\n".join(lines)
 
 
-def write_outputs(comparison: Comparison, plan: Plan, selection: Selection | None) -> None:
-    """comparison.json (table, target, each run's folder and overrides), comparison.md, comparison.png."""
+def write_outputs(
+    comparison: Comparison,
+    plan: Plan,
+    selection: Selection | None,
+    cfg: DictConfig | None = None,
+    formats: Sequence[str] = ("png",),
+) -> None:
+    """comparison.md, comparison.png (and the figure in the other ``formats``, with its caption
+    comparison.caption.md), the comparison's own W&B run (with ``cfg``, a config of one of its runs: the
+    table, the target, each run's time and updates to it, the figure) and comparison.json (the table, the
+    target, each run's folder and overrides, where the W&B runs are)."""
     root = comparison.output_dir
+    (root / "comparison.md").write_text(format_table(comparison) + "\n")
+    histories = {a: [r["history"] for r in v.values()] for a, v in comparison.runs.items()}
+    configs = {a: [load_run(r["output_dir"])[2] for r in v.values()] for a, v in comparison.runs.items()}
+    for fmt in dict.fromkeys(["png", *formats]):
+        plot_bands(
+            histories, root / f"comparison.{fmt}", title=f"afl-compare {plan.experiment}", configs=configs
+        )
+    wandb = None if cfg is None else log_comparison(comparison, plan, cfg)
     payload = {
+        "wandb": wandb,
         "target_accuracy": comparison.target_accuracy,
         "equal_time": {str(k): v for k, v in comparison.equal_time.items()},
         "table": comparison.table,
@@ -545,9 +521,44 @@ def write_outputs(comparison: Comparison, plan: Plan, selection: Selection | Non
         "selection": None if selection is None else selection.to_json(),
     }
     (root / "comparison.json").write_text(json.dumps(payload, indent=1))
-    (root / "comparison.md").write_text(format_table(comparison) + "\n")
-    histories = {a: [r["history"] for r in v.values()] for a, v in comparison.runs.items()}
-    configs = [
-        load_run(r["output_dir"])[2] for per_seed in comparison.runs.values() for r in per_seed.values()
-    ]
-    plot_bands(histories, root / "comparison.png", title=describe(*configs))
+
+
+def per_run_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    """One row per run: arm, seed, its final and best accuracy, its time and updates to the target."""
+    rows = []
+    for arm, per_seed in comparison.runs.items():
+        for seed, r in per_seed.items():
+            s, h = r["summary"], r["history"]
+            rows.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "final_test_accuracy": s["final_test_accuracy"],
+                    "best_test_accuracy": s["best_test_accuracy"],
+                    "time_to_target": time_to_accuracy(h, comparison.target_accuracy),
+                    "updates_to_target": time_to_accuracy(h, comparison.target_accuracy, "client_updates"),
+                    "wandb_run_id": s.get("wandb_run_id"),
+                }
+            )
+    return rows
+
+
+def log_comparison(comparison: Comparison, plan: Plan, cfg: DictConfig) -> dict[str, Any]:
+    """The comparison's own W&B run (job type ``comparison``) in its runs' group: the table (``results``),
+    one row per run (``runs``), the figure, and in its summary the target and per arm its time and
+    updates to the target and speed-up over sync (``ARM/time_to_target``, …)."""
+    summary: dict[str, Any] = {"target_accuracy": comparison.target_accuracy}
+    for row in comparison.table:
+        for key in ("final_mean_acc", "final_acc", "time_to_target", "updates_to_target", "speedup_vs_sync"):
+            summary[f"{row['arm']}/{key}"] = row[key]
+    root = comparison.output_dir
+    return log_results(
+        cfg,
+        kind="comparison",
+        out=root,
+        tags=[f"experiment:{plan.experiment}", f"compare:{plan.group}"],
+        config={"experiment": plan.experiment, "arms": plan.arms, "seeds": plan.seeds, "base": plan.base},
+        tables={"results": table_rows(comparison.table), "runs": table_rows(per_run_rows(comparison))},
+        images={"figure": root / "comparison.png"},
+        summary=summary,
+    )

@@ -15,11 +15,58 @@ from typing import Any
 def time_to_accuracy(
     history: Sequence[Mapping[str, Any]], target: float, key: str = "sim_time"
 ) -> float | None:
-    """The first ``key`` (sim_time or client_updates) at which test accuracy reached ``target``."""
+    """The first ``key`` (sim_time, or client_updates: an integer) at which test accuracy reached
+    ``target``."""
     for row in history:
         if float(row["test_accuracy"]) >= target:
-            return float(row[key])
+            return int(float(row[key])) if key == "client_updates" else float(row[key])
     return None
+
+
+#: Evaluations averaged for a run's headline accuracy (``logging.final_window``): near a plateau one
+#: evaluation swings more than the differences between rules (consecutive ones differ by up to 0.05 on
+#: Fashion-MNIST), so tables rank by the mean of the last few, never by the last alone.
+FINAL_WINDOW = 5
+
+
+def final_mean(
+    history: Sequence[Mapping[str, Any]], window: int = FINAL_WINDOW, key: str = "test_accuracy"
+) -> tuple[float, int, int]:
+    """The mean of ``key`` over the last ``window`` evaluations after update 0 (all of them if fewer),
+    and the client updates of the first and last evaluation it covers.
+
+    Example:
+        >>> points = [(0, 0.1), (10, 0.6), (20, 0.8), (30, 0.7)]
+        >>> rows = [{"client_updates": u, "test_accuracy": a} for u, a in points]
+        >>> final_mean(rows, window=2)
+        (0.75, 20, 30)
+    """
+    rows = [r for r in history if float(r["client_updates"]) > 0] or list(history)
+    tail = rows[-max(1, window) :]
+    mean = statistics.fmean(float(r[key]) for r in tail)
+    return mean, int(float(tail[0]["client_updates"])), int(float(tail[-1]["client_updates"]))
+
+
+def val_selected(history: Sequence[Mapping[str, Any]]) -> tuple[float, int] | None:
+    """The test accuracy of the evaluation with the best validation accuracy (the first of equals), and
+    its client updates: the model a practitioner would keep, chosen without the test set. None without
+    a validation split."""
+    rows = [
+        r
+        for r in history
+        if r.get("val_accuracy") not in (None, "") and float(r["val_accuracy"]) == float(r["val_accuracy"])
+    ]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: float(r["val_accuracy"]))
+    return float(best["test_accuracy"]), int(float(best["client_updates"]))
+
+
+def headline(run: Mapping[str, Any]) -> float:
+    """A finished run's headline accuracy (``{summary, history}``): its summary's
+    ``final_mean_test_accuracy``, or, for a run from before it existed, the same from its rows."""
+    saved = run["summary"].get("final_mean_test_accuracy")
+    return float(saved) if saved is not None else final_mean(run["history"])[0]
 
 
 def accuracy_at(history: Sequence[Mapping[str, Any]], sim_time: float) -> float | None:

@@ -65,16 +65,34 @@ WANDB_KEYS = {
     "mean_drift": "theory/mean_drift",
     "max_drift": "theory/max_drift",
     "server_lr": "server/lr",
+    "version": "progress/version",
+    "round": "progress/round",
+    "wall_time": "progress/wall_time",
+    "dropped_updates": "updates/dropped",
+    "lost_updates": "updates/lost",
+    "rejected_updates": "updates/rejected",
+    **{f"rejected_{reason}": f"updates/rejected_{reason}" for reason in REJECT_REASONS},
 }
-VOLATILE_SUMMARY_KEYS = ("wall_time_s", "output_dir")
+#: summary.json keys that differ between two runs of one config (where and when it ran, its W&B run)
+VOLATILE_SUMMARY_KEYS = ("wall_time_s", "output_dir", "wandb_run_id", "wandb_group")
 
 
 def algorithm_name(cfg: DictConfig) -> str:
-    """The label of a run's algorithm (its aggregator), e.g. ``afl`` or ``fedavg``."""
+    """A run's aggregator, e.g. ``afl`` or ``fedavg`` (its arm, :mod:`afl.arms`, is what names the run)."""
     return str(cfg.server.aggregator.name)
 
 
-def _output_dir(cfg: DictConfig) -> Path:
+def wandb_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation row as W&B keys (:data:`WANDB_KEYS`), its missing values (NaN) left out."""
+    return {WANDB_KEYS.get(k, k): v for k, v in row.items() if finite(v)}
+
+
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation row for metrics.csv: a missing value (NaN: no update in the window yet) empty."""
+    return {k: "" if not finite(v) else v for k, v in row.items()}
+
+
+def claim_output_dir(cfg: DictConfig) -> Path:
     """The run's folder, created: ``output_dir`` (new or empty), or a fresh auto-named one claimed
     atomically (two runs started in the same second never share it)."""
     if cfg.output_dir is not None:
@@ -94,7 +112,7 @@ def _output_dir(cfg: DictConfig) -> Path:
         _mkdir(out, exist_ok=True)
         return out
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / cfg.experiment / f"{algorithm_name(cfg)}-seed{cfg.seed}-{stamp}"
+    base = Path("runs") / cfg.experiment / f"{cfg.arm}-seed{cfg.seed}-{stamp}"
     for n in range(1, 10_000):
         out = base if n == 1 else base.with_name(f"{base.name}-{n}")
         try:
@@ -115,7 +133,7 @@ def _mkdir(out: Path, exist_ok: bool) -> None:
         raise ConfigError("output_dir", f"cannot create {out}: {err.strerror or err}") from None
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
     return not (isinstance(value, float) and math.isnan(value))
 
 
@@ -123,12 +141,16 @@ def run_summary(
     setup: Setup, state: LoopState, history: list[dict[str, Any]], wall_time_s: float, out: Path
 ) -> dict[str, Any]:
     """summary.json of a finished run."""
-    from afl.experiments.metrics import time_to_accuracy
+    from afl.experiments.metrics import final_mean, time_to_accuracy, val_selected
 
     cfg, final = setup.cfg, history[-1]
     target = cfg.logging.target_accuracy
+    window = cfg.logging.final_window
+    mean, first, last = final_mean(history, window)
+    chosen = val_selected(history)
     return {
         "experiment": cfg.experiment,
+        "arm": cfg.arm,
         "algorithm": algorithm_name(cfg),
         "mode": cfg.federation.mode,
         "seed": cfg.seed,
@@ -136,8 +158,14 @@ def run_summary(
         "model": cfg.model.name,
         "num_classes": setup.data.num_classes,
         "num_parameters": setup.num_parameters,
-        "final_test_accuracy": final["test_accuracy"],
+        # the headline: the mean over the last logging.final_window evaluations (docs/outputs.md)
+        "final_mean_test_accuracy": mean,
+        "final_window": {"evaluations": window, "from_update": first, "to_update": last},
+        "final_test_accuracy": final["test_accuracy"],  # the last evaluation alone
         "final_test_loss": final["test_loss"],
+        # the test accuracy of the evaluation with the best validation accuracy (with a validation split)
+        "val_selected_test_accuracy": None if chosen is None else chosen[0],
+        "val_selected_update": None if chosen is None else chosen[1],
         "best_test_accuracy": max(r["test_accuracy"] for r in history),
         "final_val_accuracy": final.get("val_accuracy"),
         "best_val_accuracy": max(r["val_accuracy"] for r in history) if setup.val is not None else None,
@@ -179,7 +207,7 @@ class RunWriter:
         self._rows: csv.DictWriter[str] | None = None
 
     def __enter__(self) -> RunWriter:
-        out, setup, p = self.out, self.setup, self.cfg.partition  # out: claimed by _output_dir
+        out, setup, p = self.out, self.setup, self.cfg.partition  # out: claimed by claim_output_dir
         if self.cfg.resume is None:
             (out / "config.yaml").write_text(to_yaml(self.cfg))
             labels = setup.train.y.numpy()
@@ -199,13 +227,13 @@ class RunWriter:
         self._csv = (out / "metrics.csv").open("w", newline="")
         self._rows = csv.DictWriter(self._csv, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         self._rows.writeheader()
-        self._rows.writerows(self.history)
+        self._rows.writerows(csv_row(r) for r in self.history)
         self._csv.flush()
         return self
 
     def write_row(self, row: dict[str, Any]) -> None:
         assert self._rows is not None, "use RunWriter as a context manager"
-        self._rows.writerow(row)
+        self._rows.writerow(csv_row(row))
         self._csv.flush()
 
     def finish(self, summary: dict[str, Any], state: LoopState) -> None:
@@ -227,17 +255,29 @@ class RunWriter:
             (self.out / FAILED).write_text(f"{type(exc).__name__}: {exc}\n")
 
 
-def _tracker(cfg: DictConfig, out: Path, run_id: str | None = None) -> WandbTracker:
-    algorithm = algorithm_name(cfg)
+def wandb_group(cfg: DictConfig) -> str:
+    """A run's W&B group: ``logging.wandb.group`` (a comparison's or sweep's own), else the experiment."""
+    return str(cfg.logging.wandb.group or cfg.experiment)
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """A run's W&B tags: the config's, the experiment, and the reading of the paper's AFL it runs."""
+    from afl.arms import tags
+
+    return list(dict.fromkeys([*cfg.logging.wandb.tags, f"experiment:{cfg.experiment}", *tags(cfg.arm)]))
+
+
+def tracker(cfg: DictConfig, out: Path, run_id: str | None = None) -> WandbTracker:
+    """The W&B run of a training run: job type = its arm, name = ``ARM-seedS``."""
     return WandbTracker(
         mode=cfg.logging.wandb.mode,
         project=cfg.logging.wandb.project,
         entity=cfg.logging.wandb.entity,
-        group=cfg.experiment,
-        job_type=algorithm,
-        name=f"{algorithm}-{cfg.federation.mode}-seed{cfg.seed}",
+        group=wandb_group(cfg),
+        job_type=str(cfg.arm),
+        name=f"{cfg.arm}-seed{cfg.seed}",
         config=to_dict(cfg),
         dir=out,
-        tags=list(cfg.logging.wandb.tags),
+        tags=run_tags(cfg),
         run_id=run_id,
     )

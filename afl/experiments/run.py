@@ -15,7 +15,7 @@ from afl import checkpoint
 from afl.config import load_config, validate
 from afl.errors import ConfigError
 from afl.experiments.build import build, make_executor, make_loop, partition_table
-from afl.experiments.outputs import WANDB_KEYS, RunWriter, _finite, _output_dir, _tracker, run_summary
+from afl.experiments.outputs import RunWriter, claim_output_dir, run_summary, tracker, wandb_group, wandb_row
 from afl.messages import State
 
 
@@ -55,28 +55,33 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
     try:
         setup = build(cfg, components)  # everything that can fail on bad input fails here
         setup.placement.setup()  # trainer.deterministic (process-wide too)
-        out = Path(cfg.resume) if resumed is not None else _output_dir(cfg)
+        out = Path(cfg.resume) if resumed is not None else claim_output_dir(cfg)
         wandb_id = None if resumed is None else resumed["wandb_run_id"]
         history_so_far = [] if resumed is None else resumed["loop"]["history"]
         # the W&B run finishes as failed, and metrics.csv is closed, if anything below raises
         with (
             RunWriter(out, cfg, setup, history_so_far) as writer,
-            _tracker(cfg, out, wandb_id) as tracker,
+            tracker(cfg, out, wandb_id) as wandb_run,
         ):
-            tracker.note_best([r["test_accuracy"] for r in history_so_far])
-            if resumed is None:
+            # a continued run logs again what its W&B run lacks (offline: everything, in a new folder with
+            # the same id), so that its W&B history is whole, from update 0, and _step never restarts
+            kept = wandb_run.rows_kept
+            wandb_run.note_best([r["test_accuracy"] for r in history_so_far[:kept]])
+            if kept == 0:
                 columns, rows = partition_table(setup)
-                tracker.log_table("partition", columns, rows)
+                wandb_run.log_table("partition", columns, rows)
+            for row in history_so_far[kept:]:
+                wandb_run.log(wandb_row(row))
 
             def on_eval(row: dict[str, Any]) -> None:
                 writer.write_row(row)
-                tracker.log({WANDB_KEYS.get(k, k): v for k, v in row.items() if _finite(v)})
+                wandb_run.log(wandb_row(row))
 
             def on_checkpoint(state: dict[str, Any]) -> None:
                 payload = {
                     "format": checkpoint.FORMAT,
                     "config": checkpoint.fingerprint(cfg),
-                    "wandb_run_id": tracker.run_id,
+                    "wandb_run_id": wandb_run.run_id,
                     "loop": state,
                 }
                 checkpoint.save(out / checkpoint.CHECKPOINT, payload)
@@ -87,8 +92,9 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
                     loop.load_state_dict(resumed["loop"])
                 history = loop.run()
             summary = run_summary(setup, loop.state, history, loop.history[-1]["wall_time"], out)
+            summary.update(wandb_run_id=wandb_run.run_id, wandb_group=wandb_group(cfg))
             writer.finish(summary, loop.state)
-            tracker.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
+            wandb_run.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
     finally:
         torch.set_num_threads(threads)
         _restore_torch_flags(flags)

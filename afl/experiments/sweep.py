@@ -30,14 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
 from afl.experiments.compare import DEFAULT_TARGET_FRACTION, _pm, parse_plan, time_to_target_cell
-from afl.experiments.metrics import accuracy_at, load_run, mean_std, time_to_accuracy
+from afl.experiments.metrics import FINAL_WINDOW, accuracy_at, headline, load_run, mean_std, time_to_accuracy
 from afl.experiments.plots import label_styles, plot_band_panels, plot_bands
+from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
 SWEEP_DIR = CONFIG_DIR / "sweep"
 SPEC_KEYS = {"description", "base", "arms", "axes", "seeds", "target"}
@@ -81,8 +82,14 @@ class Sweep:
             *self.arms[cell.arm],
             *cell.overrides,
             f"seed={seed}",
-            f"logging.wandb.tags=[sweep-{self.name}]",
         ]
+
+    def config(self, cell: Cell, seed: int, group: str | None = None) -> DictConfig:
+        """The config of a run of ``cell`` and ``seed``, in the sweep's W&B ``group``, tagged with it."""
+        cfg = load_config(self.overrides(cell, seed))
+        cfg.logging.wandb.group = group
+        cfg.logging.wandb.tags = [*cfg.logging.wandb.tags, f"sweep:{self.name}"]
+        return cfg
 
 
 def load_sweep(
@@ -169,7 +176,9 @@ def run_dir(root: Path, cell: Cell, seed: int) -> Path:
     return root.joinpath(cell.arm, *(f"{a}={v}" for a, v in cell.labels.items()), f"seed{seed}")
 
 
-def run_sweep(sweep: Sweep, root: Path, *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_sweep(
+    sweep: Sweep, root: Path, *, log: Callable[[str], None] = print, formats: Sequence[str] = ("png",)
+) -> list[dict[str, Any]]:
     """Run every cell and seed not yet complete under ``root``; write and return the results.
 
     A run folder with ``summary.json`` is skipped, one with a checkpoint is resumed, any other is
@@ -179,9 +188,11 @@ def run_sweep(sweep: Sweep, root: Path, *, log: Callable[[str], None] = print) -
     from afl.experiments.run import run
 
     root.mkdir(parents=True, exist_ok=True)
+    group = wandb_group_of(root) or new_group("sweep", root)  # a continued sweep keeps its group
     (root / "sweep.json").write_text(
         json.dumps(
             {
+                "wandb": {"group": group},
                 "name": sweep.name,
                 "description": sweep.description,
                 "base": sweep.base,
@@ -209,11 +220,20 @@ def run_sweep(sweep: Sweep, root: Path, *, log: Callable[[str], None] = print) -
             if out.exists():
                 shutil.rmtree(out)  # stopped before its first checkpoint: start it again
             log(f"[{done}/{total}] {cell.name} seed {seed}")
-            cfg = load_config(sweep.overrides(cell, seed))
+            cfg = sweep.config(cell, seed, group)
             cfg.output_dir = str(out)
             cfg.logging.progress = False
             run(cfg)
-    return write_results(sweep, root)
+    report = sweep.config(sweep.cells[0], sweep.seeds[0], group)
+    return write_results(sweep, root, report=report, formats=formats)
+
+
+def wandb_group_of(root: Path) -> str | None:
+    """The W&B group a sweep folder's runs were given (sweep.json), or None."""
+    try:
+        return json.loads((root / "sweep.json").read_text())["wandb"]["group"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def collect(sweep: Sweep, root: Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -233,6 +253,7 @@ def collect(sweep: Sweep, root: Path) -> dict[str, dict[int, dict[str, Any]]]:
 
 
 RESULT_COLUMNS = (
+    "final_mean_test_accuracy",  # the headline: the mean of the last logging.final_window evaluations
     "final_test_accuracy",
     "best_test_accuracy",
     "acc_at_equal_time",
@@ -249,15 +270,16 @@ RESULT_COLUMNS = (
 )
 
 
-def write_results(sweep: Sweep, root: Path) -> list[dict[str, Any]]:
-    """results.csv, results.md, curves.png and final.png from the finished runs under ``root``."""
+def write_results(
+    sweep: Sweep, root: Path, report: DictConfig | None = None, formats: Sequence[str] = ("png",)
+) -> list[dict[str, Any]]:
+    """results.csv, results.md, curves.png and final.png from the finished runs under ``root``; with
+    ``report`` (a config of the sweep's runs, in its W&B group) also the sweep's own W&B run, whose
+    ``logging.wandb`` entry lands in sweep.json."""
     runs = collect(sweep, root)
     if not runs:
         raise ConfigError("sweep", f"no finished runs under {root}")
-    finals = [
-        sum(float(r["summary"]["final_test_accuracy"]) for r in per_seed.values()) / len(per_seed)
-        for per_seed in runs.values()
-    ]
+    finals = [sum(headline(r) for r in per_seed.values()) / len(per_seed) for per_seed in runs.values()]
     target = sweep.target if sweep.target is not None else DEFAULT_TARGET_FRACTION * max(finals)
     # per seed, the shortest simulated time any cell needed for its budget: accuracies compared there
     equal_time: dict[int, float] = {}
@@ -275,6 +297,7 @@ def write_results(sweep: Sweep, root: Path) -> list[dict[str, Any]]:
                     "arm": cell.arm,
                     **cell.labels,
                     "seed": seed,
+                    "final_mean_test_accuracy": headline(r),
                     "final_test_accuracy": s["final_test_accuracy"],
                     "best_test_accuracy": s["best_test_accuracy"],
                     "acc_at_equal_time": accuracy_at(h, equal_time[seed]),
@@ -303,16 +326,67 @@ def write_results(sweep: Sweep, root: Path) -> list[dict[str, Any]]:
     title = f"sweep {sweep.name}: {sweep.description}"
     if sweep.axes:  # a row per setting of the axes, the arms in it: one colour per arm throughout
         panels: dict[str, dict[str, list[Any]]] = {}
+        cell_configs: dict[str, dict[str, list[Any]]] = {}
         for cell in sweep.cells:
             if cell.name in runs:
                 heading = ", ".join(f"{a}={label}" for a, label in cell.labels.items())
                 panels.setdefault(heading, {})[cell.arm] = [r["history"] for r in runs[cell.name].values()]
-        plot_band_panels(panels, root / "curves.png", title=title)
-        plot_final(sweep, table, root / "final.png")
+                cell_configs.setdefault(heading, {})[cell.arm] = [
+                    load_run(r["output_dir"])[2] for r in runs[cell.name].values()
+                ]
+        for fmt in dict.fromkeys(["png", *formats]):
+            plot_band_panels(panels, root / f"curves.{fmt}", title=title, configs=cell_configs)
+            plot_final(sweep, table, root / f"final.{fmt}")
     else:
         histories = {name: [r["history"] for r in per_seed.values()] for name, per_seed in runs.items()}
-        plot_bands(histories, root / "curves.png", title=title, metrics=("test_accuracy", "test_loss"))
+        configs = {n: [load_run(r["output_dir"])[2] for r in ps.values()] for n, ps in runs.items()}
+        for fmt in dict.fromkeys(["png", *formats]):
+            plot_bands(
+                histories,
+                root / f"curves.{fmt}",
+                title=title,
+                metrics=("test_accuracy", "test_loss"),
+                configs=configs,
+            )
+    if report is not None:
+        _log_sweep(sweep, root, report, table, rows, target)
     return rows
+
+
+def _log_sweep(
+    sweep: Sweep,
+    root: Path,
+    cfg: DictConfig,
+    table: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    target: float,
+) -> None:
+    """The sweep's own W&B run (job type ``sweep``) in its runs' group: the per-cell table (``results``),
+    one row per run (``runs``), the figures, and the target; where it went lands in sweep.json."""
+    summary: dict[str, Any] = {"target_accuracy": target}
+    for entry in table:
+        for key in ("final_mean_test_accuracy", "final_test_accuracy", "time_to_target"):
+            summary[f"{entry['cell']}/{key}"] = entry[key]
+    figures = {name: root / f"{name}.png" for name in ("curves", "final") if (root / f"{name}.png").exists()}
+    where = log_results(
+        cfg,
+        kind="sweep",
+        out=root,
+        tags=[f"experiment:{cfg.experiment}", f"sweep:{sweep.name}"],
+        config={
+            "sweep": sweep.name,
+            "description": sweep.description,
+            "arms": sweep.arms,
+            "seeds": sweep.seeds,
+        },
+        tables={"results": table_rows([dict(t) for t in table]), "runs": table_rows([dict(r) for r in rows])},
+        images=figures,
+        summary=summary,
+    )
+    saved = json.loads((root / "sweep.json").read_text())
+    (root / "sweep.json").write_text(
+        json.dumps({**saved, "wandb": where, "target_accuracy": target}, indent=1)
+    )
 
 
 def _number(value: Any) -> float | None:
@@ -344,7 +418,8 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
     header = [
         "arm",
         *axes,
-        "final acc",
+        f"acc (last {FINAL_WINDOW} evals)",
+        "last eval",
         "best acc",
         "acc at equal time",
         "sim time (s)",
@@ -361,6 +436,7 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         cells = [
             r["arm"],
             *(str(r[a]) for a in axes),
+            _pm(r["final_mean_test_accuracy"], r["final_mean_test_accuracy_std"], ".3f"),
             _pm(r["final_test_accuracy"], r["final_test_accuracy_std"], ".3f"),
             _pm(r["best_test_accuracy"], r["best_test_accuracy_std"], ".3f"),
             _pm(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f"),
@@ -374,9 +450,10 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
     seeds = max(r["seeds"] for r in table)
     lines += [
         "",
-        f'{seeds} seed(s) per cell; mean ± std over seeds; target {target:.3f} test accuracy. "Equal time": '
-        "per seed, the shortest simulated time any cell needed for its budget. Lost: jobs whose client went "
-        "offline before they finished (mean per run).",
+        f"{seeds} seed(s) per cell; mean ± std over seeds. The headline is each run's mean test accuracy "
+        f'over its last {FINAL_WINDOW} evaluations ("last eval": the last alone); target {target:.3f} test '
+        'accuracy. "Equal time": per seed, the shortest simulated time any cell needed for its budget. Lost: '
+        "jobs whose client went offline before they finished (mean per run).",
     ]
     return "\n".join(lines)
 
@@ -394,7 +471,10 @@ def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> 
     series: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
     for r in table:
         key = (r["arm"], " ".join(f"{a}={r[a]}" for a in others))
-        series.setdefault(key, {})[r[first]] = (r["final_test_accuracy"], r["final_test_accuracy_std"] or 0.0)
+        series.setdefault(key, {})[r[first]] = (
+            r["final_mean_test_accuracy"],
+            r["final_mean_test_accuracy_std"] or 0.0,
+        )
     rest = list(dict.fromkeys(rest for _, rest in series))
     spread = 0.25 / max(len(series), 1)  # points of one x side by side, not on top of each other
     for index, ((arm, other), points) in enumerate(series.items()):
@@ -411,7 +491,7 @@ def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> 
         )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel(first)
-    ax.set_ylabel("final test accuracy (mean ± std over seeds)")
+    ax.set_ylabel(f"test accuracy, last {FINAL_WINDOW} evaluations (mean ± std over seeds)")
     ax.set_title(f"sweep {sweep.name}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.legend(fontsize=8, loc="outside right upper")

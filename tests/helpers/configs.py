@@ -30,3 +30,14 @@ TINY = [
     "federation.eval_every=4",
     *QUIET,
 ]
+
+
+#: What names a run's rule on a command line (afl.arms): a test that names none runs the arm ``afl``.
+RULE_KEYS = ("arm=", "server.aggregator.name=", "federation.mode=")
+
+
+def afl_unless_named(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """``overrides`` with ``arm=afl`` first unless they name a rule: the loop's tests were written for our
+    reading of the paper's AFL (one arrival per step, the paper's LR over rounds), not the defaults' arm."""
+    named = any(o.lstrip("+").startswith(RULE_KEYS) for o in overrides)
+    return list(overrides) if named else ["arm=afl", *overrides]

@@ -111,15 +111,15 @@ def test_sweep_loads_the_plugins_of_its_base(folder: Path) -> None:
     base = ["plugins=[my_components]", *SMALL, *(o for o in MINE if "share" not in o)]
     (folder / "spec.yaml").write_text(
         "description: a plug-in aggregator's share\n"
-        "base:\n" + "".join(f"  - '{o}'\n" for o in base) + "arms: [afl]\n"
+        "base:\n" + "".join(f"  - '{o}'\n" for o in base) + "arms: [halfway]\n"  # a plug-in rule: its own arm
         "axes:\n"
-        "  share: {'0.25': [server.aggregator.name=halfway, server.aggregator.share=0.25]}\n"
+        "  share: {'0.25': [server.aggregator.share=0.25]}\n"
         "seeds: [0]\n"
     )
     proc = cli("afl-sweep", "spec.yaml", "--out", "sweep", cwd=folder)
     assert proc.returncode == 0, proc.stderr
     summaries = [json.loads(p.read_text()) for p in (folder / "sweep").rglob("summary.json")]
-    assert [(s["algorithm"], s["model"]) for s in summaries] == [("halfway", "tiny_mlp")]
+    assert [(s["arm"], s["algorithm"], s["model"]) for s in summaries] == [("halfway", "halfway", "tiny_mlp")]
 
 
 def test_the_plugins_key_is_read_before_any_check(folder: Path) -> None:

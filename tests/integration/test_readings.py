@@ -279,8 +279,9 @@ def test_authors_presets_hold_the_later_codes_settings_and_run_on_data_of_their_
     assert (cfg.federation.mode, cfg.federation.concurrency) == ("async", 5)
     assert cfg.federation.max_updates == rounds * 5 and cfg.federation.eval_every == 5  # every round
     assert cfg.dataset.test_subset is None and cfg.dataset.train_subset is None  # the full test set
-    # the afl-later rule: re-applying its arm changes nothing
-    assert load_config([f"experiment={name}", *ARMS["afl-later"].overrides]) == cfg
+    # the afl-later arm: the preset's own, and re-applying its rule changes nothing
+    assert cfg.arm == "afl-later"
+    assert load_config([f"experiment={name}", "arm=afl-later", *ARMS["afl-later"].overrides]) == cfg
     assert cfg.server.aggregator.server_lr == pytest.approx(step, rel=1e-15)
 
     # one round on synthetic images of the data set's shape

@@ -121,7 +121,9 @@ def test_a_kill_from_outside_at_any_moment_resumes_identically(tmp_path, referen
     assert_same_outputs(out, reference["async"])
 
 
-def test_resumed_wandb_run_continues_the_same_run(tmp_path) -> None:
+def test_resumed_wandb_run_holds_every_evaluation_once(tmp_path) -> None:
+    """Killed by SIGKILL after its 5th evaluation, resumed: one W&B run, same id, every evaluation from
+    update 0 once, ``_step`` never restarting (read back with wandb's own reader)."""
     out = tmp_path / "run"
     overrides = [*RUN, "logging.wandb.mode=offline"]
     _killed(out, "eval", 5, *overrides)  # 4 rows logged (0..12); the checkpoint at update 12 holds them
@@ -130,15 +132,19 @@ def test_resumed_wandb_run_continues_the_same_run(tmp_path) -> None:
     result = run(load_config([f"resume={out}"]))
 
     folders = sorted((out / "wandb").glob("offline-run-*"))
-    assert len(folders) == 2 and all(f.name.endswith(f"-{run_id}") for f in folders)
-    continued = read_offline_run(folders[1])
+    assert len(folders) == 1 and folders[0].name.endswith(f"-{run_id}")  # the killed run's folder replaced
+    continued = read_offline_run(folders[0])
     assert continued.run_id == run_id and continued.finished and continued.exit_code == 0
-    # the continuation logs the rows after the checkpoint, and nothing of what came before
-    assert [r["client_updates"] for r in continued.history] == [16, 20, 24]
-    final = result.history[-1]
-    assert continued.summary["final_test_accuracy"] == final["test_accuracy"]
-    best = max(r["test_accuracy"] for r in result.history)
-    assert continued.summary["best/test_accuracy"] == best
+    updates = [r["client_updates"] for r in continued.history]
+    assert updates == [int(r["client_updates"]) for r in result.history] == list(range(0, 25, 4))
+    assert [r["_step"] for r in continued.history] == list(range(len(updates)))
+    assert [r["test/accuracy"] for r in continued.history] == [r["test_accuracy"] for r in result.history]
+    assert "partition.nrows" in continued.history[0]  # the partition table, once, with the first row
+    assert all("partition.nrows" not in r for r in continued.history[1:])
+    assert continued.summary["final_test_accuracy"] == result.history[-1]["test_accuracy"]
+    assert continued.summary["best/test_accuracy"] == max(r["test_accuracy"] for r in result.history)
+    arm = result.config.arm
+    assert continued.job_type == arm and continued.name == f"{arm}-seed0" and continued.group == "default"
 
 
 def test_failed_run_keeps_its_last_good_checkpoint_and_resumes(tmp_path, reference) -> None:

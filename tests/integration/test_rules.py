@@ -601,6 +601,7 @@ def test_a_plugin_aggregator_receives_each_accepted_update_as_the_arrival_rows_r
             "server.aggregator.name=fadas",
             "server.aggregator.server_lr=0.003",
             "server.aggregator.buffer_size=1",
+            "server.aggregator.delay_threshold=null",  # the fadas arm's τ_c = 1 off: the plain rule
         ],
         ["server.aggregator.name=dc"],
     ],

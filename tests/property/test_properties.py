@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.configs import afl_unless_named
 from hypothesis import example, given
 from hypothesis import strategies as st
 from omegaconf import DictConfig
@@ -47,7 +48,7 @@ BASE = [
 def simulate(overrides: list[str]) -> tuple[DictConfig, FederatedLoop, BaseException | None, float]:
     """Build and run the loop of ``BASE + overrides``; returns the config, the finished loop, the error
     the run ended with, if any (a run whose every update was rejected raises), and the seconds it took."""
-    cfg = load_config([*BASE, *overrides])
+    cfg = load_config(afl_unless_named([*BASE, *overrides]))
     setup = build(cfg, validate(cfg))
     torch.set_num_threads(cfg.federation.torch_threads)  # as run() does; conftest restores it
     error: BaseException | None = None

@@ -79,7 +79,9 @@ def test_every_cell_and_seed_runs_once_with_its_overrides(finished) -> None:
         assert config["federation"]["concurrency"] == int(row["federation.concurrency"])
         assert config["seed"] == int(row["seed"])
         assert config["federation"]["mode"] == ("sync" if row["arm"] == "sync" else "async")
-        assert config["logging"]["wandb"]["tags"] == ["sweep-tiny"]
+        assert config["logging"]["wandb"]["tags"] == ["sweep:tiny"]
+        group = json.loads((root / "sweep.json").read_text())["wandb"]["group"]
+        assert config["logging"]["wandb"]["group"] == group
         assert out == run_dir(root, next(c for c in sweep.cells if c.name == row["cell"]), int(row["seed"]))
     sync = [r for r in rows if r["arm"] == "sync"]
     assert all(float(r["mean_staleness"]) == 0 for r in sync)
@@ -90,12 +92,14 @@ def test_results_table_is_the_mean_and_std_over_seeds(finished) -> None:
     rows = _results(root)
     table = (root / "results.md").read_text().splitlines()
     cell = [r for r in rows if r["cell"] == "afl/federation.concurrency=3"]
-    values = [float(r["final_test_accuracy"]) for r in cell]
-    mean = sum(values) / 2
-    std = abs(values[0] - values[1]) / 2**0.5  # the sample std of two values
     line = next(t for t in table if t.startswith("| afl | 3 |"))
-    expected = f"{mean:.3f} ± {std:.3f}" if std else f"{mean:.3f}"
-    assert line.split(" | ")[2] == expected
+    assert table[0].split(" | ")[2:4] == ["acc (last 5 evals)", "last eval"]  # the headline first
+    for column, key in ((2, "final_mean_test_accuracy"), (3, "final_test_accuracy")):
+        values = [float(r[key]) for r in cell]
+        mean = sum(values) / 2
+        std = abs(values[0] - values[1]) / 2**0.5  # the sample std of two values
+        expected = f"{mean:.3f} ± {std:.3f}" if std else f"{mean:.3f}"
+        assert line.split(" | ")[column] == expected
     assert (root / "curves.png").stat().st_size > 20_000
     assert (root / "final.png").stat().st_size > 10_000
     header = table[0].split(" | ")

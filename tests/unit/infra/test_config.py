@@ -101,18 +101,23 @@ BAD_INPUT = [
     (["server.lr_schedule.name=cosine"], "server.lr_schedule.name", "allowed: constant, paper"),
     (["delay.speed.name=gamma"], "delay.speed.name", "allowed: constant, lognormal, trace, uniform"),
     (["federation.mode=semi"], "federation.mode", "allowed: async, sync"),
-    (["federation.mode=sync"], "federation.mode", "server.aggregator.name=fedavg"),
+    (["arm=afl", "federation.mode=sync"], "federation.mode", "arm afl runs federation.mode=async, not sync"),
     (
         ["federation.mode=sync", "server.aggregator.name=fedavg", "server.aggregator.buffer_size=2"],
         "server.aggregator.buffer_size",
         "whole barrier rounds of J = federation.concurrency clients",
     ),
     (
-        ["server.aggregator.name=fedavg"],
+        ["arm=sync", "server.aggregator.name=afl"],
         "server.aggregator.name",
-        "fedavg is the synchronous barrier rule: set federation.mode=sync, or pick an aggregator for async "
-        "mode: afl, ca2fl, dc, fadas, fedasync, fedbuff",
+        "arm sync runs server.aggregator.name=fedavg, not afl: leave out arm= to run the arm of afl",
     ),
+    (
+        ["arm=afl", "server.lr_schedule.name=constant", "federation.mode=async", "arm=nope"],
+        "arm",
+        "unknown arm 'nope'; allowed: afl, afl-noweight",
+    ),
+    (["arm="], "arm", "is empty: give an arm's name"),
     (["server.lr_schedule.delay_at=both"], "server.lr_schedule.delay_at", "allowed: arrival, dispatch"),
     (["server.lr_schedule.decay=cosine"], "server.lr_schedule.decay", "allowed: sqrt, none"),
     (["dataset.val_fraction=1.0"], "dataset.val_fraction", "must be in [0, 1)"),
@@ -300,12 +305,13 @@ def test_output_dir_under_a_file_exits_2(tmp_path, capsys) -> None:
 
 
 def test_auto_named_run_folders_are_claimed_atomically(tmp_path, monkeypatch) -> None:
-    """Two runs of the same experiment, algorithm and seed started in the same second get two folders."""
-    from afl.experiments.outputs import _output_dir
+    """Two runs of the same experiment, arm and seed started in the same second get two folders, named
+    after the arm."""
+    from afl.experiments.outputs import claim_output_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("time.strftime", lambda fmt: "20990101-000000")
     cfg = load_config(["experiment=demo"])
-    first, second = _output_dir(cfg), _output_dir(cfg)
+    first, second = claim_output_dir(cfg), claim_output_dir(cfg)
     assert first != second and first.is_dir() and second.is_dir()
-    assert second.name == first.name + "-2"
+    assert second.name == first.name + "-2" and first.name == f"{cfg.arm}-seed0-20990101-000000"

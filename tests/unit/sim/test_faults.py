@@ -18,6 +18,8 @@ from afl.sim.loop import NonFiniteModel
 # 10 s, so client.timeout_s = 5 catches exactly the slow ones.
 FAULTY = [
     "experiment=demo",
+    "arm=afl",  # M = 1: every accepted update is a version
+    "server.aggregator.server_lr=0.2",  # η_g = M/J, not the demo's selected 1.0: a steadier model to compare
     "delay.speed.name=constant",
     "delay.comm.name=constant",
     "delay.comm.value=1.0",
