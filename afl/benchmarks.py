@@ -509,23 +509,36 @@ def bench_scale(points: Sequence[int], in_flight: int, arrivals: int) -> dict[st
 
 
 # ----------------------------------------------------------------------------------------------- startup
-STARTUP = {
-    "help": ["scripts/train.py", "--help"],
-    "config_error": ["scripts/train.py", "client.lr=-1"],
+#: Fresh interpreters timed by :func:`bench_startup`: their arguments and the exit status that means
+#: they did what they are timed for (a config error exits 2).
+STARTUP: dict[str, tuple[list[str], int]] = {
+    "help": (["-m", "afl.cli.train", "--help"], 0),
+    "config_error": (["-m", "afl.cli.train", "client.lr=-1"], 2),
     # what a run imports before it starts (torch, Lightning, ...)
-    "import_run": ["-c", "import afl.experiments.run"],
+    "import_run": (["-c", "import afl.experiments.run"], 0),
 }
 
 
-def bench_startup(repeat: int) -> dict[str, float]:
-    """Wall seconds of fresh interpreters: ``--help``, a config error, importing the run machinery."""
-    root = Path(__file__).resolve().parents[2]
-    times: dict[str, list[float]] = {name: [] for name in STARTUP}
+class BenchmarkFailed(RuntimeError):
+    """What a benchmark timed did not do what it is timed for: its figure would time a failure."""
+
+
+def bench_startup(repeat: int, commands: dict[str, tuple[list[str], int]] | None = None) -> dict[str, float]:
+    """Wall seconds of fresh interpreters: ``--help``, a config error, importing the run machinery.
+
+    Raises:
+        BenchmarkFailed: a command exited with another status than the one it is timed for.
+    """
+    commands = STARTUP if commands is None else commands
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeat):
-        for name, args in STARTUP.items():
+        for name, (args, expected) in commands.items():
             start = time.perf_counter()
-            subprocess.run([sys.executable, *args], cwd=root, capture_output=True, check=False)
+            done = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
             times[name].append(time.perf_counter() - start)
+            if done.returncode != expected:
+                last = (done.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+                raise BenchmarkFailed(f"startup {name}: exit {done.returncode}, expected {expected}: {last}")
     return {name: _median(t) for name, t in times.items()}
 
 

@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: dict[str, object] = {"card": env_info.get("card"), "torch": env_info.get("torch")}
 
-    code, text, took = _child(
+    tests_code, text, took = _child(
         [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 150, env
     )
+    code = tests_code
     print(text[-4000:], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pytest_gpu.log").write_text(text)  # the whole output: the first failure is at its top
@@ -138,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bench_json = args.out / f"bench_{device}.json"
     models, updates, repeat = ("lenet", 2, 1) if args.smoke else ("resnet20,cnn,lenet", 10, 2)
-    code, text, took = _child(
+    bench_code, text, took = _child(
         [sys.executable, "-c", BENCH, device, models, str(updates), str(repeat), str(bench_json)], 180, env
     )
+    code = bench_code
     print(text[-4000:], flush=True)
     if code == 0:
         bench = json.loads(bench_json.read_text())
@@ -194,10 +196,26 @@ def main(argv: list[str] | None = None) -> int:
     table = "| check | result |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows.items())
     print("\n" + table)
     (args.out / "gpu_check.md").write_text(table)
+    failed = failures(tests_code, bench_code, result is not None, learned, args.smoke)
     (args.out / "gpu_check.json").write_text(
-        json.dumps({"environment": env_info, "rows": rows}, indent=1) + "\n"
+        json.dumps({"environment": env_info, "rows": rows, "failed": failed}, indent=1) + "\n"
     )
-    return 0 if learned else 1
+    if failed:
+        print(f"gpu-check FAILED: {'; '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def failures(tests: int, bench: int, ran: bool, learned: bool, smoke: bool) -> list[str]:
+    """What of the check failed: the gpu tests (pytest's exit status), the benchmark, the paper_cifar10
+    run, or its learning (not asked of ``--smoke``: a few toy updates learn nothing; tested in
+    tests/integration/test_gpu_check.py)."""
+    found = [f"the gpu tests (pytest exit {tests})"] if tests != 0 else []
+    found += [f"the benchmark (exit {bench})"] if bench != 0 else []
+    if not ran:
+        found.append("the paper_cifar10 run")
+    elif not learned and not smoke:
+        found.append("paper_cifar10 did not learn (accuracy at chance)")
+    return found
 
 
 if __name__ == "__main__":

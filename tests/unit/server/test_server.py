@@ -298,9 +298,12 @@ def test_aggregator_state_dict_round_trip_mid_buffer(name: str) -> None:
     b.load_state_dict(a.state_dict())
     g_b = {k: v.clone() for k, v in g_a.items()}
     for agg, g in ((a, g_a), (b, g_b)):
-        agg.on_arrival(_update(1, 3, 0, _g([0.0, 3.0]), start), g)
-        agg.on_arrival(_update(2, 2, 2, _g([4.0, 4.0]), start), g)
-        assert agg.flush(g) if name == "fedavg" else True
+        assert not agg.on_arrival(_update(1, 3, 0, _g([0.0, 3.0]), start), g)  # 2 of 3 buffered
+        applied = agg.on_arrival(_update(2, 2, 2, _g([4.0, 4.0]), start), g)
+        if name == "fedavg":  # the barrier applies the round
+            assert not applied and agg.flush(g)
+        else:  # the third arrival filled the buffer: applied then, nothing left to flush
+            assert applied and not agg.flush(g)
     assert torch.equal(g_a["w"], g_b["w"])
     assert not torch.equal(g_a["w"], start["w"])
 
