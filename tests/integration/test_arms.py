@@ -170,3 +170,21 @@ def test_metrics_csv_leaves_missing_values_empty(comparison) -> None:
 def test_default_arms_are_the_readings_and_sync() -> None:
     assert DEFAULT_ARMS == ("afl", "afl-released", "afl-later", "sync")
     assert {ARMS[a].reading for a in DEFAULT_ARMS} == {"ours", "released", "later", None}
+
+
+def test_the_headline_is_the_mean_of_the_last_evaluations_and_says_its_window(comparison) -> None:
+    """summary.json's headline accuracy: the mean test accuracy of the last ``logging.final_window``
+    evaluations after update 0 (here all three: 4, 8, 12), with the window it covers; the last evaluation
+    alone stays ``final_test_accuracy``."""
+    out = comparison.output_dir / "afl" / "seed1"
+    summary = json.loads((out / "summary.json").read_text())
+    with (out / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["client_updates"]) > 0][-5:]
+    assert [int(r["client_updates"]) for r in rows] == [4, 8, 12]
+    assert summary["final_mean_test_accuracy"] == pytest.approx(
+        sum(float(r["test_accuracy"]) for r in rows) / 3
+    )
+    assert summary["final_window"] == {"evaluations": 5, "from_update": 4, "to_update": 12}
+    assert summary["final_test_accuracy"] == float(rows[-1]["test_accuracy"])
+    assert summary["val_selected_test_accuracy"] is None  # no validation split: nothing chosen on it
+    assert read_offline_run(out).summary["final_mean_test_accuracy"] == summary["final_mean_test_accuracy"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -111,6 +112,12 @@ def test_selection_keeps_the_best_validation_point_and_records_it(tmp_path: Path
             summary = _summary(tmp_path / "cmp" / "select" / arm / label / "seed3")
             assert summary["final_val_accuracy"] == p["val_accuracy"]["3"]
             assert summary["val_samples"] == 120  # 25% of the 480 training samples, never the test set
+            # the model a practitioner would keep: the evaluation with the best validation accuracy
+            with (tmp_path / "cmp" / "select" / arm / label / "seed3" / "metrics.csv").open() as f:
+                rows = list(csv.DictReader(f))
+            kept = max(rows, key=lambda r: float(r["val_accuracy"]))  # the first of equals, as max keeps
+            assert summary["val_selected_update"] == int(kept["client_updates"])
+            assert summary["val_selected_test_accuracy"] == float(kept["test_accuracy"])
         # and the comparison ran the arm with it
         cfg = OmegaConf.load(Path(result.runs[arm][0]["output_dir"]) / "config.yaml")
         chosen = dict(o.split("=") for o in saved["chosen"][arm])
