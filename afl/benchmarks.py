@@ -158,7 +158,7 @@ def bench_overhead(name: str, updates: int, repeat: int, tmp: Path) -> dict[str,
 
 # ----------------------------------------------------------------------------------------------- device
 #: ``afl-bench --device``: the models of the paper's experiments on synthetic data of their shapes, one
-#: local epoch per job (the issue's measurement: ``paper_cifar10``, 20,000 images of 3×32×32).
+#: local epoch per job (as the first GPU measurements: ``paper_cifar10``, 20,000 images of 3×32×32).
 DEVICE_SETTINGS: dict[str, list[str]] = {
     "resnet20": [
         "experiment=paper_cifar10",
@@ -680,6 +680,41 @@ def run_device(device: str, quick: bool, only_cohort: bool = False) -> dict[str,
     return out
 
 
+def bench_jobs(updates: int, repeat: int, tmp: Path) -> dict[str, Any]:
+    """A comparison of 8 short runs (the demo, afl and sync × 4 seeds) with ``--jobs 2`` against
+    ``--jobs 1``, interleaved; wall seconds (medians) and their ratio, after checking that both wrote the
+    same results.
+
+    Raises:
+        BenchmarkFailed: the two wrote different results.
+    """
+    from afl.experiments.compare import compare
+    from afl.experiments.outputs import VOLATILE_SUMMARY_KEYS
+
+    overrides = ["experiment=demo", f"federation.max_updates={updates}", "logging.wandb.mode=disabled"]
+    times: dict[int, list[float]] = {1: [], 2: []}
+    tables: dict[int, Any] = {}
+    for i in range(repeat):
+        for jobs in (1, 2):
+            start = time.perf_counter()
+            result, _ = compare(
+                [*overrides, "logging.progress=false", f"output_dir={tmp / f'{jobs}-{i}'}"],
+                ["afl", "sync"],
+                [0, 1, 2, 3],
+                jobs=jobs,
+            )
+            times[jobs].append(time.perf_counter() - start)
+            tables[jobs] = [
+                {k: v for k, v in r["summary"].items() if k not in VOLATILE_SUMMARY_KEYS}
+                for per_seed in result.runs.values()
+                for r in per_seed.values()
+            ]
+    if tables[1] != tables[2]:
+        raise BenchmarkFailed("jobs: --jobs 2 wrote other results than --jobs 1")
+    one, two = _median(times[1]), _median(times[2])
+    return {"runs": 8, "jobs_1_s": one, "jobs_2_s": two, "ratio_2_over_1": two / one, "same_results": True}
+
+
 def run_all(quick: bool) -> dict[str, Any]:
     """Every benchmark; the JSON document ``afl-bench --json`` writes."""
     repeat = 3 if quick else 5
@@ -702,6 +737,9 @@ def run_all(quick: bool) -> dict[str, Any]:
         print("the cohort executor vs threads, the demo on 2 cores ...", flush=True)
         out["cohort"] = bench_cohort("cpu", ("demo",), 60 if quick else 300, repeat, Path(tmp) / "cohort")
         print(f"  demo: {_format(out['cohort']['demo'])}", flush=True)
+        print("a comparison of 8 runs, --jobs 2 vs --jobs 1 ...", flush=True)
+        out["jobs"] = bench_jobs(30 if quick else 60, 2 if quick else 3, Path(tmp) / "jobs")
+        print(f"  {_format(out['jobs'])}", flush=True)
         print("Ray actors vs threads, the demo with 2 workers ...", flush=True)
         out["ray"] = bench_ray(60 if quick else 300, repeat, Path(tmp) / "ray")
         print(f"  {_format(out['ray'])}", flush=True)

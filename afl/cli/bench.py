@@ -20,6 +20,7 @@ and noisy: compare ratios, not seconds). Writes with --json:
   scale                100,000 clients, 1,000 in flight (1k, 10k, 100k clients): server-side ms per arrival
                        and peak resident memory, each point in a fresh interpreter
   startup_s            fresh interpreters: --help, a config error, importing the run machinery
+  jobs                 a comparison of 8 short demo runs with --jobs 2 / the same with --jobs 1 (same results)
   client_job           one client job, a Lightning Trainer vs a plain loop
 
 With --device cuda (or cpu), instead: device_runs, per model (ResNet-20 on 3x32x32, the paper's CNN and

@@ -32,6 +32,16 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _names(text: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
@@ -93,6 +103,13 @@ def parser() -> argparse.ArgumentParser:
         help="print the table of a finished comparison folder again (another --target); runs nothing",
     )
     p.add_argument(
+        "--jobs",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="runs at once, in worker processes that stay alive across runs (default: 1); the same files",
+    )
+    p.add_argument(
         "--format",
         choices=("png", "pdf", "svg"),
         default="png",
@@ -129,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target=args.target,
             target_fraction=args.target_fraction,
             formats=[args.format],
+            jobs=args.jobs,
         )
     except USER_ERRORS as err:
         return report(err)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from afl.cli import USER_ERRORS, report
-from afl.cli.compare import _ints
+from afl.cli.compare import _ints, _positive
 
 DESCRIPTION = """\
 Run a sweep: configs/sweep/NAME.yaml (or a YAML path) gives the preset, the arms, the grid of overrides
@@ -43,6 +43,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--results", action="store_true", help="only write the results of the finished runs")
     p.add_argument(
+        "--jobs",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="runs at once, in worker processes that stay alive across runs (default: 1); the same files",
+    )
+    p.add_argument(
         "--format",
         choices=("png", "pdf", "svg"),
         default="png",
@@ -69,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.results:
             write_results(sweep, root, formats=[args.format])
         else:
-            run_sweep(sweep, root, formats=[args.format])
+            run_sweep(sweep, root, formats=[args.format], jobs=args.jobs)
     except USER_ERRORS as err:
         return report(err)
     print((root / "results.md").read_text(), end="")

@@ -33,6 +33,7 @@ from afl.arms import ARMS, BASELINE, DEFAULT_ARMS
 from afl.config import EMPTY, load_config
 from afl.errors import ConfigError
 from afl.experiments.metrics import FINAL_WINDOW, accuracy_at, headline, load_run, mean_std, time_to_accuracy
+from afl.experiments.parallel import run_all
 from afl.experiments.plots import plot_bands
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
@@ -180,13 +181,20 @@ def choose(points: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(points[max(range(len(points)), key=score)]["overrides"])
 
 
-def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path) -> Selection:
-    """Run each arm's grid on ``seeds`` and choose its step sizes by validation accuracy."""
-    from afl.experiments.run import run
-    from afl.sim.loop import AllUpdatesRejected, NonFiniteModel
+#: What a diverging step size raises (afl.sim.loop): a result of the grid, never chosen.
+DIVERGED = ("NonFiniteModel", "AllUpdatesRejected")
 
+
+def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path, jobs: int = 1) -> Selection:
+    """Run each arm's grid on ``seeds`` (``jobs`` at a time) and choose its step sizes by validation
+    accuracy. A point whose run diverged, or failed otherwise, is recorded with why and never chosen.
+
+    Raises:
+        ConfigError: no validation split.
+        RuntimeError: every point of an arm failed for a reason other than divergence.
+    """
     selection = Selection()
-    jobs = []  # every config is composed and checked before the first run
+    tasks: list[tuple[Any, str, DictConfig]] = []  # every config composed and checked before any run
     for arm in plan.arms:
         for point in grid_points(plan, arm, grid):
             entry: dict[str, Any] = {"overrides": point, "val_accuracy": {}, "test_accuracy": {}}
@@ -202,18 +210,23 @@ def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path) ->
                     )
                 cfg.output_dir = str(root / "select" / arm / (label or "base") / f"seed{seed}")
                 _in_group(cfg, plan, "selection")
-                jobs.append((entry, seed, cfg))
-    for entry, seed, cfg in jobs:
-        try:
-            summary = run(cfg).summary
-        except (NonFiniteModel, AllUpdatesRejected) as err:  # a step size that diverges is a result
-            entry.setdefault("diverged", {})[str(seed)] = str(err)
+                tasks.append(((len(tasks), entry, seed), f"select {arm} {label or 'base'} seed {seed}", cfg))
+    outcomes = run_all(tasks, jobs)
+    for (key, _, _), outcome in zip(tasks, (outcomes[t[0]] for t in tasks)):
+        _, entry, seed = key
+        if outcome.ok:
+            summary = load_run(outcome.output_dir)[0]
+        else:  # a step size that diverges is a result; so is a run that failed, with why
+            why = "diverged" if outcome.error_type in DIVERGED else "failed"
+            entry.setdefault(why, {})[str(seed)] = outcome.error
             summary = {"final_val_accuracy": None, "final_test_accuracy": None}
         entry["val_accuracy"][str(seed)] = summary["final_val_accuracy"]
         entry["test_accuracy"][str(seed)] = summary["final_test_accuracy"]  # reported, never used
         values = list(entry["val_accuracy"].values())
         entry["mean_val_accuracy"] = None if None in values else statistics.fmean(values)
     for arm, points in selection.points.items():
+        if all("failed" in p for p in points):
+            raise RuntimeError(f"every selection run of {arm} failed: {points[0]['failed']}")
         selection.chosen[arm] = choose(points)
     (root / "selection.json").write_text(json.dumps(selection.to_json(), indent=1))
     return selection
@@ -250,8 +263,11 @@ def compare(
     target: float | None = None,
     target_fraction: float = DEFAULT_TARGET_FRACTION,
     formats: Sequence[str] = ("png",),
+    jobs: int = 1,
 ) -> tuple[Comparison, Selection | None]:
-    """Select step sizes (if ``grid``), then run every arm on every seed and summarise.
+    """Select step sizes (if ``grid``), then run every arm on every seed and summarise; ``jobs`` runs at
+    once in worker processes (:mod:`afl.experiments.parallel`: the same files as one at a time). A run
+    that fails is left out of the table, which says so.
 
     Every config is composed and checked before the first run starts.
     """
@@ -263,26 +279,30 @@ def compare(
     plan.group = new_group(plan.experiment, root)
     selection = None
     if grid:
-        selection = select(plan, grid, list(select_seeds or plan.seeds[:1]), root)
+        selection = select(plan, grid, list(select_seeds or plan.seeds[:1]), root, jobs)
         plan.arms = {arm: [*o, *selection.chosen[arm]] for arm, o in plan.arms.items()}
     configs = {
         (arm, seed): load_config(plan.arm_overrides(arm, [f"seed={seed}"]))
         for seed in plan.seeds
         for arm in plan.arms
     }
-    from afl.experiments.run import run
-
-    runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in plan.arms}
     for (arm, seed), cfg in configs.items():
         cfg.output_dir = str(root / arm / f"seed{seed}")
         _in_group(cfg, plan)
-        result = run(cfg)
-        runs[arm][seed] = {
-            "summary": result.summary,
-            "history": result.history,
-            "output_dir": str(result.output_dir),
-        }
+    outcomes = run_all([(key, f"{key[0]} seed {key[1]}", cfg) for key, cfg in configs.items()], jobs)
+    runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in plan.arms}
+    failed = []
+    for (arm, seed), outcome in ((key, outcomes[key]) for key in configs):  # in the plan's order
+        if not outcome.ok:
+            failed.append(f"{arm} seed {seed} failed ({outcome.error}): left out of the table")
+            continue
+        summary, history, _ = load_run(outcome.output_dir)  # however it ran: from its files
+        runs[arm][seed] = {"summary": summary, "history": history, "output_dir": outcome.output_dir}
+    runs = {arm: per_seed for arm, per_seed in runs.items() if per_seed}
+    if not runs:
+        raise RuntimeError(f"every run of the comparison failed: {failed[0]}")
     comparison = summarise(runs, root, target=target, target_fraction=target_fraction)
+    comparison.warnings.extend(failed)
     write_outputs(comparison, plan, selection, configs[next(iter(configs))], formats)
     return comparison, selection
 

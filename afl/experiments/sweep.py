@@ -37,6 +37,7 @@ from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
 from afl.experiments.compare import DEFAULT_TARGET_FRACTION, _pm, parse_plan, time_to_target_cell
 from afl.experiments.metrics import FINAL_WINDOW, accuracy_at, headline, load_run, mean_std, time_to_accuracy
+from afl.experiments.parallel import run_all
 from afl.experiments.plots import label_styles, plot_band_panels, plot_bands
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
@@ -177,15 +178,21 @@ def run_dir(root: Path, cell: Cell, seed: int) -> Path:
 
 
 def run_sweep(
-    sweep: Sweep, root: Path, *, log: Callable[[str], None] = print, formats: Sequence[str] = ("png",)
+    sweep: Sweep,
+    root: Path,
+    *,
+    log: Callable[[str], None] = print,
+    formats: Sequence[str] = ("png",),
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run every cell and seed not yet complete under ``root``; write and return the results.
+    """Run every cell and seed not yet complete under ``root``, ``jobs`` at a time
+    (:mod:`afl.experiments.parallel`); write and return the results.
 
     A run folder with ``summary.json`` is skipped, one with a checkpoint is resumed, any other is
-    removed and run again.
+    removed and run again. A run that fails is said so and left out of the results; run the sweep again
+    to retry it.
     """
     from afl import checkpoint
-    from afl.experiments.run import run
 
     root.mkdir(parents=True, exist_ok=True)
     group = wandb_group_of(root) or new_group("sweep", root)  # a continued sweep keeps its group
@@ -205,25 +212,30 @@ def run_sweep(
         )
     )
     total = len(sweep.cells) * len(sweep.seeds)
-    done = 0
+    tasks = []
     for seed in sweep.seeds:  # seeds outermost: a stopped sweep has every cell on its first seeds
         for cell in sweep.cells:
-            done += 1
             out = run_dir(root, cell, seed)
+            label = f"{cell.name} seed {seed}"
             if (out / "summary.json").exists():
-                log(f"[{done}/{total}] {cell.name} seed {seed}: complete, skipped")
+                log(f"{label}: complete, skipped")
                 continue
             if (out / checkpoint.CHECKPOINT).exists():
-                log(f"[{done}/{total}] {cell.name} seed {seed}: resuming from its checkpoint")
-                run(load_config([f"resume={out}"]))
+                tasks.append(
+                    (label, f"{label} (resumed from its checkpoint)", load_config([f"resume={out}"]))
+                )
                 continue
             if out.exists():
                 shutil.rmtree(out)  # stopped before its first checkpoint: start it again
-            log(f"[{done}/{total}] {cell.name} seed {seed}")
             cfg = sweep.config(cell, seed, group)
             cfg.output_dir = str(out)
             cfg.logging.progress = False
-            run(cfg)
+            tasks.append((label, label, cfg))
+    if len(tasks) < total:
+        log(f"{total - len(tasks)} of {total} runs complete; running the other {len(tasks)}")
+    failed = [f"{key}: {o.error}" for key, o in run_all(tasks, jobs, log=log).items() if not o.ok]
+    for line in failed:
+        log(f"FAILED {line} (left out of the results; run the sweep again to retry it)")
     report = sweep.config(sweep.cells[0], sweep.seeds[0], group)
     return write_results(sweep, root, report=report, formats=formats)
 

@@ -1,0 +1,168 @@
+"""Many runs at once (``--jobs N`` of afl-compare and afl-sweep): worker processes that stay alive across
+runs, so each pays torch's and Lightning's imports once, not once per run.
+
+A run is a plain function of its config (:func:`afl.experiments.run.run`), so where it runs never changes
+its results: ``--jobs N`` writes the same files as ``--jobs 1`` (wall times aside; in ``config.yaml``
+``federation.workers``, which :func:`fit_threads` sets so that N runs × their threads fit the cores, and
+``logging.progress``: the executors give the same run for any number of workers). Every run's outcome is
+read back from its folder (:func:`~afl.experiments.metrics.load_run`), whichever way it ran.
+
+A worker that dies (killed, out of memory) fails the run it held, with its exit code, and is replaced;
+the other runs go on. A run that raises fails with its error (its folder says so in ``FAILED``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class Outcome:
+    """How one run ended: its folder, or the error that stopped it (``error_type``: the exception's class
+    name, or ``WorkerDied``)."""
+
+    output_dir: str
+    error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def fit_threads(cfg: DictConfig, jobs: int) -> None:
+    """With ``jobs`` runs at once, each run's client-training threads (``federation.workers``) so that
+    ``jobs × workers × torch_threads`` stays within the cores (never more than the run asked for)."""
+    if jobs > 1:
+        share = max(1, cores() // (jobs * cfg.federation.torch_threads))
+        cfg.federation.workers = min(cfg.federation.workers, share)
+
+
+def _run_here(cfg: DictConfig) -> Outcome:
+    """One run in this process, its error caught."""
+    from afl.experiments.run import run
+
+    try:
+        return Outcome(str(run(cfg).output_dir))
+    except Exception as err:  # noqa: BLE001 - a failed run is a result; the others go on
+        return Outcome(str(cfg.output_dir), f"{type(err).__name__}: {err}", type(err).__name__)
+
+
+def _worker(conn: Connection) -> None:
+    """A worker process: runs the configs it is sent, one at a time, until it is sent None."""
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        index, container = task
+        try:
+            outcome = _run_here(OmegaConf.create(container))
+        except BaseException:  # noqa: BLE001 - report it, and take the next
+            outcome = Outcome("", traceback.format_exc(limit=3), "WorkerError")
+        conn.send((index, outcome))
+
+
+def _progress(done: int, total: int, label: str, outcome: Outcome, started: float) -> str:
+    elapsed = time.monotonic() - started
+    left = elapsed / done * (total - done)
+    status = "done" if outcome.ok else f"FAILED ({outcome.error_type})"
+    return f"[{done}/{total}] {label}: {status} · {elapsed / 60:.1f} min, about {left / 60:.1f} min left"
+
+
+def run_all(
+    tasks: Sequence[tuple[Hashable, str, DictConfig]],
+    jobs: int = 1,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[Hashable, Outcome]:
+    """Run every ``(key, label, config)``, ``jobs`` at a time; their outcomes by key. ``jobs = 1`` runs
+    them here, one after another; more start that many worker processes, which stay alive across runs.
+    A progress line per finished run: runs done / total and an estimate of the time left."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    outcomes: dict[Hashable, Outcome] = {}
+    started = time.monotonic()
+
+    def finish(index: int, outcome: Outcome) -> None:
+        key, label, _ = tasks[index]
+        outcomes[key] = outcome
+        log(_progress(len(outcomes), len(tasks), label, outcome, started))
+
+    if jobs == 1:
+        for index, (_, _, cfg) in enumerate(tasks):
+            finish(index, _run_here(cfg))
+        return outcomes
+    for _, _, cfg in tasks:
+        fit_threads(cfg, jobs)
+        cfg.logging.progress = False  # N progress bars would interleave: a line per finished run instead
+    context = multiprocessing.get_context("spawn")  # torch and threads: never fork a running process
+    pending = list(range(len(tasks)))[::-1]  # popped from the end: in order
+    workers: dict[Connection, tuple[Any, int | None]] = {}  # connection -> (process, the task it holds)
+
+    def start() -> Connection:
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker, args=(child,), daemon=True)
+        process.start()
+        child.close()
+        workers[parent] = (process, None)
+        return parent
+
+    def give(conn: Connection) -> None:
+        if pending:
+            index = pending.pop()
+            conn.send((index, OmegaConf.to_container(tasks[index][2], resolve=True)))
+            workers[conn] = (workers[conn][0], index)
+
+    try:
+        for _ in range(min(jobs, len(tasks))):
+            give(start())
+        while any(held is not None for _, held in workers.values()):
+            sentinels = {process.sentinel: conn for conn, (process, _) in workers.items()}
+            for ready in wait([*workers, *sentinels]):
+                conn = sentinels.get(ready, ready)  # type: ignore[call-overload]
+                if conn not in workers:
+                    continue
+                process, held = workers[conn]
+                try:
+                    message = conn.recv() if conn.poll() else None
+                except (EOFError, OSError):
+                    message = None
+                if message is not None:
+                    finish(*message)
+                    workers[conn] = (process, None)
+                    give(conn)
+                elif not process.is_alive():  # the worker died, with a run in hand or not
+                    process.join()
+                    del workers[conn]
+                    if held is not None:
+                        died = f"its worker died (exit code {process.exitcode})"
+                        finish(held, Outcome(str(tasks[held][2].output_dir), died, "WorkerDied"))
+                    if pending:
+                        give(start())
+    finally:  # each worker is told to stop, then waited for (and killed if it does not)
+        for conn in workers:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                conn.send(None)
+        for process, _ in workers.values():
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return outcomes
