@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from afl.errors import ConfigError
-from afl.experiments.metrics import load_run, mean_std, time_to_accuracy
+from afl.experiments.metrics import FINAL_WINDOW, headline, load_run, mean_std, time_to_accuracy
 
 #: The files that make a folder a comparison's or a sweep's, and its kind.
 KINDS = {"comparison.json": "comparison", "sweep.json": "sweep"}
@@ -479,11 +479,12 @@ TARGET_FRACTION = 0.95
 
 
 def results_table(source: Source) -> tuple[list[dict[str, Any]], float]:
-    """Per arm (cell): seeds, final test accuracy, simulated time and client updates to the target, mean
-    staleness, each as (mean, std, how many seeds have one); and the target. What the W&B results table
-    holds, computed from the run files (plain Python: no torch, unlike afl.experiments.compare)."""
+    """Per arm (cell): seeds, the headline accuracy (the mean of each run's last evaluations, as the
+    comparison's table ranks them), simulated time and client updates to the target, mean staleness, each
+    as (mean, std, how many seeds have one); and the target. What the W&B results table holds, computed
+    from the run files (plain Python: no torch, unlike afl.experiments.compare)."""
     finals = {
-        label: [float(r.summary["final_test_accuracy"]) for r in per.values()]
+        label: [headline({"summary": r.summary, "history": r.history}) for r in per.values()]
         for label, per in source.runs.items()
     }
     target = source.target
@@ -558,7 +559,7 @@ def plot_preview(source: Source, panels: Sequence[Panel], path: Path) -> Any:
         header = [
             "arm",
             "seeds",
-            "final test accuracy",
+            f"test accuracy, last {FINAL_WINDOW} evaluations",
             f"simulated time to {target:.3f} (s)",
             "client updates to target",
             "mean staleness τ",

@@ -275,8 +275,10 @@ class AFL(_DeltaBuffered):
     ``s(τ)`` is an absolute discount, not renormalised over the buffer: with ``M = 1`` a stale update
     moves the model by ``η_g s(τ) Δ``. ``η_g`` defaults to ``M / J``, so J arrivals move the model about
     as far as one FedAvg round (the mean of J deltas). With ``M = J``, ``η_g = 1`` and ``s ≡ 1`` a step
-    is the sample-weighted FedAvg of the J arrived models (each taken as its dispatched model plus its
-    delta): the server rule of the code released with the paper
+    is ``θ + Σ (n_c / Σn) Δ_c``: the sample-weighted FedAvg of the J arrived models only when every one
+    of them started from the current model (τ = 0); a stale arrival's delta is added to the current model,
+    not averaged in as the model it trained, so the two differ once updates are stale. That step
+    is our application of the server rule of the code released with the paper
     (``Ali-Forootani/AFL_non_convex_non_iid``, ``src/async_fdl_fashion_mnist_delay_track_lr_non_iid.py``
     lines 359-365, commit d9a5d21), which has no staleness weight and no server step.
 
