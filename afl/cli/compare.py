@@ -103,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
         help="print the table of a finished comparison folder again (another --target); runs nothing",
     )
     p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the runs, their client steps and a time estimate here (one short calibration run); run nothing",
+    )
+    p.add_argument(
         "--jobs",
         type=_positive,
         default=1,
@@ -135,6 +140,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         except USER_ERRORS as err:
             return report(err)
         print(format_table(again))
+        return 0
+    if args.dry_run:
+        from afl.experiments.compare import dry_run
+
+        try:
+            print(
+                dry_run(
+                    args.overrides,
+                    args.arms,
+                    args.seeds,
+                    grid=args.grid,
+                    select_seeds=args.select_seeds,
+                    jobs=args.jobs,
+                )
+            )
+        except USER_ERRORS as err:
+            return report(err)
         return 0
     try:
         result, selection = compare(

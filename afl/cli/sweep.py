@@ -56,7 +56,10 @@ def parser() -> argparse.ArgumentParser:
         help="the figures' file type besides PNG (default: %(default)s)",
     )
     p.add_argument(
-        "--dry-run", action="store_true", help="list the runs (and check every config); run nothing"
+        "--dry-run",
+        action="store_true",
+        help="list the runs (every config checked), their client steps and a time estimate here from one "
+        "short calibration run; run nothing else",
     )
     return p
 
@@ -69,9 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep = load_sweep(args.sweep, args.seeds, args.overrides)
         root = args.out if args.out is not None else Path("runs") / "sweeps" / sweep.name
         if args.dry_run:
+            from afl.experiments.estimate import calibrate, describe
+
+            configs = []
             for seed in sweep.seeds:
                 for cell in sweep.cells:
                     print(f"{cell.name} seed {seed} -> {run_dir(root, cell, seed)}")
+                    configs.append(sweep.config(cell, seed))
+            print(describe({"sweep": configs}, calibrate(configs[0]), args.jobs))
             return 0
         if args.results:
             write_results(sweep, root, formats=[args.format])

@@ -307,6 +307,30 @@ def compare(
     return comparison, selection
 
 
+def dry_run(
+    overrides: Sequence[str] = (),
+    arms: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    grid: Sequence[str] = (),
+    select_seeds: Sequence[int] | None = None,
+    jobs: int = 1,
+) -> str:
+    """What :func:`compare` would run, and about how long it would take here (:mod:`afl.experiments.estimate`:
+    one short calibration run); runs nothing else and writes nothing."""
+    from afl.experiments.estimate import calibrate, describe
+
+    plan = parse_plan(overrides, arms, seeds)
+    runs = [load_config(plan.arm_overrides(arm, [f"seed={s}"])) for s in plan.seeds for arm in plan.arms]
+    selection = [
+        load_config(plan.arm_overrides(arm, [*point, f"seed={s}"]))
+        for arm in plan.arms
+        for point in (grid_points(plan, arm, grid) if grid else [])
+        for s in (select_seeds or plan.seeds[:1])
+    ]
+    return describe({"selection": selection, "comparison": runs}, calibrate(runs[0]), jobs)
+
+
 def _in_group(cfg: DictConfig, plan: Plan, *tags: str) -> None:
     """Puts a run of the comparison in its W&B group (selection runs: in the group's ``-selection``),
     tagged with it."""

@@ -54,6 +54,7 @@ def test_a_comparison_with_two_jobs_writes_what_one_job_writes(tmp_path: Path) -
             del cfg["federation"]["workers"], cfg["logging"]["progress"], cfg["output_dir"]
             del cfg["logging"]["wandb"]["group"], cfg["logging"]["wandb"]["tags"]
         assert a == b
+
     def steady(table: list[dict]) -> list[dict]:  # wall times aside
         return [{k: v for k, v in row.items() if not k.startswith("wall_time")} for row in table]
 
@@ -110,3 +111,21 @@ def test_threads_are_fitted_to_the_cores(tiny) -> None:
     assert cfg.federation.workers == max(1, cores() // 2)
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         run_all([], 0)
+
+
+def test_a_dry_run_counts_the_runs_and_their_steps_and_writes_nothing(tmp_path: Path) -> None:
+    """TINY: 480 training samples over 6 clients (80 each: 3 batches of 32), 1 epoch, 12 updates: 36
+    client steps a run; with a 25% validation split, 60 a client (2 batches): 24 a run."""
+    from afl.experiments.compare import dry_run
+
+    out = tmp_path / "never"
+    text = dry_run([*TINY, f"output_dir={out}"], ["afl", "sync"], [0, 1])
+    assert (
+        text.splitlines()[0]
+        == "dry run: 4 runs (4 of the comparison); about 144 client steps (local mini-batch steps)"
+    )
+    assert "ms per client step" in text and "estimate: about " in text and not out.exists()
+    grid = dry_run([*TINY, "dataset.val_fraction=0.25"], ["afl", "sync"], [0], grid=["client.lr=1e-3,1e-2"])
+    assert grid.splitlines()[0].startswith(
+        "dry run: 6 runs (4 of the selection, 2 of the comparison); about 144 "
+    )
