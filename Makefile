@@ -30,7 +30,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy afl callbacks
 
 # Mutation testing of afl/server, afl/sim and afl/data/partition.py against their fast tests (mutmut; see
-# README). Not part of `make test`. Results are kept in mutants/: a re-run tests only new or changed
+# docs/testing.md). Not part of `make test`. Results are kept in mutants/: a re-run tests only new or changed
 # mutants (rm -rf mutants for a fresh run); MUTANTS='afl.server.*' runs only those.
 # One test process per core (mutmut's default).
 mutate: $(VENV)/.installed

@@ -25,7 +25,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 @dataclass
 class SyntheticConfig:
     """Options of the ``synthetic`` data set; ``null`` keeps the data set's own default (its loader
-    checks the ranges, for callers of :func:`afl.data.load_dataset` too)."""
+    checks the ranges, for callers of :func:`afl.data.datasets.load_dataset` too)."""
 
     train_size: int | None = None
     test_size: int | None = None
@@ -202,12 +202,15 @@ class Config:
 
 
 #: Keys that may differ between the run that wrote a checkpoint and the run that resumes it: they change
-#: how or where the run is computed or reported, never its results.
+#: how or where the run is computed, or how it is reported (``logging.*``), not what it computes. Its
+#: models and evaluations are identical, except equal to float rounding where the arithmetic changes:
+#: ``trainer.accelerator`` (GPU or CPU), ``cohort.max_clients``, and ``federation.executor`` to or from
+#: ``cohort`` (the in-flight jobs train again in other cohorts; docs/cohort.md).
 RESUMABLE_KEYS = (
     "resume",
     "output_dir",
     "federation.workers",
-    "federation.executor",
+    "federation.executor",  # (to or from cohort: floats differ in the last bits)
     "trainer.accelerator",  # a run started on a GPU may go on on a CPU (floats differ in the last bits)
     "trainer.devices",
     "logging.progress",
@@ -406,7 +409,8 @@ def _merge_dotlist(cfg: DictConfig, dotlist: list[str]) -> DictConfig:
 
 def _resume_config(cfg: DictConfig, folder: str, experiment: str | None, dotlist: list[str]) -> DictConfig:
     """``resume=FOLDER``: the run's own ``config.yaml`` on top of the defaults; on the command line only
-    the :data:`RESUMABLE_KEYS` (they never change results) may be given."""
+    the :data:`RESUMABLE_KEYS` (models and evaluations identical, or equal to float rounding: see there)
+    may be given."""
     saved = Path(folder) / "config.yaml"
     if not saved.is_file():
         raise ConfigError("resume", f"{folder} is not a run folder (it has no config.yaml)")

@@ -42,7 +42,9 @@ class ClientJob:
         state: the global model as dispatched (a private copy).
         lr: the learning rate for this job.
         seed: seed of this job's data shuffling.
-        fault: an injected fault (``raise`` or ``nonfinite``, see :mod:`afl.sim.faults`), or None.
+        fault: an injected fault, or None: ``raise`` (the job raises), ``nonfinite`` (it returns NaN
+            weights) or ``slow`` (the loop stretches its simulated duration; the job trains as usual), see
+            :mod:`afl.sim.faults`.
         previous_staleness: the staleness of this client's previous update (0 before its first): the delay
             the client knows at dispatch.
         round: the round at dispatch (client updates // J; the barrier round in sync mode).
@@ -68,8 +70,9 @@ class ClientJob:
 
 @dataclass
 class ClientResult:
-    """What comes back: the local model after training, what it cost, and what the job's callbacks
-    measured (``metrics``, e.g. ``drift``)."""
+    """What comes back: the local model after training, what it cost, and what the job's client callbacks
+    measured (``metrics``, e.g. ``client_drift`` of ``parameter_drift``, ``grad_sq_norm`` of
+    ``gradient_norm``)."""
 
     job_id: int
     client_id: int

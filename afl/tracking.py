@@ -1,8 +1,9 @@
 """Experiment tracking with Weights & Biases.
 
 :class:`WandbTracker` makes one W&B run per training run. It works without an account or a network:
-``mode="offline"`` writes the run to ``<dir>/wandb/offline-run-<time>-<id>/`` and ``mode="disabled"``
-writes nothing. ``mode="online"`` is passed to W&B untouched.
+``mode="offline"`` writes the run to ``<dir>/wandb/offline-run-<time>-<id>/``; ``mode="disabled"``
+logs to a stand-in that keeps nothing, without importing wandb. ``mode="online"`` is passed to W&B
+untouched.
 
 An offline run is read back with wandb's own reader, ``wandb leet inspect --json <run folder>``
 (one JSON record per line), and uploaded with ``wandb sync <run folder>``.
@@ -83,8 +84,9 @@ def _plain(value: Any) -> Any:
 class WandbTracker:
     """One W&B run per training run.
 
-    Creating the tracker starts the run (``wandb.init``); :meth:`log` adds one evaluation row;
-    :meth:`finish` closes it. Several trackers can be made one after another in one process (the
+    Creating the tracker starts the run (``wandb.init``; in disabled mode a stand-in, ``_NullRun``, that
+    logs nothing, and wandb is not imported); :meth:`log` adds one evaluation row; :meth:`finish` closes
+    it. Several trackers can be made one after another in one process (the
     comparison script trains AFL, then the synchronous baseline). A tracker still open when the
     next one is created (for example after an exception that skipped :meth:`finish`) is finished
     first, with exit code 0; ``wandb.init`` is called with ``reinit="finish_previous"``, so any other
@@ -107,7 +109,7 @@ class WandbTracker:
 
     Args:
         mode: ``"offline"`` (write to disk only), ``"online"`` (passed to W&B untouched; needs an
-            account) or ``"disabled"`` (W&B does nothing and writes nothing).
+            account) or ``"disabled"`` (nothing is logged or written, and wandb is not imported).
         project: W&B project.
         group: run group; use the experiment name, so the AFL and synchronous runs of one
             experiment sit side by side.
@@ -119,8 +121,10 @@ class WandbTracker:
         tags: run tags.
         entity: W&B entity (user or team); ``None`` uses W&B's default.
         run_id: continue the W&B run with this id (a resumed training run) instead of starting a new
-            one. Offline, the continuation is a second ``offline-run-*-<id>`` folder with the same id;
-            ``wandb sync`` of both folders uploads one run.
+            one. Offline, the earlier ``offline-run-*-<id>`` folder is replaced by a new one with the
+            same id (a killed process may have left it without its last rows), and :attr:`rows_kept`
+            is 0: the caller logs the whole history again. Online, the caller logs the rows after
+            :attr:`rows_kept`. Disabled: only the id is kept.
 
     Raises:
         ValueError: ``mode`` is not one of :data:`ALLOWED_MODES`.
@@ -150,7 +154,7 @@ class WandbTracker:
             tracker.finish()
 
         out_dir = Path(dir).absolute()
-        out_dir.mkdir(parents=True, exist_ok=True)  # wandb.init creates it anyway, even when disabled
+        out_dir.mkdir(parents=True, exist_ok=True)  # as wandb.init would; in disabled mode too (left empty)
         self._finished = False
         self._best: float | None = None
         self._pending: dict[str, Any] = {}
@@ -192,7 +196,7 @@ class WandbTracker:
                 stacklevel=2,
             )
         self._mode = mode
-        self._run_dir = None if mode == "disabled" else Path(self._run.settings.sync_dir)
+        self._run_dir = Path(self._run.settings.sync_dir)
         _OPEN_TRACKERS.add(self)
         self._run.define_metric(_STEP_METRIC)
         for axis in _X_AXES[1:]:
@@ -392,7 +396,7 @@ def _teardown() -> None:
 def _quiet_settings(wandb: Any, mode: str) -> Any:
     """Builds the ``wandb.Settings`` for :class:`WandbTracker`, keeping only fields wandb knows."""
     wanted = dict(_QUIET_SETTINGS)
-    # Offline/disabled: say nothing at all. Online: keep W&B's warnings and the run's URL.
+    # Offline: say nothing at all. Online: keep W&B's warnings and the run's URL. (Disabled: no wandb.)
     wanted["silent" if mode != "online" else "quiet"] = True
     known = getattr(wandb.Settings, "model_fields", None)
     if known is not None:

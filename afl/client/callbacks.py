@@ -77,7 +77,7 @@ CLIENT_CALLBACKS: Registry[CallbackSpec] = Registry("client callback")
 @CLIENT_CALLBACKS.register("gradient_norm")
 @dataclass(frozen=True)
 class GradientNorm(CallbackSpec):
-    """:class:`callbacks.GradientNormMonitor`; reports ``grad_sq_norm``, the mean of ``‖∇L‖²`` over the
+    """:class:`afl_callbacks.GradientNormMonitor`; reports ``grad_sq_norm``, the mean of ``‖∇L‖²`` over the
     job's epochs (each epoch's mean over its steps; every epoch has the same steps).
 
     Example:
@@ -102,8 +102,8 @@ class GradientNorm(CallbackSpec):
 @CLIENT_CALLBACKS.register("parameter_drift")
 @dataclass(frozen=True)
 class Drift(CallbackSpec):
-    """:class:`callbacks.ParameterDrift`; reports ``client_drift``, ``‖θ − θ_dispatched‖₂`` over the trainable
-    parameters at the end of the job (the norm of the client's delta)."""
+    """:class:`afl_callbacks.ParameterDrift`; reports ``client_drift``, ``‖θ − θ_dispatched‖₂`` over the
+    trainable parameters at the end of the job (the norm of the client's delta)."""
 
     def make(self, job: ClientJob | None) -> ParameterDrift:
         return ParameterDrift(log=False)
@@ -124,7 +124,7 @@ class Drift(CallbackSpec):
 @CLIENT_CALLBACKS.register("delay_aware_lr")
 @dataclass(frozen=True)
 class DelayAware(CallbackSpec):
-    """:class:`callbacks.DelayAwareLR` in the client: trains at ``γ / (1 + α τ)``, γ the job's LR from the
+    """:class:`afl_callbacks.DelayAwareLR` in the client: trains at ``γ / (1 + α τ)``, γ the job's LR from the
     server and τ the staleness of this client's previous update (0 before its first), divided also by
     ``sqrt(r + 1)`` (r the round at dispatch) with ``decay: sqrt``. With ``server.lr_schedule.name=constant``
     this is the paper's rate set at dispatch (as ``paper`` with ``delay_at: dispatch`` computes it on the
@@ -155,7 +155,7 @@ class DelayAware(CallbackSpec):
 @CLIENT_CALLBACKS.register("proximal")
 @dataclass(frozen=True)
 class Proximal(CallbackSpec):
-    """:class:`callbacks.ProximalTerm`: FedProx's ``μ/2 ‖θ − θ_dispatched‖²`` added to the local loss
+    """:class:`afl_callbacks.ProximalTerm`: FedProx's ``μ/2 ‖θ − θ_dispatched‖²`` added to the local loss
     (``client.prox_mu`` is the short way to ask for it)."""
 
     mu: float = 0.01

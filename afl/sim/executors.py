@@ -1,7 +1,7 @@
 """Executors run client jobs; the event loop alone decides the order in which results are applied.
 
-An executor takes plain :class:`~afl.client.ClientJob` descriptions and hands back plain
-:class:`~afl.client.ClientResult` objects, so the results are the same for any executor and any
+An executor takes plain :class:`~afl.messages.ClientJob` descriptions and hands back plain
+:class:`~afl.messages.ClientResult` objects, so the results are the same for any executor and any
 number of workers.
 """
 
@@ -27,7 +27,7 @@ class Executor:
     """Interface: ``submit`` a job as soon as it is dispatched, ``result`` when the loop needs it.
 
     Args:
-        train: the job function (a :class:`~afl.client.ClientRuntime`).
+        train: the job function (a :class:`~afl.client.runtime.ClientRuntime`).
         workers: how many jobs may train at once.
     """
 

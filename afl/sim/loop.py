@@ -88,7 +88,14 @@ class LoopState:
 
 @dataclass
 class LoopConfig:
-    """The loop's settings (``federation.*`` and ``delay.max_staleness`` of the config)."""
+    """The loop's settings, each from one config key (:func:`afl.experiments.build.make_loop`): ``mode``,
+    ``concurrency``, ``max_updates`` and ``eval_every`` from ``federation.mode``,
+    ``federation.concurrency``, ``federation.max_updates`` and ``federation.eval_every``; ``base_lr`` and
+    ``local_epochs`` from ``client.lr`` and ``client.local_epochs``; ``seed``; ``max_staleness`` and
+    ``staleness_policy`` from ``delay.max_staleness`` and ``delay.staleness_policy``; ``timeout_s`` from
+    ``client.timeout_s``; ``max_delta_norm`` from ``server.max_delta_norm``; ``checkpoint_every`` and
+    ``checkpoint_every_s`` from ``checkpoint.every`` and ``checkpoint.every_s``; ``progress`` from
+    ``logging.progress``."""
 
     mode: str = "async"
     concurrency: int = 5

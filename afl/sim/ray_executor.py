@@ -70,7 +70,8 @@ class RayExecutor(Executor):
     """Trains in-flight jobs on ``workers`` Ray actors.
 
     Args:
-        train: the job function (a :class:`~afl.client.ClientRuntime`); pickled once, to the object store.
+        train: the job function (a :class:`~afl.client.runtime.ClientRuntime`); pickled once, to the object
+            store.
         workers: how many actors (jobs training at once).
         address: the cluster to join (``"auto"``, ``"ray://host:10001"``, ...); None: ``RAY_ADDRESS``, else
             a local cluster.
