@@ -7,6 +7,7 @@ import shlex
 import sys
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 from afl.cli import USER_ERRORS, presets_epilog, report
 from afl.experiments.compare import ARMS, DEFAULT_ARMS, DEFAULT_TARGET_FRACTION
@@ -60,6 +61,51 @@ def arms_epilog() -> str:
     )
 
 
+def add_launch_options(p: argparse.ArgumentParser) -> None:
+    """``--jobs`` and ``--launcher ray`` with its options: where a comparison's or sweep's runs run."""
+    p.add_argument(
+        "--jobs",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="runs at once, in worker processes that stay alive across runs (default: 1); the same files",
+    )
+    p.add_argument(
+        "--launcher",
+        choices=("local", "ray"),
+        default="local",
+        help="local: here (--jobs); ray: each run a Ray task on a cluster (docs/cluster.md)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="the cluster (default: RAY_ADDRESS, else a local one)",
+    )
+    p.add_argument(
+        "--run-cpus", type=float, default=1.0, metavar="C", help="CPUs each run reserves on Ray (default: 1)"
+    )
+    p.add_argument(
+        "--run-gpus",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="GPUs each run reserves on Ray: 0.25 = four runs a GPU",
+    )
+    p.add_argument(
+        "--retries", type=int, default=1, metavar="K", help="a run whose Ray worker died runs again K times"
+    )
+
+
+def launcher_of(args: argparse.Namespace) -> Any:
+    """The Ray launcher the options ask for, or None."""
+    if args.launcher != "ray":
+        return None
+    from afl.experiments.parallel import RayLauncher
+
+    return RayLauncher(args.ray_address, args.run_cpus, args.run_gpus, args.retries)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=DESCRIPTION,
@@ -107,13 +153,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the runs, their client steps and a time estimate here (one short calibration run); run nothing",
     )
-    p.add_argument(
-        "--jobs",
-        type=_positive,
-        default=1,
-        metavar="N",
-        help="runs at once, in worker processes that stay alive across runs (default: 1); the same files",
-    )
+    add_launch_options(p)
     p.add_argument(
         "--format",
         choices=("png", "pdf", "svg"),
@@ -169,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target_fraction=args.target_fraction,
             formats=[args.format],
             jobs=args.jobs,
+            launcher=launcher_of(args),
         )
     except USER_ERRORS as err:
         return report(err)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from afl.cli import USER_ERRORS, report
-from afl.cli.compare import _ints, _positive
+from afl.cli.compare import _ints, add_launch_options, launcher_of
 
 DESCRIPTION = """\
 Run a sweep: configs/sweep/NAME.yaml (or a YAML path) gives the preset, the arms, the grid of overrides
@@ -42,13 +42,7 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, metavar="DIR", help="output folder (default: runs/sweeps/NAME)"
     )
     p.add_argument("--results", action="store_true", help="only write the results of the finished runs")
-    p.add_argument(
-        "--jobs",
-        type=_positive,
-        default=1,
-        metavar="N",
-        help="runs at once, in worker processes that stay alive across runs (default: 1); the same files",
-    )
+    add_launch_options(p)
     p.add_argument(
         "--format",
         choices=("png", "pdf", "svg"),
@@ -84,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.results:
             write_results(sweep, root, formats=[args.format])
         else:
-            run_sweep(sweep, root, formats=[args.format], jobs=args.jobs)
+            run_sweep(sweep, root, formats=[args.format], jobs=args.jobs, launcher=launcher_of(args))
     except USER_ERRORS as err:
         return report(err)
     print((root / "results.md").read_text(), end="")

@@ -33,7 +33,7 @@ from afl.arms import ARMS, BASELINE, DEFAULT_ARMS
 from afl.config import EMPTY, load_config
 from afl.errors import ConfigError
 from afl.experiments.metrics import FINAL_WINDOW, accuracy_at, headline, load_run, mean_std, time_to_accuracy
-from afl.experiments.parallel import run_all
+from afl.experiments.parallel import RayLauncher, run_all
 from afl.experiments.plots import plot_bands
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
@@ -185,7 +185,14 @@ def choose(points: Sequence[Mapping[str, Any]]) -> list[str]:
 DIVERGED = ("NonFiniteModel", "AllUpdatesRejected")
 
 
-def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path, jobs: int = 1) -> Selection:
+def select(
+    plan: Plan,
+    grid: Sequence[str],
+    seeds: Sequence[int],
+    root: Path,
+    jobs: int = 1,
+    launcher: RayLauncher | None = None,
+) -> Selection:
     """Run each arm's grid on ``seeds`` (``jobs`` at a time) and choose its step sizes by validation
     accuracy. A point whose run diverged, or failed otherwise, is recorded with why and never chosen.
 
@@ -211,7 +218,7 @@ def select(plan: Plan, grid: Sequence[str], seeds: Sequence[int], root: Path, jo
                 cfg.output_dir = str(root / "select" / arm / (label or "base") / f"seed{seed}")
                 _in_group(cfg, plan, "selection")
                 tasks.append(((len(tasks), entry, seed), f"select {arm} {label or 'base'} seed {seed}", cfg))
-    outcomes = run_all(tasks, jobs)
+    outcomes = run_all(tasks, jobs, launcher=launcher)
     for (key, _, _), outcome in zip(tasks, (outcomes[t[0]] for t in tasks)):
         _, entry, seed = key
         if outcome.ok:
@@ -264,6 +271,7 @@ def compare(
     target_fraction: float = DEFAULT_TARGET_FRACTION,
     formats: Sequence[str] = ("png",),
     jobs: int = 1,
+    launcher: RayLauncher | None = None,
 ) -> tuple[Comparison, Selection | None]:
     """Select step sizes (if ``grid``), then run every arm on every seed and summarise; ``jobs`` runs at
     once in worker processes (:mod:`afl.experiments.parallel`: the same files as one at a time). A run
@@ -279,7 +287,7 @@ def compare(
     plan.group = new_group(plan.experiment, root)
     selection = None
     if grid:
-        selection = select(plan, grid, list(select_seeds or plan.seeds[:1]), root, jobs)
+        selection = select(plan, grid, list(select_seeds or plan.seeds[:1]), root, jobs, launcher)
         plan.arms = {arm: [*o, *selection.chosen[arm]] for arm, o in plan.arms.items()}
     configs = {
         (arm, seed): load_config(plan.arm_overrides(arm, [f"seed={seed}"]))
@@ -289,7 +297,8 @@ def compare(
     for (arm, seed), cfg in configs.items():
         cfg.output_dir = str(root / arm / f"seed{seed}")
         _in_group(cfg, plan)
-    outcomes = run_all([(key, f"{key[0]} seed {key[1]}", cfg) for key, cfg in configs.items()], jobs)
+    tasks = [(key, f"{key[0]} seed {key[1]}", cfg) for key, cfg in configs.items()]
+    outcomes = run_all(tasks, jobs, launcher=launcher)
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in plan.arms}
     failed = []
     for (arm, seed), outcome in ((key, outcomes[key]) for key in configs):  # in the plan's order

@@ -87,14 +87,67 @@ def _progress(done: int, total: int, label: str, outcome: Outcome, started: floa
     return f"[{done}/{total}] {label}: {status} · {elapsed / 60:.1f} min, about {left / 60:.1f} min left"
 
 
+@dataclass(frozen=True)
+class RayLauncher:
+    """``--launcher ray``: each run a Ray task on a cluster, with a CPU and GPU share each (``gpus=0.25``:
+    four runs per GPU), retried ``retries`` times on a lost worker. A run writes its folder where its
+    ``output_dir`` says, on the machine that runs it: on a cluster of several machines that must be a
+    path they share (a network file system); the comparison then reads the runs back from there."""
+
+    address: str | None = None  # None: RAY_ADDRESS, else a local cluster of this machine's cores
+    cpus: float = 1.0
+    gpus: float = 0.0
+    retries: int = 1
+
+
+def _ray_task(container: dict[str, Any]) -> Outcome:
+    return _run_here(OmegaConf.create(container))
+
+
+def _run_on_ray(
+    tasks: Sequence[tuple[Hashable, str, DictConfig]],
+    launcher: RayLauncher,
+    finish: Callable[[int, Outcome], None],
+) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        address = launcher.address or os.environ.get("RAY_ADDRESS") or None
+        ray.init(address=address, num_cpus=None if address else cores(), include_dashboard=False)
+    from afl import plugins
+
+    for module in plugins.loaded():  # the user's components travel by value, as with the Ray executor
+        ray.cloudpickle.register_pickle_by_value(module)
+    remote = ray.remote(_ray_task).options(
+        num_cpus=launcher.cpus, num_gpus=launcher.gpus, max_retries=launcher.retries
+    )
+    refs = {}
+    for index, (_, _, cfg) in enumerate(tasks):
+        cfg.federation.workers = max(1, min(cfg.federation.workers, int(launcher.cpus)))
+        cfg.logging.progress = False
+        refs[remote.remote(OmegaConf.to_container(cfg, resolve=True))] = index  # type: ignore[arg-type]
+    waiting = list(refs)
+    while waiting:
+        done, waiting = ray.wait(waiting, num_returns=1)
+        index = refs[done[0]]
+        try:
+            outcome = ray.get(done[0])
+        except ray.exceptions.RayError as err:  # its worker died, more often than the retries allow
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            outcome = Outcome(str(tasks[index][2].output_dir), f"its Ray worker died: {first}", "WorkerDied")
+        finish(index, outcome)
+
+
 def run_all(
     tasks: Sequence[tuple[Hashable, str, DictConfig]],
     jobs: int = 1,
     *,
     log: Callable[[str], None] = print,
+    launcher: RayLauncher | None = None,
 ) -> dict[Hashable, Outcome]:
     """Run every ``(key, label, config)``, ``jobs`` at a time; their outcomes by key. ``jobs = 1`` runs
-    them here, one after another; more start that many worker processes, which stay alive across runs.
+    them here, one after another; more start that many worker processes, which stay alive across runs;
+    a ``launcher`` runs each as a Ray task on a cluster instead (``jobs`` is then the cluster's to decide).
     A progress line per finished run: runs done / total and an estimate of the time left."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -106,6 +159,9 @@ def run_all(
         outcomes[key] = outcome
         log(_progress(len(outcomes), len(tasks), label, outcome, started))
 
+    if launcher is not None:
+        _run_on_ray(tasks, launcher, finish)
+        return outcomes
     if jobs == 1:
         for index, (_, _, cfg) in enumerate(tasks):
             finish(index, _run_here(cfg))

@@ -37,7 +37,7 @@ from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
 from afl.experiments.compare import DEFAULT_TARGET_FRACTION, _pm, parse_plan, time_to_target_cell
 from afl.experiments.metrics import FINAL_WINDOW, accuracy_at, headline, load_run, mean_std, time_to_accuracy
-from afl.experiments.parallel import run_all
+from afl.experiments.parallel import RayLauncher, run_all
 from afl.experiments.plots import label_styles, plot_band_panels, plot_bands
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
@@ -184,6 +184,7 @@ def run_sweep(
     log: Callable[[str], None] = print,
     formats: Sequence[str] = ("png",),
     jobs: int = 1,
+    launcher: RayLauncher | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell and seed not yet complete under ``root``, ``jobs`` at a time
     (:mod:`afl.experiments.parallel`); write and return the results.
@@ -233,7 +234,9 @@ def run_sweep(
             tasks.append((label, label, cfg))
     if len(tasks) < total:
         log(f"{total - len(tasks)} of {total} runs complete; running the other {len(tasks)}")
-    failed = [f"{key}: {o.error}" for key, o in run_all(tasks, jobs, log=log).items() if not o.ok]
+    failed = [
+        f"{key}: {o.error}" for key, o in run_all(tasks, jobs, log=log, launcher=launcher).items() if not o.ok
+    ]
     for line in failed:
         log(f"FAILED {line} (left out of the results; run the sweep again to retry it)")
     report = sweep.config(sweep.cells[0], sweep.seeds[0], group)

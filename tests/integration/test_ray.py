@@ -172,3 +172,22 @@ def plain_sgd(params, *, lr: float, momentum: float, weight_decay: float) -> tor
     assert_same_outputs(on_ray, threads)
     summary = json.loads((on_ray / "summary.json").read_text())
     assert summary["model"] == "tiny_mlp" and summary["client_updates"] == 6
+
+
+def test_a_comparison_launched_on_ray_writes_what_one_job_writes(cluster, tmp_path: Path) -> None:
+    """``--launcher ray``: each run a Ray task (1 CPU each on the local 2-CPU cluster) writing to the
+    shared folder; the same files as the runs one after another here."""
+    from afl.experiments.compare import compare
+    from afl.experiments.parallel import RayLauncher
+
+    cluster()
+    here, _ = compare([*TINY, f"output_dir={tmp_path / 'here'}"], ["afl", "sync"], [0, 1])
+    on_ray, _ = compare(
+        [*TINY, f"output_dir={tmp_path / 'ray'}"], ["afl", "sync"], [0, 1], launcher=RayLauncher(cpus=1.0)
+    )
+    for arm in ("afl", "sync"):
+        for seed in (0, 1):
+            assert_same_outputs(
+                tmp_path / "ray" / arm / f"seed{seed}", tmp_path / "here" / arm / f"seed{seed}"
+            )
+    assert [r["final_mean_acc"] for r in on_ray.table] == [r["final_mean_acc"] for r in here.table]
