@@ -26,6 +26,16 @@ def _sgd(
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def _mean_without_nan_check() -> torchmetrics.MeanMetric:
+    """A MeanMetric that does not look for NaN at every update: the look reads a value back from the device
+    (a GPU → CPU synchronisation at every step). A non-finite loss is no loss to leave out quietly: the
+    job's result is rejected as non-finite anyway (``rejected_nonfinite``)."""
+    try:
+        return torchmetrics.MeanMetric(nan_strategy="disable")
+    except ValueError:  # a torchmetrics from before "disable": its check, and its synchronisation
+        return torchmetrics.MeanMetric()
+
+
 class ClientModule(L.LightningModule):
     """Local training of one client: cross-entropy, Adam (default) or SGD at the LR the server handed
     out, with torchmetrics tracking the loss and accuracy over the whole job.
@@ -73,7 +83,7 @@ class ClientModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.epoch_lrs = None if epoch_lrs is None else list(epoch_lrs)
         self.optimizer_reset = optimizer_reset
-        self.train_loss = torchmetrics.MeanMetric()
+        self.train_loss = _mean_without_nan_check()
         self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
