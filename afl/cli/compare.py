@@ -97,6 +97,15 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        choices=("png", "pdf", "svg"),
+        default="png",
+        help="the figures' file type besides PNG (default: %(default)s)",
+    )
+
+
 def launcher_of(args: argparse.Namespace) -> Any:
     """The Ray launcher the options ask for, or None."""
     if args.launcher != "ray":
@@ -154,12 +163,7 @@ def parser() -> argparse.ArgumentParser:
         help="the runs, their client steps and a time estimate here (one short calibration run); run nothing",
     )
     add_launch_options(p)
-    p.add_argument(
-        "--format",
-        choices=("png", "pdf", "svg"),
-        default="png",
-        help="the figure's file type besides comparison.png (default: %(default)s)",
-    )
+    add_format_option(p)
     p.add_argument(
         "--target-fraction",
         type=float,
@@ -181,20 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return report(err)
         print(format_table(again))
         return 0
+    common = {"grid": args.grid, "select_seeds": args.select_seeds, "jobs": args.jobs}
     if args.dry_run:
         from afl.experiments.compare import dry_run
 
         try:
-            print(
-                dry_run(
-                    args.overrides,
-                    args.arms,
-                    args.seeds,
-                    grid=args.grid,
-                    select_seeds=args.select_seeds,
-                    jobs=args.jobs,
-                )
-            )
+            print(dry_run(args.overrides, args.arms, args.seeds, **common))
         except USER_ERRORS as err:
             return report(err)
         return 0
@@ -203,12 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides,
             args.arms,
             args.seeds,
-            grid=args.grid,
-            select_seeds=args.select_seeds,
+            **common,
             target=args.target,
             target_fraction=args.target_fraction,
             formats=[args.format],
-            jobs=args.jobs,
             launcher=launcher_of(args),
         )
     except USER_ERRORS as err:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from afl.cli import USER_ERRORS, report
-from afl.cli.compare import _ints, add_launch_options, launcher_of
+from afl.cli.compare import _ints, add_format_option, add_launch_options, launcher_of
 
 DESCRIPTION = """\
 Run a sweep: configs/sweep/NAME.yaml (or a YAML path) gives the preset, the arms, the grid of overrides
@@ -43,12 +43,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--results", action="store_true", help="only write the results of the finished runs")
     add_launch_options(p)
-    p.add_argument(
-        "--format",
-        choices=("png", "pdf", "svg"),
-        default="png",
-        help="the figures' file type besides PNG (default: %(default)s)",
-    )
+    add_format_option(p)
     p.add_argument(
         "--dry-run",
         action="store_true",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from helpers.configs import TINY
-from helpers.processes import cli, run_fresh
+from helpers.processes import cli
 from helpers.wandb_offline import OfflineRun, read_offline_run
 
 from afl.experiments.dashboard import PANELS, build_workspace, load_source, logged_by, make_dashboard
@@ -274,19 +274,3 @@ def test_a_sweep_groups_by_arm_then_by_its_swept_keys(folder: Path, tmp_path: Pa
     lines = [p["config"] for p in _panels(spec) if p["config"].get("metrics") == ["test/accuracy"]]
     assert lines and all(c["aggregate"] and "groupBy" not in c for c in lines)  # the runset's grouping
     assert next(p for p in spec["panels"] if p["kind"] == "table")["logged_by"] == ["sweep"]
-
-
-def test_help_imports_neither_torch_nor_wandb() -> None:
-    code = (
-        "import contextlib, io, sys\n"
-        "from afl.cli.dashboard import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()) as text:\n"
-        "    try:\n"
-        "        main(['--help'])\n"
-        "    except SystemExit as e:\n"
-        "        assert e.code == 0, e.code\n"
-        "assert text.getvalue().startswith('usage: '), text.getvalue()\n"
-        "heavy = ('torch', 'lightning', 'matplotlib', 'wandb', 'wandb_workspaces')\n"
-        "print(','.join(m for m in heavy if m in sys.modules))\n"
-    )
-    assert run_fresh(code).strip() == ""
