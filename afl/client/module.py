@@ -26,19 +26,9 @@ def _sgd(
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def _mean_without_nan_check() -> torchmetrics.MeanMetric:
-    """A MeanMetric that does not look for NaN at every update: the look reads a value back from the device
-    (a GPU → CPU synchronisation at every step). A non-finite loss is no loss to leave out quietly: the
-    job's result is rejected as non-finite anyway (``rejected_nonfinite``)."""
-    try:
-        return torchmetrics.MeanMetric(nan_strategy="disable")
-    except ValueError:  # a torchmetrics from before "disable": its check, and its synchronisation
-        return torchmetrics.MeanMetric()
-
-
 class ClientModule(L.LightningModule):
     """Local training of one client: cross-entropy, Adam (default) or SGD at the LR the server handed
-    out, with torchmetrics tracking the loss and accuracy over the whole job.
+    out, tracking the loss (:meth:`mean_train_loss`) and, with torchmetrics, the accuracy over the job.
 
     Two rules of the code released with the paper (``Ali-Forootani/AFL_non_convex_non_iid``,
     ``src/async_fdl_fashion_mnist_delay_track_lr_non_iid.py`` lines 247-248, commit d9a5d21, which builds
@@ -83,7 +73,11 @@ class ClientModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.epoch_lrs = None if epoch_lrs is None else list(epoch_lrs)
         self.optimizer_reset = optimizer_reset
-        self.train_loss = _mean_without_nan_check()
+        # the loss's sum over samples, on the device: torchmetrics' MeanMetric reads two values back from
+        # the device at every update (its NaN check: a GPU → CPU synchronisation a step), and with that
+        # check off it drops the weights (torchmetrics 1.9); read once, when the job reports it
+        self._loss_sum: torch.Tensor | None = None
+        self._samples = 0
         self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,9 +87,15 @@ class ClientModule(L.LightningModule):
         x, y = batch
         logits = self.model(x)
         loss = nn.functional.cross_entropy(logits, y)
-        self.train_loss.update(loss.detach(), weight=len(y))
+        weighted = loss.detach() * len(y)
+        self._loss_sum = weighted if self._loss_sum is None else self._loss_sum + weighted
+        self._samples += len(y)
         self.train_accuracy.update(logits.detach(), y)
         return loss
+
+    def mean_train_loss(self) -> float:
+        """The job's training loss, the mean over every sample it trained on (NaN before any step)."""
+        return float(self._loss_sum) / self._samples if self._loss_sum is not None else float("nan")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.make_optimizer(

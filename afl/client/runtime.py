@@ -212,7 +212,7 @@ class ClientRuntime:
             state=state,
             num_samples=len(y),
             steps=trainer.global_step,
-            train_loss=float(module.train_loss.compute()),
+            train_loss=module.mean_train_loss(),
             train_accuracy=float(module.train_accuracy.compute()),
             metrics={k: v for spec, cb in zip(self.callbacks, callbacks) for k, v in spec.report(cb).items()},
         )
