@@ -1,5 +1,5 @@
-"""Client models: the paper's MNIST CNN, a LeNet-5, the paper's CIFAR ResNet-20 and the authors' later
-ResNet-14 for MNIST and Fashion-MNIST.
+"""Client models: the paper's MNIST CNN, a LeNet-5, the paper's CIFAR ResNet-20, the authors' later
+ResNet-14 for MNIST and Fashion-MNIST, and a small Vision Transformer (LayerNorm, no BatchNorm).
 
 The data set decides a model's inputs: each model gets those of :data:`MODEL_INPUTS` that its
 constructor takes (``in_channels``, ``num_classes``, ``image_size`` the side of a square input, and
@@ -27,6 +27,7 @@ MODELS: Registry[nn.Module] = Registry(
         "lenet": "afl.models.cnn:LeNet5",
         "resnet20": "afl.models.resnet:ResNet20",
         "resnet14": "afl.models.resnet:ResNet14",
+        "vit": "afl.models.vit:ViT",
     },
 )
 

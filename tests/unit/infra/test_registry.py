@@ -24,14 +24,15 @@ def test_names_are_listed_without_importing_their_modules() -> None:
         "from afl.data import DATASET_LOADERS, SCHEMES\n"
         "from afl.models import MODELS\n"
         "print([r.names() for r in (MODELS, OPTIMIZERS, DATASET_LOADERS, SCHEMES)])\n"
-        "heavy = ('torch', 'lightning', 'afl.models.cnn', 'afl.models.resnet', 'afl.client.module',\n"
+        "heavy = ('torch', 'lightning', 'afl.models.cnn', 'afl.models.resnet', 'afl.models.vit',\n"
+        "         'afl.client.module',\n"
         "         'afl.data.datasets')\n"
         "print(sorted(m for m in sys.modules if m in heavy))\n"
     )
     names, imported = run_fresh(code, timeout=60).splitlines()
     assert names == str(
         [
-            ["cnn", "lenet", "resnet14", "resnet20"],
+            ["cnn", "lenet", "resnet14", "resnet20", "vit"],
             ["adam", "sgd"],
             ["cifar10", "digits", "fashion_mnist", "mnist", "synthetic"],
             ["dirichlet", "iid", "shards"],
