@@ -202,6 +202,7 @@ def select(
     """
     selection = Selection()
     tasks: list[tuple[Any, str, DictConfig]] = []  # every config composed and checked before any run
+    runs: list[tuple[dict[str, Any], int]] = []  # each task's grid point and seed
     for arm in plan.arms:
         for point in grid_points(plan, arm, grid):
             entry: dict[str, Any] = {"overrides": point, "val_accuracy": {}, "test_accuracy": {}}
@@ -217,10 +218,11 @@ def select(
                     )
                 cfg.output_dir = str(root / "select" / arm / (label or "base") / f"seed{seed}")
                 _in_group(cfg, plan, "selection")
-                tasks.append(((len(tasks), entry, seed), f"select {arm} {label or 'base'} seed {seed}", cfg))
+                runs.append((entry, seed))
+                tasks.append((len(tasks), f"select {arm} {label or 'base'} seed {seed}", cfg))
     outcomes = run_all(tasks, jobs, launcher=launcher)
-    for (key, _, _), outcome in zip(tasks, (outcomes[t[0]] for t in tasks)):
-        _, entry, seed = key
+    for index, (entry, seed) in enumerate(runs):
+        outcome = outcomes[index]
         if outcome.ok:
             summary = load_run(outcome.output_dir)[0]
         else:  # a step size that diverges is a result; so is a run that failed, with why

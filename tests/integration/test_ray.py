@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import ROOT, runs
-from helpers.configs import TINY
+from helpers.configs import TINY, afl_unless_named
 from helpers.runs import assert_same_outputs
 
 from afl.config import load_config, validate
@@ -81,7 +81,7 @@ def test_a_killed_worker_is_replaced_and_its_jobs_run_again(cluster, tmp_path) -
     from afl.sim.ray_executor import RayExecutor
 
     cluster()
-    cfg = load_config([*TINY, *FAULTY, "federation.max_updates=10"])
+    cfg = load_config(afl_unless_named([*TINY, *FAULTY, "federation.max_updates=10"]))
     marker = tmp_path / "killed"
     expected = _loop(cfg, lambda rt: ThreadExecutor(rt, 2))
     got = _loop(cfg, lambda rt: RayExecutor(_kill_once(rt, 4, str(marker)), 2, max_retries=1))
@@ -100,7 +100,7 @@ def test_without_retries_the_lost_jobs_count_as_failed_clients(cluster, tmp_path
     from afl.sim.ray_executor import RayExecutor
 
     cluster()
-    cfg = load_config([*TINY, "federation.max_updates=10"])
+    cfg = load_config(afl_unless_named([*TINY, "federation.max_updates=10"]))  # afl, M = 1
     marker = tmp_path / "killed"
     got = _loop(cfg, lambda rt: RayExecutor(_kill_once(rt, 4, str(marker)), 2, max_retries=0))
     assert marker.exists(), "no worker was killed"
@@ -123,7 +123,7 @@ def test_a_run_joins_a_running_cluster_by_address(cluster, tiny, tmp_path) -> No
         [
             sys.executable,
             str(ROOT / "scripts" / "train.py"),
-            *TINY,
+            *afl_unless_named(TINY),  # the run of the tiny fixture
             "federation.executor=ray",
             f"ray.address={address}",
             f"output_dir={out}",

@@ -97,7 +97,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_the_graph_sees_imports_inside_functions_and_relative_ones() -> None:
     graph = _graph()
-    assert "afl.experiments.run" in graph["afl.experiments.compare"]  # imported inside a function
+    assert "afl.experiments.run" in graph["afl.experiments.parallel"]  # imported inside a function
     assert "afl_callbacks._checks" in graph["afl_callbacks.delay_lr"]  # from ._checks import ...
     assert "afl.messages" not in graph["afl.sim.executors"]  # only under TYPE_CHECKING
 
