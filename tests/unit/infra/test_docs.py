@@ -336,9 +336,11 @@ def _component_options() -> dict[str, set[str] | None]:
         return {"name"} | {o for n in registry.names() for o in registry.options(n)}
 
     models = set()
-    for entry in MODELS._classes.values():
-        module, _, attr = entry.partition(":") if isinstance(entry, str) else (entry.__module__, "", "")
-        models |= _class_options(module, attr)
+    for name, entry in MODELS._classes.items():
+        if isinstance(entry, str):  # not imported yet: its options read from its source
+            models |= _class_options(*entry.partition(":")[::2])
+        else:  # imported (by an earlier test): the registry reads its signature
+            models |= set(MODELS.options(name))
     return {
         "server.aggregator": union(AGGREGATORS),
         "server.aggregator.staleness": union(STALENESS),
