@@ -21,8 +21,7 @@ Checked, with plain regular expressions (the message names the file, the line an
 6. what a reader of the repository cannot open: issue numbers and the design notes kept outside it.
 
 A false alarm is fixed by making the document precise; where the text is right (an example of a user's
-own file or component), by an entry of :data:`ALLOWED` with its reason. :data:`TO_FIX` holds mistakes in
-pages this change could not edit; an entry whose text is gone fails, so that it is removed.
+own file or component), by an entry of :data:`ALLOWED` with its reason.
 """
 
 from __future__ import annotations
@@ -56,9 +55,6 @@ ALLOWED: dict[str, str] = {
     "ray.init": "Ray's function, not the config's ray.* keys",
     "trainer.global_step": "Lightning's Trainer attribute, not the config's trainer.* keys",
 }
-
-#: Mistakes in pages this change may not edit, each to be fixed there (then its entry removed).
-TO_FIX: dict[tuple[str, str], str] = {}
 
 
 # ------------------------------------------------------------------------------------------- documents
@@ -143,7 +139,7 @@ def problems_in(pattern: re.Pattern[str], judge, *, everywhere: bool = False) ->
         for offset, text in pieces:
             for match in pattern.finditer(text):
                 why = judge(match, doc)
-                if why and (doc.path, match.group(0)) not in TO_FIX:
+                if why:
                     found.append(f"{doc.where(offset + match.start())}: {match.group(0)!r}: {why}")
     return sorted(set(found))
 
@@ -570,8 +566,3 @@ def test_no_document_sends_the_reader_to_an_issue_or_the_design_notes() -> None:
         problems_in(_UNSEEN, lambda m, doc: "the reader of the repository cannot see it", everywhere=True),
         "references to issues or notes outside the repository",
     )
-
-
-def test_every_entry_to_fix_is_still_there() -> None:
-    gone = [f"{page}: {text!r}" for page, text in TO_FIX if text not in _page(page)]
-    assert not gone, "fixed, so remove from TO_FIX: " + ", ".join(gone)
