@@ -32,7 +32,18 @@ from omegaconf import DictConfig
 from afl.arms import ARMS, BASELINE, DEFAULT_ARMS
 from afl.config import EMPTY, load_config
 from afl.errors import ConfigError
-from afl.experiments.metrics import FINAL_WINDOW, accuracy_at, headline, load_run, mean_std, time_to_accuracy
+from afl.experiments.metrics import (
+    FINAL_WINDOW,
+    LEVEL,
+    accuracy_at,
+    headline,
+    interval,
+    load_run,
+    mean_std,
+    paired,
+    time_to_accuracy,
+    verdict,
+)
 from afl.experiments.parallel import RayLauncher, run_all
 from afl.experiments.plots import plot_bands
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
@@ -436,6 +447,7 @@ def summarise(
     baseline = next((r for r in table if r["arm"] == BASELINE), None)
     for row in table:
         row["speedup_vs_sync"] = speedup(row, baseline)
+    _add_intervals(table, {a: {s: headline(runs[a][s]) for s in runs[a]} for a in runs})
     warnings = []
     summaries = [r["summary"] for per_seed in runs.values() for r in per_seed.values()]
     classes = [int(s["num_classes"]) for s in summaries if "num_classes" in s]  # runs before 0.1 lack it
@@ -452,6 +464,25 @@ def summarise(
         equal_time=equal_time,
         warnings=warnings,
     )
+
+
+def _add_intervals(table: Sequence[dict[str, Any]], per_seed: Mapping[str, Mapping[int, float]]) -> None:
+    """Per row: the 95% t interval of the mean headline (``final_mean_acc_ci``, its half-width) and the
+    paired differences of the headline, seed by seed, against sync and against the best arm (the
+    highest mean headline): ``diff_vs_sync``, ``diff_vs_sync_ci``, ``verdict_vs_sync`` (above, below or
+    tie: whether the interval excludes 0), and the same ``…_vs_best`` with ``best_arm``."""
+    best = max(table, key=lambda r: r["final_mean_acc"])["arm"]
+    for row in table:
+        row["final_mean_acc_ci"] = interval(list(per_seed[row["arm"]].values()))[1]
+        row["best_arm"] = best
+        for name, other in (("sync", BASELINE), ("best", best)):
+            diff = None
+            if other in per_seed and other != row["arm"]:
+                diff = paired(per_seed[row["arm"]], per_seed[other])
+            row[f"diff_vs_{name}"] = None if diff is None else diff["mean"]
+            row[f"diff_vs_{name}_ci"] = None if diff is None else diff["half"]
+            row[f"diff_vs_{name}_seeds"] = None if diff is None else diff["n"]
+            row[f"verdict_vs_{name}"] = verdict(diff)
 
 
 def holds_target(row: Mapping[str, Any]) -> bool:
@@ -477,7 +508,8 @@ def _speedup_cell(row: Mapping[str, Any]) -> str:
     return "—"
 
 
-def _pm(mean: float | None, std: float | None, spec: str) -> str:
+def mean_std_cell(mean: float | None, std: float | None, spec: str) -> str:
+    """``mean ± std`` in ``spec`` (the mean alone where std is 0 or None; ``—`` without a mean)."""
     if mean is None:
         return "—"
     return f"{mean:{spec}} ± {std:{spec}}" if std else f"{mean:{spec}}"
@@ -485,7 +517,7 @@ def _pm(mean: float | None, std: float | None, spec: str) -> str:
 
 def time_to_target_cell(mean: float | None, std: float | None, reached: int, runs: int) -> str:
     """A table cell for the time to target: mean ± std over the runs that reached it, and how many did."""
-    text = _pm(mean, std, ".0f")
+    text = mean_std_cell(mean, std, ".0f")
     return text if reached == runs else f"{text} ({reached}/{runs} reached)"
 
 
@@ -512,13 +544,13 @@ def format_table(comparison: Comparison) -> str:
         speed = _speedup_cell(r)
         cells = [
             r["arm"],
-            _pm(r.get("final_mean_acc"), r.get("final_mean_acc_std"), ".3f"),
-            _pm(r["final_acc"], r["final_acc_std"], ".3f"),
-            _pm(r["best_acc"], r["best_acc_std"], ".3f"),
-            _pm(r["sim_time"], r["sim_time_std"], ".0f"),
+            mean_std_cell(r.get("final_mean_acc"), r.get("final_mean_acc_std"), ".3f"),
+            mean_std_cell(r["final_acc"], r["final_acc_std"], ".3f"),
+            mean_std_cell(r["best_acc"], r["best_acc_std"], ".3f"),
+            mean_std_cell(r["sim_time"], r["sim_time_std"], ".0f"),
             ttt,
             speed,
-            _pm(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f") + _seeds_note(r),
+            mean_std_cell(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f") + _seeds_note(r),
             time_to_target_cell(
                 r["updates_to_target"],
                 r["updates_to_target_std"],
@@ -538,8 +570,58 @@ def format_table(comparison: Comparison) -> str:
         'it and ended under). "Equal time": per seed, the shortest simulated time any arm needed for the '
         f"budget ({times} s)."
     )
+    differences = format_differences(c)
+    if differences:
+        lines += ["", *differences]
     lines.extend(f"warning: {w}" for w in c.warnings)
     return "\n".join(lines)
+
+
+def interval_cell(mean: float | None, half: float | None, signed: bool = False) -> str:
+    """``mean [low, high]`` (``—`` without a mean; the mean alone without an interval). An accuracy's
+    interval (``signed`` False) is cut to [0, 1], a difference's to [−1, 1]: the values they can take.
+
+    Example:
+        >>> interval_cell(0.9, 0.15), interval_cell(-0.02, 0.01, signed=True)
+        ('0.900 [0.750, 1.000]', '-0.020 [-0.030, -0.010]')
+    """
+    if mean is None:
+        return "—"
+    spec, floor = ("+.3f", -1.0) if signed else (".3f", 0.0)
+    if half is None:
+        return f"{mean:{spec}}"
+    return f"{mean:{spec}} [{max(floor, mean - half):{spec}}, {min(1.0, mean + half):{spec}}]"
+
+
+def format_differences(comparison: Comparison) -> list[str]:
+    """The headline's 95% intervals and the paired differences (arm − sync, arm − the best arm), as
+    Markdown lines: the table a claim that one arm beats another must rest on."""
+    rows = sorted(comparison.table, key=lambda r: -r["final_mean_acc"])
+    if not rows or "diff_vs_best" not in rows[0]:
+        return []  # a table from before the intervals existed
+    best = rows[0]["best_arm"]
+    against = ["sync"] if best == BASELINE else ["sync", "best"]
+    level = f"{LEVEL:.0%}"
+    header = [f"arm | headline, {level} interval"]
+    for name in against:
+        arm = BASELINE if name == "sync" else best
+        header.append(f"arm − {arm}, paired | vs {arm}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * (2 + 2 * len(against))]
+    for r in rows:
+        cells = [r["arm"], interval_cell(r["final_mean_acc"], r["final_mean_acc_ci"])]
+        for name in against:
+            cells.append(interval_cell(r[f"diff_vs_{name}"], r[f"diff_vs_{name}_ci"], signed=True))
+            cells.append(r[f"verdict_vs_{name}"])
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"{level} Student's t intervals over seeds (n − 1 degrees of freedom; an accuracy's cut to [0, 1]). "
+        "Paired: the difference of "
+        "the headlines seed by seed (a seed fixes the partition, the speeds and the clock for every arm), "
+        'then its interval; "above"/"below": the interval excludes 0; "tie": it holds 0 (the seeds '
+        'do not separate the two); "—": fewer than two seeds, or the arm itself.',
+    ]
+    return lines
 
 
 def write_outputs(
@@ -604,7 +686,17 @@ def log_comparison(comparison: Comparison, plan: Plan, cfg: DictConfig) -> dict[
     updates to the target and speed-up over sync (``ARM/time_to_target``, …)."""
     summary: dict[str, Any] = {"target_accuracy": comparison.target_accuracy}
     for row in comparison.table:
-        for key in ("final_mean_acc", "final_acc", "time_to_target", "updates_to_target", "speedup_vs_sync"):
+        for key in (
+            "final_mean_acc",
+            "final_mean_acc_ci",
+            "final_acc",
+            "time_to_target",
+            "updates_to_target",
+            "speedup_vs_sync",
+            "diff_vs_sync",
+            "diff_vs_sync_ci",
+            "verdict_vs_sync",
+        ):
             summary[f"{row['arm']}/{key}"] = row[key]
     root = comparison.output_dir
     return log_results(

@@ -508,7 +508,7 @@ def results_table(source: Source) -> tuple[list[dict[str, Any]], float]:
     return rows, target
 
 
-def _pm(stats: tuple[float | None, float | None, int], spec: str, seeds: int | None = None) -> str:
+def mean_std_cell(stats: tuple[float | None, float | None, int], spec: str, seeds: int | None = None) -> str:
     mean, std, n = stats
     text = "—" if mean is None else f"{mean:{spec}} ± {std:{spec}}" if std else f"{mean:{spec}}"
     return text if seeds is None or n == seeds else f"{text} ({n}/{seeds} reached)"
@@ -568,10 +568,10 @@ def plot_preview(source: Source, panels: Sequence[Panel], path: Path) -> Any:
             [
                 r["arm"],
                 str(r["seeds"]),
-                _pm(r["final_acc"], ".3f"),
-                _pm(r["time_to_target"], ".0f", r["seeds"]),
-                _pm(r["updates_to_target"], ".0f", r["seeds"]),
-                _pm(r["mean_staleness"], ".2f"),
+                mean_std_cell(r["final_acc"], ".3f"),
+                mean_std_cell(r["time_to_target"], ".0f", r["seeds"]),
+                mean_std_cell(r["updates_to_target"], ".0f", r["seeds"]),
+                mean_std_cell(r["mean_staleness"], ".2f"),
             ]
             for r in results
         ]

@@ -1,6 +1,7 @@
 """Finished runs read back (:func:`load_run`), and what a comparison reads off their evaluation rows: the
-time to a target accuracy, the accuracy at a given time, and the mean and standard deviation over seeds.
-Plain Python, no torch."""
+time to a target accuracy, the accuracy at a given time, the mean and standard deviation over seeds, and
+Student's t intervals of a mean and of paired differences between arms. Plain Python (and scipy's t
+quantiles), no torch."""
 
 from __future__ import annotations
 
@@ -85,6 +86,63 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
         return None, None, 0
     std = statistics.stdev(present) if len(present) > 1 else 0.0
     return statistics.fmean(present), std, len(present)
+
+
+#: The confidence level of every interval in the tables.
+LEVEL = 0.95
+
+
+def interval(values: Sequence[float | None], level: float = LEVEL) -> tuple[float | None, float | None, int]:
+    """The mean of the values that are not None, the half-width of its Student's t interval at ``level``
+    (n − 1 degrees of freedom: the seeds are few and their spread unknown; None for fewer than two), and
+    how many values there were.
+
+    Example:
+        >>> mean, half, n = interval([0.80, 0.84, 0.82])
+        >>> round(mean, 3), round(half, 4), n
+        (0.82, 0.0497, 3)
+    """
+    from scipy.stats import t
+
+    mean, std, n = mean_std(values)
+    if mean is None or n < 2 or std is None:
+        return mean, None, n
+    return mean, float(t.ppf(0.5 + level / 2, n - 1)) * std / n**0.5, n
+
+
+def paired(
+    arm: Mapping[int, float], other: Mapping[int, float], level: float = LEVEL
+) -> dict[str, Any] | None:
+    """``arm − other`` seed by seed over the seeds both ran (same seed: same partition, speeds and
+    clock), with the t interval of its mean: ``{mean, half, n, diffs}`` (``half`` None for one seed).
+    Pairing removes what the seed does to both arms, so the interval is narrower than the difference
+    of two unpaired means' intervals. None when no seed is shared.
+
+    Example:
+        >>> d = paired({0: 0.85, 1: 0.80, 2: 0.90}, {0: 0.82, 1: 0.78, 2: 0.86})
+        >>> round(d["mean"], 3), [round(x, 2) for x in d["diffs"]], d["half"] < 0.03
+        (0.03, [0.03, 0.02, 0.04], True)
+    """
+    seeds = sorted(set(arm) & set(other))
+    if not seeds:
+        return None
+    diffs = [float(arm[s]) - float(other[s]) for s in seeds]
+    mean, half, n = interval(diffs, level)
+    return {"mean": mean, "half": half, "n": n, "diffs": diffs, "seeds": seeds}
+
+
+def verdict(difference: Mapping[str, Any] | None) -> str:
+    """``above``/``below`` where the interval of a paired difference excludes 0, ``tie`` where it holds
+    0, ``—`` with fewer than two seeds (no interval) or nothing to compare.
+
+    Example:
+        >>> verdict({"mean": 0.03, "half": 0.01}), verdict({"mean": -0.03, "half": 0.05})
+        ('above', 'tie')
+    """
+    if difference is None or difference.get("half") is None:
+        return "—"
+    low, high = difference["mean"] - difference["half"], difference["mean"] + difference["half"]
+    return "above" if low > 0 else "below" if high < 0 else "tie"
 
 
 FAILED = "FAILED"  # written in the run folder, with the error, when a started run raises

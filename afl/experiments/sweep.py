@@ -33,10 +33,28 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from afl.arms import BASELINE
 from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
-from afl.experiments.compare import DEFAULT_TARGET_FRACTION, _pm, parse_plan, time_to_target_cell
-from afl.experiments.metrics import FINAL_WINDOW, accuracy_at, headline, load_run, mean_std, time_to_accuracy
+from afl.experiments.compare import (
+    DEFAULT_TARGET_FRACTION,
+    interval_cell,
+    mean_std_cell,
+    parse_plan,
+    time_to_target_cell,
+)
+from afl.experiments.metrics import (
+    FINAL_WINDOW,
+    LEVEL,
+    accuracy_at,
+    headline,
+    interval,
+    load_run,
+    mean_std,
+    paired,
+    time_to_accuracy,
+    verdict,
+)
 from afl.experiments.parallel import RayLauncher, run_all
 from afl.experiments.plots import label_styles, plot_band_panels, plot_bands
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
@@ -413,7 +431,19 @@ def _number(value: Any) -> float | None:
 
 
 def summarise_cells(sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per cell (in grid order): mean, std and count over its seeds of every result column."""
+    """Per cell (in grid order): mean, std and count over its seeds of every result column; the 95% t
+    interval of the headline (``final_mean_test_accuracy_ci``, its half-width); and, where the same
+    setting of the axes has a sync cell, the headline's paired difference from it seed by seed
+    (``diff_vs_sync``, ``diff_vs_sync_ci``, ``verdict_vs_sync``: above, below or tie)."""
+    headlines = {
+        cell.name: {r["seed"]: r["final_mean_test_accuracy"] for r in rows if r["cell"] == cell.name}
+        for cell in sweep.cells
+    }
+    sync_of = {
+        tuple(sorted(c.labels.items())): c.name
+        for c in sweep.cells
+        if c.arm == BASELINE and headlines[c.name]
+    }
     table = []
     for cell in sweep.cells:
         mine = [r for r in rows if r["cell"] == cell.name]
@@ -423,6 +453,12 @@ def summarise_cells(sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -> list[dic
         for column in RESULT_COLUMNS:
             mean, std, n = mean_std([r[column] for r in mine])
             entry[column], entry[f"{column}_std"], entry[f"{column}_n"] = mean, std, n
+        entry["final_mean_test_accuracy_ci"] = interval(list(headlines[cell.name].values()))[1]
+        sync = sync_of.get(tuple(sorted(cell.labels.items())))
+        diff = paired(headlines[cell.name], headlines[sync]) if sync and sync != cell.name else None
+        entry["diff_vs_sync"] = None if diff is None else diff["mean"]
+        entry["diff_vs_sync_ci"] = None if diff is None else diff["half"]
+        entry["verdict_vs_sync"] = verdict(diff)
         table.append(entry)
     return table
 
@@ -434,6 +470,8 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         "arm",
         *axes,
         f"acc (last {FINAL_WINDOW} evals)",
+        f"{LEVEL:.0%} interval",
+        "− sync, paired",
         "last eval",
         "best acc",
         "acc at equal time",
@@ -451,11 +489,13 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         cells = [
             r["arm"],
             *(str(r[a]) for a in axes),
-            _pm(r["final_mean_test_accuracy"], r["final_mean_test_accuracy_std"], ".3f"),
-            _pm(r["final_test_accuracy"], r["final_test_accuracy_std"], ".3f"),
-            _pm(r["best_test_accuracy"], r["best_test_accuracy_std"], ".3f"),
-            _pm(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f"),
-            _pm(r["sim_time"], r["sim_time_std"], ".0f"),
+            mean_std_cell(r["final_mean_test_accuracy"], r["final_mean_test_accuracy_std"], ".3f"),
+            interval_cell(r["final_mean_test_accuracy"], r.get("final_mean_test_accuracy_ci")),
+            _paired_cell(r),
+            mean_std_cell(r["final_test_accuracy"], r["final_test_accuracy_std"], ".3f"),
+            mean_std_cell(r["best_test_accuracy"], r["best_test_accuracy_std"], ".3f"),
+            mean_std_cell(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f"),
+            mean_std_cell(r["sim_time"], r["sim_time_std"], ".0f"),
             ttt,
             f"{r['mean_staleness']:.2f}",
             "—" if r["max_staleness"] is None else f"{r['max_staleness']:.0f}",
@@ -468,9 +508,20 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         f"{seeds} seed(s) per cell; mean ± std over seeds. The headline is each run's mean test accuracy "
         f'over its last {FINAL_WINDOW} evaluations ("last eval": the last alone); target {target:.3f} test '
         'accuracy. "Equal time": per seed, the shortest simulated time any cell needed for its budget. Lost: '
-        "jobs whose client went offline before they finished (mean per run).",
+        "jobs whose client went offline before they finished (mean per run). Intervals: Student's t over "
+        "seeds at 95% (an accuracy's cut to [0, 1]); \"− sync, paired\": the cell's headline minus sync's in "
+        "the same setting, seed by seed (a seed fixes partition, speeds and clock), with its interval and "
+        "whether it excludes 0 (above, below) or not (tie).",
     ]
     return "\n".join(lines)
+
+
+def _paired_cell(entry: Mapping[str, Any]) -> str:
+    """``+0.012 [-0.010, +0.034] tie``; ``—`` for sync itself or a setting without sync."""
+    if entry.get("diff_vs_sync") is None:
+        return "—"
+    text = interval_cell(entry["diff_vs_sync"], entry["diff_vs_sync_ci"], signed=True)
+    return f"{text} {entry['verdict_vs_sync']}" if entry["verdict_vs_sync"] != "—" else text
 
 
 def plot_final(sweep: Sweep, table: Sequence[Mapping[str, Any]], path: Path) -> None:

@@ -305,6 +305,42 @@ def test_one_outlying_last_evaluation_moves_neither_the_headline_nor_the_ranking
     assert [line.split("|")[1].strip() for line in format_table(without).splitlines()[2:4]] == ["afl", "sync"]
 
 
+def test_paired_differences_separate_what_unpaired_intervals_cannot(tmp_path: Path) -> None:
+    """Seeds that move both arms together (0.60, 0.80, 0.90 for sync; afl 0.02 above on each): the two
+    arms' own 95% intervals overlap almost entirely, while the paired difference is +0.02 on every seed,
+    an interval of width 0 that excludes 0: "above". A third arm that is 0.05 above on one seed and 0.05
+    below on another is a tie. The intervals are Student's t by hand: t(0.975, 2) = 4.303."""
+    sync_ends, gaps = [0.60, 0.80, 0.90], {"afl": [0.02, 0.02, 0.02], "fedbuff": [0.05, -0.05, 0.0]}
+    histories = {"sync": [[(10, 5, 0.1), (20, 10, a)] for a in sync_ends]}
+    for arm, gap in gaps.items():
+        histories[arm] = [[(5, 5, 0.1), (10, 10, a + g)] for a, g in zip(sync_ends, gap, strict=True)]
+    c = summarise(_runs(histories), tmp_path, target=0.5)
+    rows = {r["arm"]: r for r in c.table}
+    std = statistics.stdev(sync_ends)
+    assert rows["sync"]["final_mean_acc_ci"] == pytest.approx(4.302653 * std / 3**0.5, rel=1e-6)
+    assert rows["afl"]["final_mean_acc_ci"] == pytest.approx(rows["sync"]["final_mean_acc_ci"])
+    assert rows["afl"]["diff_vs_sync"] == pytest.approx(0.02) and rows["afl"][
+        "diff_vs_sync_ci"
+    ] == pytest.approx(0)
+    assert rows["afl"]["verdict_vs_sync"] == "above" and rows["afl"]["best_arm"] == "afl"
+    assert rows["fedbuff"]["diff_vs_sync"] == pytest.approx(0.0, abs=1e-12)
+    assert rows["fedbuff"]["diff_vs_sync_ci"] == pytest.approx(4.302653 * 0.05 / 3**0.5, rel=1e-6)
+    assert rows["fedbuff"]["verdict_vs_sync"] == "tie"
+    assert rows["sync"]["verdict_vs_best"] == "below" and rows["sync"]["diff_vs_best"] == pytest.approx(-0.02)
+    assert rows["sync"]["verdict_vs_sync"] == "—" and rows["afl"]["verdict_vs_best"] == "—"
+    text = format_table(c)
+    assert (
+        "| arm | headline, 95% interval | arm − sync, paired | vs sync | arm − afl, paired | vs afl |" in text
+    )
+    line = next(x for x in text.splitlines() if x.startswith("| fedbuff | ") and "[" in x)
+    assert line.split("|")[4].strip() == "tie" and line.split("|")[6].strip() == "tie"  # -0.02 ± 0.12
+    assert "-0.020 [" in line.split("|")[5]
+    # one seed: no interval, no verdict
+    single = summarise(_runs({a: h[:1] for a, h in histories.items()}), tmp_path, target=0.5)
+    assert {r["verdict_vs_sync"] for r in single.table} == {"—"}
+    assert all(r["final_mean_acc_ci"] is None for r in single.table)
+
+
 def test_time_to_accuracy() -> None:
     history = _history([(1.0, 5, 0.2), (2.5, 10, 0.6), (4.0, 15, 0.5)])
     assert time_to_accuracy(history, 0.55) == 2.5

@@ -93,13 +93,30 @@ def test_results_table_is_the_mean_and_std_over_seeds(finished) -> None:
     table = (root / "results.md").read_text().splitlines()
     cell = [r for r in rows if r["cell"] == "afl/federation.concurrency=3"]
     line = next(t for t in table if t.startswith("| afl | 3 |"))
-    assert table[0].split(" | ")[2:4] == ["acc (last 5 evals)", "last eval"]  # the headline first
-    for column, key in ((2, "final_mean_test_accuracy"), (3, "final_test_accuracy")):
+    header = ["acc (last 5 evals)", "95% interval", "− sync, paired", "last eval"]
+    assert table[0].split(" | ")[2:6] == header  # the headline first
+    for column, key in ((2, "final_mean_test_accuracy"), (5, "final_test_accuracy")):
         values = [float(r[key]) for r in cell]
         mean = sum(values) / 2
         std = abs(values[0] - values[1]) / 2**0.5  # the sample std of two values
         expected = f"{mean:.3f} ± {std:.3f}" if std else f"{mean:.3f}"
         assert line.split(" | ")[column] == expected
+    # the headline's paired difference from sync at the same concurrency, seed by seed, by hand: two
+    # seeds, Student's t(0.975, 1) = 12.706 times the differences' std over sqrt(2)
+    heads = {
+        (r["arm"], r["seed"]): float(r["final_mean_test_accuracy"])
+        for r in rows
+        if r["federation.concurrency"] == "3"
+    }
+    diffs = [heads["afl", s] - heads["sync", s] for s in ("0", "1")]
+    mean, half = sum(diffs) / 2, 12.7062 * abs(diffs[0] - diffs[1]) / 2**0.5 / 2**0.5
+    low, high = max(-1.0, mean - half), min(1.0, mean + half)
+    expected = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+    assert line.split(" | ")[4].startswith(expected)
+    verdict = "above" if low > 0 else "below" if high < 0 else "tie"
+    assert line.split(" | ")[4] == f"{expected} {verdict}"
+    sync_line = next(t for t in table if t.startswith("| sync | 3 |"))
+    assert sync_line.split(" | ")[4] == "—"
     assert (root / "curves.png").stat().st_size > 20_000
     assert (root / "final.png").stat().st_size > 10_000
     header = table[0].split(" | ")
