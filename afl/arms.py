@@ -76,7 +76,7 @@ ARMS: dict[str, Arm] = {
     "afl-released": Arm(
         (
             *_AFL,
-            "server.aggregator.buffer_size=null",  # M = J: each step averages J arrived models
+            "server.aggregator.buffer_size=null",  # M = J: each step adds the mean delta of J arrivals
             "server.aggregator.staleness.name=constant",
             "server.lr_schedule.name=paper",
             "server.lr_schedule.alpha=0.01",
