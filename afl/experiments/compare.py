@@ -21,7 +21,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -44,7 +44,7 @@ from afl.experiments.metrics import (
     time_to_accuracy,
     verdict,
 )
-from afl.experiments.parallel import RayLauncher, run_all
+from afl.experiments.parallel import RayLauncher, run_pending
 from afl.experiments.plots import plot_bands
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
@@ -127,15 +127,23 @@ def parse_plan(
     )
 
 
+PLAN_FILE = "plan.json"  # what a comparison's folder was started with: a continued one must match it
+
+
 def output_root(overrides: Sequence[str], experiment: str, what: str) -> Path:
-    """The comparison's folder: ``output_dir=`` if given (must be new or empty), else a stamped one."""
+    """The comparison's folder: ``output_dir=`` if given (new, empty, or a comparison's folder to
+    continue: one with ``plan.json``), else a stamped one."""
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")]
     if given and not given[-1].strip():
         raise ConfigError("output_dir", EMPTY["output_dir"])
     if given and given[-1] != "null":
         root = Path(given[-1])
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise ConfigError("output_dir", f"{root} already exists and is not empty; choose another folder")
+        fresh = not root.exists() or (root.is_dir() and not any(root.iterdir()))
+        if not (fresh or (root / PLAN_FILE).is_file()):
+            raise ConfigError(
+                "output_dir",
+                f"{root} already exists and holds no comparison to continue; choose another folder",
+            )
         return root
     return Path("runs") / experiment / f"{what}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -212,7 +220,7 @@ def select(
         RuntimeError: every point of an arm failed for a reason other than divergence.
     """
     selection = Selection()
-    tasks: list[tuple[Any, str, DictConfig]] = []  # every config composed and checked before any run
+    tasks: list[Any] = []  # (index, label, folder, config): every config composed and checked before any run
     runs: list[tuple[dict[str, Any], int]] = []  # each task's grid point and seed
     for arm in plan.arms:
         for point in grid_points(plan, arm, grid):
@@ -230,8 +238,9 @@ def select(
                 cfg.output_dir = str(root / "select" / arm / (label or "base") / f"seed{seed}")
                 _in_group(cfg, plan, "selection")
                 runs.append((entry, seed))
-                tasks.append((len(tasks), f"select {arm} {label or 'base'} seed {seed}", cfg))
-    outcomes = run_all(tasks, jobs, launcher=launcher)
+                name = f"select {arm} {label or 'base'} seed {seed}"
+                tasks.append((len(tasks), name, Path(cfg.output_dir), _given(cfg)))
+    outcomes = run_pending(tasks, jobs, launcher=launcher)
     for index, (entry, seed) in enumerate(runs):
         outcome = outcomes[index]
         if outcome.ok:
@@ -296,8 +305,7 @@ def compare(
     for arm in plan.arms:  # check every arm's config up front
         load_config(plan.arm_overrides(arm, [f"seed={plan.seeds[0]}"]))
     root = output_root(overrides, plan.experiment, "compare")
-    root.mkdir(parents=True, exist_ok=True)
-    plan.group = new_group(plan.experiment, root)
+    plan.group = _start_or_continue(root, plan, grid, select_seeds)
     selection = None
     if grid:
         selection = select(plan, grid, list(select_seeds or plan.seeds[:1]), root, jobs, launcher)
@@ -310,8 +318,10 @@ def compare(
     for (arm, seed), cfg in configs.items():
         cfg.output_dir = str(root / arm / f"seed{seed}")
         _in_group(cfg, plan)
-    tasks = [(key, f"{key[0]} seed {key[1]}", cfg) for key, cfg in configs.items()]
-    outcomes = run_all(tasks, jobs, launcher=launcher)
+    pending = [
+        (key, f"{key[0]} seed {key[1]}", Path(cfg.output_dir), _given(cfg)) for key, cfg in configs.items()
+    ]
+    outcomes = run_pending(pending, jobs, launcher=launcher)
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in plan.arms}
     failed = []
     for (arm, seed), outcome in ((key, outcomes[key]) for key in configs):  # in the plan's order
@@ -327,6 +337,43 @@ def compare(
     comparison.warnings.extend(failed)
     write_outputs(comparison, plan, selection, configs[next(iter(configs))], formats)
     return comparison, selection
+
+
+def _given(cfg: DictConfig) -> Callable[[], DictConfig]:
+    """A config maker that hands back ``cfg`` (composed and checked before any run started)."""
+    return lambda: cfg
+
+
+def _start_or_continue(
+    root: Path, plan: Plan, grid: Sequence[str], select_seeds: Sequence[int] | None
+) -> str:
+    """Write ``plan.json`` in a new comparison's folder and return its new W&B group; in a folder that
+    holds one (a comparison to continue), check that it is the same comparison and return its group.
+
+    Raises:
+        ConfigError: the folder holds another comparison (other arms, overrides, seeds or grid).
+    """
+    wanted = {
+        "experiment": plan.experiment,
+        "arms": plan.arms,
+        "seeds": plan.seeds,
+        "grid": list(grid),
+        "select_seeds": None if select_seeds is None else list(select_seeds),
+    }
+    saved_file = root / PLAN_FILE
+    if saved_file.is_file():
+        saved = json.loads(saved_file.read_text())
+        differs = [key for key, value in wanted.items() if saved.get(key) != value]
+        if differs:
+            raise ConfigError(
+                "output_dir",
+                f"{root} holds another comparison (its {', '.join(differs)} differ); choose another folder",
+            )
+        return str(saved["group"])
+    root.mkdir(parents=True, exist_ok=True)
+    group = new_group(plan.experiment, root)
+    saved_file.write_text(json.dumps({**wanted, "group": group}, indent=1))
+    return group
 
 
 def dry_run(

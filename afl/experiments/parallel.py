@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -222,3 +224,36 @@ def run_all(
             if process.is_alive():
                 process.kill()
     return outcomes
+
+
+def run_pending(
+    runs: Sequence[tuple[Hashable, str, Path, Callable[[], DictConfig]]],
+    jobs: int = 1,
+    *,
+    log: Callable[[str], None] = print,
+    launcher: RayLauncher | None = None,
+) -> dict[Hashable, Outcome]:
+    """Finish every ``(key, label, folder, make_config)``: a folder with ``summary.json`` is complete and
+    skipped (its outcome read from it), one with a checkpoint is resumed from it, any other is removed and
+    run again from ``make_config()`` (whose ``output_dir`` must be the folder); the rest as
+    :func:`run_all`. So an interrupted comparison or sweep, or one whose finished runs' small files were
+    kept (``summary.json``, ``metrics.csv``, ``config.yaml``), continues where it stopped."""
+    from afl import checkpoint
+
+    outcomes: dict[Hashable, Outcome] = {}
+    tasks: list[tuple[Hashable, str, DictConfig]] = []
+    for key, label, out, make_config in runs:
+        if (out / "summary.json").exists():
+            log(f"{label}: complete, skipped")
+            outcomes[key] = Outcome(str(out))
+        elif (out / checkpoint.CHECKPOINT).exists():
+            from afl.config import load_config
+
+            tasks.append((key, f"{label} (resumed from its checkpoint)", load_config([f"resume={out}"])))
+        else:
+            if out.exists():
+                shutil.rmtree(out)  # stopped before its first checkpoint (or failed): start it again
+            tasks.append((key, label, make_config()))
+    if outcomes and tasks:
+        log(f"{len(outcomes)} of {len(runs)} runs complete; running the other {len(tasks)}")
+    return {**outcomes, **run_all(tasks, jobs, log=log, launcher=launcher)}

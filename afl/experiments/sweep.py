@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,7 @@ from afl.experiments.metrics import (
     time_to_accuracy,
     verdict,
 )
-from afl.experiments.parallel import RayLauncher, run_all
+from afl.experiments.parallel import RayLauncher, run_pending
 from afl.experiments.plots import label_styles, plot_band_panels, plot_bands
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
@@ -211,8 +210,6 @@ def run_sweep(
     removed and run again. A run that fails is said so and left out of the results; run the sweep again
     to retry it.
     """
-    from afl import checkpoint
-
     root.mkdir(parents=True, exist_ok=True)
     group = wandb_group_of(root) or new_group("sweep", root)  # a continued sweep keeps its group
     (root / "sweep.json").write_text(
@@ -230,31 +227,20 @@ def run_sweep(
             indent=1,
         )
     )
-    total = len(sweep.cells) * len(sweep.seeds)
-    tasks = []
+    runs = []
     for seed in sweep.seeds:  # seeds outermost: a stopped sweep has every cell on its first seeds
         for cell in sweep.cells:
             out = run_dir(root, cell, seed)
-            label = f"{cell.name} seed {seed}"
-            if (out / "summary.json").exists():
-                log(f"{label}: complete, skipped")
-                continue
-            if (out / checkpoint.CHECKPOINT).exists():
-                tasks.append(
-                    (label, f"{label} (resumed from its checkpoint)", load_config([f"resume={out}"]))
-                )
-                continue
-            if out.exists():
-                shutil.rmtree(out)  # stopped before its first checkpoint: start it again
-            cfg = sweep.config(cell, seed, group)
-            cfg.output_dir = str(out)
-            cfg.logging.progress = False
-            tasks.append((label, label, cfg))
-    if len(tasks) < total:
-        log(f"{total - len(tasks)} of {total} runs complete; running the other {len(tasks)}")
-    failed = [
-        f"{key}: {o.error}" for key, o in run_all(tasks, jobs, log=log, launcher=launcher).items() if not o.ok
-    ]
+
+            def make(cell: Cell = cell, seed: int = seed, out: Path = out) -> DictConfig:
+                cfg = sweep.config(cell, seed, group)
+                cfg.output_dir = str(out)
+                cfg.logging.progress = False
+                return cfg
+
+            runs.append((f"{cell.name} seed {seed}", f"{cell.name} seed {seed}", out, make))
+    outcomes = run_pending(runs, jobs, log=log, launcher=launcher)
+    failed = [f"{key}: {o.error}" for key, o in outcomes.items() if not o.ok]
     for line in failed:
         log(f"FAILED {line} (left out of the results; run the sweep again to retry it)")
     report = sweep.config(sweep.cells[0], sweep.seeds[0], group)

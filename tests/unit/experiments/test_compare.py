@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -88,6 +89,39 @@ def test_table_numbers_equal_the_runs_summary_files(tmp_path: Path) -> None:
     assert at_zero.table[0]["speedup_vs_sync"] is None  # no ratio of two zeros
     assert "warning: the target 0.000 is at or below chance (1/10 = 0.100)" in format_table(at_zero)
     assert ("warning" in format_table(result)) == (result.target_accuracy <= 0.1)
+
+
+def test_a_stopped_comparison_continues_in_its_folder_from_its_runs_small_files(tmp_path: Path) -> None:
+    """Run a comparison, then keep only its runs' small files (summary.json, metrics.csv, config.yaml:
+    what results/ keeps under version control) and remove one run, as if stopped before it: the same
+    command with the same output_dir skips the kept runs, runs the missing one again to the same numbers,
+    and writes the same table. Another comparison in that folder is refused."""
+    root = tmp_path / "cmp"
+    args = ([*SMALL, f"output_dir={root}"], ["afl", "sync"], [0, 1])
+    first, _ = compare(*args)
+    for name in ("final_model.pt", "updates.csv", "partition.json"):
+        for path in root.rglob(name):
+            path.unlink()
+    kept = root / "afl" / "seed0" / "summary.json"
+    stamp = kept.stat().st_mtime_ns
+    gone = json.loads((root / "sync" / "seed1" / "summary.json").read_text())
+    shutil.rmtree(root / "sync" / "seed1")
+    again, _ = compare(*args)
+    assert kept.stat().st_mtime_ns == stamp  # skipped, not run again
+    redone = json.loads((root / "sync" / "seed1" / "summary.json").read_text())
+    for key in ("final_test_accuracy", "final_mean_test_accuracy", "sim_time", "best_test_accuracy"):
+        assert redone[key] == gone[key]  # the same code path on the same machine: bit for bit
+    def timeless(table: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if not k.startswith("wall_time")} for row in table]
+
+    assert timeless(again.table) == timeless(first.table)  # wall times aside
+    assert json.loads((root / "plan.json").read_text())["seeds"] == [0, 1]
+    with pytest.raises(ConfigError, match="holds another comparison .its seeds differ"):
+        compare(args[0], args[1], [0])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="holds no comparison to continue"):
+        compare([*SMALL, f"output_dir={tmp_path / 'other'}"], ["sync"], [0])
 
 
 def test_selection_keeps_the_best_validation_point_and_records_it(tmp_path: Path) -> None:
