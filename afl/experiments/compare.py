@@ -35,9 +35,11 @@ from afl.errors import ConfigError
 from afl.experiments.metrics import (
     FINAL_WINDOW,
     LEVEL,
+    PLATEAU_RISE,
     accuracy_at,
     headline,
     interval,
+    late_rise,
     load_run,
     mean_std,
     paired,
@@ -480,6 +482,7 @@ def summarise(
             ("ends_at_target", [float(v >= target) for v in final[arm]]),
             ("mean_staleness", [s["mean_staleness"] for s in summaries]),
             ("wall_time_s", [s["wall_time_s"] for s in summaries]),
+            ("late_rise", [late_rise(h) for h in histories.values()]),
         ):
             mean, std, n = mean_std(values)
             row[name], row[f"{name}_std"] = mean, std
@@ -649,13 +652,18 @@ def format_differences(comparison: Comparison) -> list[str]:
     best = rows[0]["best_arm"]
     against = ["sync"] if best == BASELINE else ["sync", "best"]
     level = f"{LEVEL:.0%}"
-    header = [f"arm | headline, {level} interval"]
+    header = [f"arm | headline, {level} interval | val. rise, last fifth"]
     for name in against:
         arm = BASELINE if name == "sync" else best
         header.append(f"arm − {arm}, paired | vs {arm}")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * (2 + 2 * len(against))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * (3 + 2 * len(against))]
     for r in rows:
-        cells = [r["arm"], interval_cell(r["final_mean_acc"], r["final_mean_acc_ci"])]
+        rise = r.get("late_rise")
+        cells = [
+            r["arm"],
+            interval_cell(r["final_mean_acc"], r["final_mean_acc_ci"]),
+            "—" if rise is None else f"{rise:+.3f}" + ("" if rise < PLATEAU_RISE else " (rising)"),
+        ]
         for name in against:
             cells.append(interval_cell(r[f"diff_vs_{name}"], r[f"diff_vs_{name}_ci"], signed=True))
             cells.append(r[f"verdict_vs_{name}"])
@@ -666,7 +674,10 @@ def format_differences(comparison: Comparison) -> list[str]:
         "Paired: the difference of "
         "the headlines seed by seed (a seed fixes the partition, the speeds and the clock for every arm), "
         'then its interval; "above"/"below": the interval excludes 0; "tie": it holds 0 (the seeds '
-        'do not separate the two); "—": fewer than two seeds, or the arm itself.',
+        'do not separate the two); "—": fewer than two seeds, or the arm itself. "Val. rise, last fifth": '
+        f"the mean over seeds of how much validation accuracy (the mean of {FINAL_WINDOW} evaluations) rose "
+        f'over the last fifth of the budget; at {PLATEAU_RISE} or more ("rising") the budget stopped '
+        "before a plateau, and the table compares the arms before they converged.",
     ]
     return lines
 

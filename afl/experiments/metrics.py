@@ -70,6 +70,43 @@ def headline(run: Mapping[str, Any]) -> float:
     return float(saved) if saved is not None else final_mean(run["history"])[0]
 
 
+#: The plateau rule of a budget: a run has levelled off when its validation accuracy (the mean of the
+#: last ``FINAL_WINDOW`` evaluations) rose by less than this over the last fifth of its client updates.
+PLATEAU_RISE = 0.005
+
+
+def late_rise(
+    history: Sequence[Mapping[str, Any]], window: int = FINAL_WINDOW, key: str = "val_accuracy"
+) -> float | None:
+    """How much ``key`` rose over the last fifth of the run: the mean of its last ``window`` evaluations
+    minus the mean of the ``window`` evaluations up to 80% of the run's client updates. Under
+    :data:`PLATEAU_RISE` the budget reached a plateau; above it, more updates would still pay. None
+    without the key (no validation split) or with too few evaluations (fewer than 2 × ``window``).
+
+    Example:
+        >>> rows = [{"client_updates": 10 * i, "val_accuracy": min(0.8, 0.1 * i)} for i in range(21)]
+        >>> round(late_rise(rows, window=2), 3)  # flat at 0.8 from update 80 on: no rise at the end
+        0.0
+        >>> rows = [{"client_updates": 10 * i, "val_accuracy": 0.01 * i} for i in range(21)]
+        >>> round(late_rise(rows, window=2), 3)  # still climbing 0.01 an evaluation
+        0.04
+    """
+    rows = [
+        r
+        for r in history
+        if float(r["client_updates"]) > 0 and r.get(key) not in (None, "") and float(r[key]) == float(r[key])
+    ]
+    if len(rows) < 2 * window:
+        return None
+    cut = 0.8 * float(rows[-1]["client_updates"])
+    early = [r for r in rows if float(r["client_updates"]) <= cut][-window:]
+    if len(early) < window:
+        return None
+    return statistics.fmean(float(r[key]) for r in rows[-window:]) - statistics.fmean(
+        float(r[key]) for r in early
+    )
+
+
 def accuracy_at(history: Sequence[Mapping[str, Any]], sim_time: float) -> float | None:
     """Test accuracy of the last evaluation at or before ``sim_time`` (None before the first)."""
     value = None

@@ -45,9 +45,11 @@ from afl.experiments.compare import (
 from afl.experiments.metrics import (
     FINAL_WINDOW,
     LEVEL,
+    PLATEAU_RISE,
     accuracy_at,
     headline,
     interval,
+    late_rise,
     load_run,
     mean_std,
     paired,
@@ -286,6 +288,7 @@ RESULT_COLUMNS = (
     "lost_updates",
     "final_grad_norm_sq",
     "final_heterogeneity",
+    "late_rise",  # validation accuracy's rise over the last fifth of the budget: a plateau below 0.005
 )
 
 
@@ -333,6 +336,7 @@ def write_results(
                     "lost_updates": s.get("lost_updates", 0),  # (runs from before availability existed)
                     "final_grad_norm_sq": _number(last.get("grad_norm_sq")),
                     "final_heterogeneity": _number(last.get("heterogeneity")),
+                    "late_rise": late_rise(h),
                     "output_dir": str(Path(r["output_dir"]).relative_to(root)),
                 }
             )
@@ -460,6 +464,7 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         "− sync, paired",
         "last eval",
         "best acc",
+        "val. rise, last fifth",
         "acc at equal time",
         "sim time (s)",
         f"time to {target:.3f} (s)",
@@ -480,6 +485,7 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
             _paired_cell(r),
             mean_std_cell(r["final_test_accuracy"], r["final_test_accuracy_std"], ".3f"),
             mean_std_cell(r["best_test_accuracy"], r["best_test_accuracy_std"], ".3f"),
+            "—" if r["late_rise"] is None else f"{r['late_rise']:+.3f}",
             mean_std_cell(r["acc_at_equal_time"], r["acc_at_equal_time_std"], ".3f"),
             mean_std_cell(r["sim_time"], r["sim_time_std"], ".0f"),
             ttt,
@@ -497,7 +503,9 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         "jobs whose client went offline before they finished (mean per run). Intervals: Student's t over "
         "seeds at 95% (an accuracy's cut to [0, 1]); \"− sync, paired\": the cell's headline minus sync's in "
         "the same setting, seed by seed (a seed fixes partition, speeds and clock), with its interval and "
-        "whether it excludes 0 (above, below) or not (tie).",
+        'whether it excludes 0 (above, below) or not (tie). "Val. rise": how much validation accuracy (the '
+        f"mean of {FINAL_WINDOW} evaluations) rose over the last fifth of the budget, mean over seeds; at "
+        f"{PLATEAU_RISE} or more the runs stopped before a plateau.",
     ]
     return "\n".join(lines)
 

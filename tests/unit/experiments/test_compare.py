@@ -111,6 +111,7 @@ def test_a_stopped_comparison_continues_in_its_folder_from_its_runs_small_files(
     redone = json.loads((root / "sync" / "seed1" / "summary.json").read_text())
     for key in ("final_test_accuracy", "final_mean_test_accuracy", "sim_time", "best_test_accuracy"):
         assert redone[key] == gone[key]  # the same code path on the same machine: bit for bit
+
     def timeless(table: list[dict]) -> list[dict]:
         return [{k: v for k, v in row.items() if not k.startswith("wall_time")} for row in table]
 
@@ -363,16 +364,40 @@ def test_paired_differences_separate_what_unpaired_intervals_cannot(tmp_path: Pa
     assert rows["sync"]["verdict_vs_best"] == "below" and rows["sync"]["diff_vs_best"] == pytest.approx(-0.02)
     assert rows["sync"]["verdict_vs_sync"] == "—" and rows["afl"]["verdict_vs_best"] == "—"
     text = format_table(c)
-    assert (
-        "| arm | headline, 95% interval | arm − sync, paired | vs sync | arm − afl, paired | vs afl |" in text
+    header = (
+        "| arm | headline, 95% interval | val. rise, last fifth | arm − sync, paired | vs sync | arm − afl,"
     )
+    assert header + " paired | vs afl |" in text
     line = next(x for x in text.splitlines() if x.startswith("| fedbuff | ") and "[" in x)
-    assert line.split("|")[4].strip() == "tie" and line.split("|")[6].strip() == "tie"  # -0.02 ± 0.12
-    assert "-0.020 [" in line.split("|")[5]
+    assert line.split("|")[5].strip() == "tie" and line.split("|")[7].strip() == "tie"  # -0.02 ± 0.12
+    assert "-0.020 [" in line.split("|")[6] and line.split("|")[3].strip() == "—"  # 2 evaluations: no rise
     # one seed: no interval, no verdict
     single = summarise(_runs({a: h[:1] for a, h in histories.items()}), tmp_path, target=0.5)
     assert {r["verdict_vs_sync"] for r in single.table} == {"—"}
     assert all(r["final_mean_acc_ci"] is None for r in single.table)
+
+
+def test_the_table_says_which_arms_were_still_rising_when_the_budget_ended(tmp_path: Path) -> None:
+    """20 evaluations: sync levels off at 0.8 by update 80 (no rise over the last fifth), afl climbs 0.01
+    an evaluation to the end: the mean of its last 5 evaluations minus the mean of the 5 up to update 160
+    (80% of 200) is 4 evaluations' climb, +0.04: "rising"."""
+
+    def run(acc) -> list[tuple[float, int, float]]:
+        return [(float(i), 10 * i, acc(i)) for i in range(21)]
+
+    runs = _runs({"afl": [run(lambda i: 0.01 * i + 0.5)] * 2, "sync": [run(lambda i: min(0.8, 0.1 * i))] * 2})
+    for per_seed in runs.values():
+        for r in per_seed.values():
+            for row in r["history"]:
+                row["val_accuracy"] = row["test_accuracy"]
+    c = summarise(runs, tmp_path, target=0.6)
+    rows = {r["arm"]: r for r in c.table}
+    assert rows["afl"]["late_rise"] == pytest.approx(0.04) and rows["sync"]["late_rise"] == pytest.approx(0.0)
+    text = format_table(c)
+    cells = {
+        line.split(" | ")[0][2:]: line.split(" | ")[2] for line in text.split("\n\n")[2].splitlines()[2:]
+    }
+    assert cells == {"sync": "+0.000", "afl": "+0.040 (rising)"}
 
 
 def test_time_to_accuracy() -> None:

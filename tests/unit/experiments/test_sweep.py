@@ -115,6 +115,8 @@ def test_results_table_is_the_mean_and_std_over_seeds(finished) -> None:
     assert line.split(" | ")[4].startswith(expected)
     verdict = "above" if low > 0 else "below" if high < 0 else "tie"
     assert line.split(" | ")[4] == f"{expected} {verdict}"
+    rise = table[0].split(" | ").index("val. rise, last fifth")
+    assert line.split(" | ")[rise] == "—" and rows[0]["late_rise"] == ""  # no validation split here
     sync_line = next(t for t in table if t.startswith("| sync | 3 |"))
     assert sync_line.split(" | ")[4] == "—"
     assert (root / "curves.png").stat().st_size > 20_000
