@@ -292,13 +292,15 @@ RESULT_COLUMNS = (
 )
 
 
-def write_results(
-    sweep: Sweep, root: Path, report: DictConfig | None = None, formats: Sequence[str] = ("png",)
-) -> list[dict[str, Any]]:
-    """results.csv, results.md, curves.png and final.png from the finished runs under ``root``; with
-    ``report`` (a config of the sweep's runs, in its W&B group) also the sweep's own W&B run, whose
-    ``logging.wandb`` entry lands in sweep.json."""
-    runs = collect(sweep, root)
+def result_rows(
+    sweep: Sweep, root: Path, runs: Mapping[str, Mapping[int, Mapping[str, Any]]]
+) -> tuple[list[dict[str, Any]], float]:
+    """One row per finished run (the columns of results.csv) and the target accuracy: the sweep's, or
+    0.95 × the best cell's mean headline.
+
+    Raises:
+        ConfigError: no finished run.
+    """
     if not runs:
         raise ConfigError("sweep", f"no finished runs under {root}")
     finals = [sum(headline(r) for r in per_seed.values()) / len(per_seed) for per_seed in runs.values()]
@@ -340,6 +342,23 @@ def write_results(
                     "output_dir": str(Path(r["output_dir"]).relative_to(root)),
                 }
             )
+    return rows, target
+
+
+def table_text(sweep: Sweep, root: Path) -> str:
+    """results.md's table from the finished runs under ``root``, writing nothing."""
+    rows, target = result_rows(sweep, root, collect(sweep, root))
+    return format_results(sweep, summarise_cells(sweep, rows), target)
+
+
+def write_results(
+    sweep: Sweep, root: Path, report: DictConfig | None = None, formats: Sequence[str] = ("png",)
+) -> list[dict[str, Any]]:
+    """results.csv, results.md, curves.png and final.png from the finished runs under ``root``; with
+    ``report`` (a config of the sweep's runs, in its W&B group) also the sweep's own W&B run, whose
+    ``logging.wandb`` entry lands in sweep.json."""
+    runs = collect(sweep, root)
+    rows, target = result_rows(sweep, root, runs)
     with (root / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
