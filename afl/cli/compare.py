@@ -7,6 +7,7 @@ import shlex
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from afl.cli import USER_ERRORS, presets_epilog, report
@@ -162,6 +163,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the runs, their client steps and a time estimate here (one short calibration run); run nothing",
     )
+    p.add_argument(
+        "--keep",
+        default=None,
+        metavar="DIR",
+        help="then copy the comparison's folder to DIR without models, checkpoints, W&B folders and figures "
+        "(e.g. results/NAME, kept under version control; --from DIR reads it back)",
+    )
     add_launch_options(p)
     add_format_option(p)
     p.add_argument(
@@ -184,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except USER_ERRORS as err:
             return report(err)
         print(format_table(again))
-        return 0
+        return _keep(args.from_dir, args.keep)
     common = {"grid": args.grid, "select_seeds": args.select_seeds, "jobs": args.jobs}
     if args.dry_run:
         from afl.experiments.compare import dry_run
@@ -214,6 +222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(result))
     print(f"\nfolder: {result.output_dir}  (comparison.md, comparison.json, comparison.png)")
+    return _keep(result.output_dir, args.keep)
+
+
+def _keep(folder: str | Path, dest: str | None) -> int:
+    """``--keep DEST``: the folder's small files copied there (0), or nothing to do."""
+    if dest is None:
+        return 0
+    from afl.experiments.metrics import keep
+
+    written = keep(folder, dest)
+    print(f"kept: {len(written)} files in {dest} (no models, checkpoints, W&B folders or figures)")
     return 0
 
 

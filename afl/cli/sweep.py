@@ -42,6 +42,14 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, metavar="DIR", help="output folder (default: runs/sweeps/NAME)"
     )
     p.add_argument("--results", action="store_true", help="only write the results of the finished runs")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="then copy the sweep's folder to DIR without models, checkpoints, W&B folders and figures "
+        "(e.g. results/sweeps/NAME, under version control; --results --out DIR reads it back)",
+    )
     add_launch_options(p)
     add_format_option(p)
     p.add_argument(
@@ -78,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(err)
     print((root / "results.md").read_text(), end="")
     print(f"\nfolder: {root}  (results.csv, results.md, curves.png{', final.png' if sweep.axes else ''})")
+    if args.keep is not None and args.keep.resolve() != root.resolve():
+        from afl.experiments.metrics import keep
+
+        written = keep(root, args.keep)
+        print(f"kept: {len(written)} files in {args.keep} (no models, checkpoints, W&B or figures)")
     return 0
 
 

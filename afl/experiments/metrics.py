@@ -198,3 +198,40 @@ def load_run(output_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, str
     with (out / "metrics.csv").open() as f:
         history = list(csv.DictReader(f))
     return json.loads((out / "summary.json").read_text()), history, OmegaConf.load(out / "config.yaml")
+
+
+#: What a finished comparison or sweep keeps under version control (``--keep``): every file but these
+#: (models, checkpoints, W&B's folders and the figures, which the tables and the runs' rows redraw).
+HEAVY = ("final_model.pt", "checkpoint.pt", "dashboard.json", "*.png", "*.pdf", "*.svg")
+
+
+def keep(source: str | Path, dest: str | Path) -> list[Path]:
+    """Copy a finished comparison's or sweep's folder to ``dest`` without its heavy files (:data:`HEAVY`,
+    W&B's ``wandb/`` folders): ``summary.json``, ``metrics.csv``, ``updates.csv``, ``config.yaml``,
+    ``partition.json`` per run and the tables. ``afl-compare --from DEST`` and ``afl-sweep NAME --results
+    --out DEST`` read it back, and running the comparison or sweep into ``DEST`` continues it. Files
+    already in ``dest`` are replaced. Returns the files written.
+
+    Raises:
+        FileNotFoundError: ``source`` holds no comparison.json or sweep.json.
+    """
+    import fnmatch
+    import shutil
+
+    source, dest = Path(source), Path(dest)
+    if not any((source / f).is_file() for f in ("comparison.json", "sweep.json")):
+        raise FileNotFoundError(
+            f"{source} is not a finished comparison or sweep (no comparison.json or sweep.json)"
+        )
+    written = []
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if not path.is_file() or "wandb" in relative.parts:
+            continue
+        if any(fnmatch.fnmatch(path.name, pattern) for pattern in HEAVY):
+            continue
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        written.append(target)
+    return written

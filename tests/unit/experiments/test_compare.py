@@ -27,7 +27,7 @@ from afl.experiments.compare import (
     resummarise,
     summarise,
 )
-from afl.experiments.metrics import final_mean, time_to_accuracy
+from afl.experiments.metrics import final_mean, keep, time_to_accuracy
 
 SMALL = [*TINY, "federation.max_updates=9", "federation.eval_every=3", "dataset.val_fraction=0.25"]
 
@@ -92,16 +92,25 @@ def test_table_numbers_equal_the_runs_summary_files(tmp_path: Path) -> None:
 
 
 def test_a_stopped_comparison_continues_in_its_folder_from_its_runs_small_files(tmp_path: Path) -> None:
-    """Run a comparison, then keep only its runs' small files (summary.json, metrics.csv, config.yaml:
-    what results/ keeps under version control) and remove one run, as if stopped before it: the same
-    command with the same output_dir skips the kept runs, runs the missing one again to the same numbers,
-    and writes the same table. Another comparison in that folder is refused."""
+    """Run a comparison, keep its small files elsewhere (``--keep``: what results/ holds under version
+    control), read the table back from them, and remove one run, as if stopped before it: the same
+    command with that output_dir skips the kept runs, runs the missing one again to the same numbers, and
+    writes the same table. Another comparison in that folder is refused."""
+    ran = tmp_path / "ran"
+    first, _ = compare([*SMALL, "logging.wandb.mode=offline", f"output_dir={ran}"], ["afl", "sync"], [0, 1])
     root = tmp_path / "cmp"
-    args = ([*SMALL, f"output_dir={root}"], ["afl", "sync"], [0, 1])
-    first, _ = compare(*args)
-    for name in ("final_model.pt", "updates.csv", "partition.json"):
-        for path in root.rglob(name):
-            path.unlink()
+    written = keep(ran, root)  # afl-compare --keep
+    assert {p.name for p in written} == {
+        "plan.json", "comparison.json", "comparison.md", "comparison.caption.md",
+        "summary.json", "metrics.csv", "updates.csv", "config.yaml", "partition.json",
+    }  # fmt: skip
+    assert len([p for p in written if p.name == "summary.json"]) == 4 and (ran / "comparison.png").exists()
+    assert list(ran.rglob("final_model.pt")) and list(ran.rglob("wandb"))  # what was left behind
+    for path in root.rglob("*.csv"):
+        if path.name == "updates.csv":
+            path.unlink()  # not needed to read a run back either
+    assert resummarise(root).table == first.table  # afl-compare --from the kept folder
+    args = ([*SMALL, "logging.wandb.mode=offline", f"output_dir={root}"], ["afl", "sync"], [0, 1])
     kept = root / "afl" / "seed0" / "summary.json"
     stamp = kept.stat().st_mtime_ns
     gone = json.loads((root / "sync" / "seed1" / "summary.json").read_text())
