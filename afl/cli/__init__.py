@@ -14,6 +14,7 @@ checks that need the data (files, sizes, the partition) wait until the run loads
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from afl.errors import ConfigError, OutOfMemory
@@ -38,3 +39,11 @@ def report(err: ConfigError | OutOfMemory) -> int:
     (2, or 3 for out of memory)."""
     print(f"error: {err}", file=sys.stderr)
     return 3 if isinstance(err, OutOfMemory) else 2
+
+
+def ints(text: str) -> list[int]:
+    """An argparse type: comma-separated integers (``--seeds 0,1,2``)."""
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None

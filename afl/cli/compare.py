@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from afl.cli import USER_ERRORS, presets_epilog, report
+from afl.cli import USER_ERRORS, ints, presets_epilog, report
 from afl.experiments.compare import ARMS, DEFAULT_ARMS, DEFAULT_TARGET_FRACTION
 
 DESCRIPTION = """\
@@ -25,13 +25,6 @@ examples:
   %(prog)s experiment=demo --grid client.lr=1e-3,3e-3,1e-2 \\
       --grid server.aggregator.server_lr=0.1,0.2,0.4 --select-seeds 0
 """
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _positive(text: str) -> int:
@@ -135,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="A,B",
         help=f"comma-separated arms to run (default: {','.join(DEFAULT_ARMS)}, and the preset's own arms)",
     )
-    p.add_argument("--seeds", type=_ints, default=[0], metavar="0,1,2", help="seeds (default: 0)")
+    p.add_argument("--seeds", type=ints, default=[0], metavar="0,1,2", help="seeds (default: 0)")
     p.add_argument(
         "--grid",
         action="append",
@@ -145,7 +138,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--select-seeds",
-        type=_ints,
+        type=ints,
         default=None,
         metavar="0,1",
         help="seeds for selection (default: the first of --seeds)",

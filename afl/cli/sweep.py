@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from afl.cli import USER_ERRORS, report
-from afl.cli.compare import _ints, add_format_option, add_launch_options, launcher_of
+from afl.cli import USER_ERRORS, ints, report
+from afl.cli.compare import add_format_option, add_launch_options, launcher_of
 
 DESCRIPTION = """\
 Run a sweep: configs/sweep/NAME.yaml (or a YAML path) gives the preset, the arms, the grid of overrides
@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="overrides for every run (after the sweep's base)"
     )
-    p.add_argument("--seeds", type=_ints, default=None, metavar="0,1,2", help="seeds (default: the sweep's)")
+    p.add_argument("--seeds", type=ints, default=None, metavar="0,1,2", help="seeds (default: the sweep's)")
     p.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="output folder (default: runs/sweeps/NAME)"
     )

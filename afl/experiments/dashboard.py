@@ -519,7 +519,7 @@ def plot_preview(source: Source, panels: Sequence[Panel], path: Path) -> Any:
     line per arm, mean over seeds and a ± 1 std band, as W&B draws them; the results table below."""
     from matplotlib.figure import Figure
 
-    from afl.experiments.plots import _band, label_styles
+    from afl.experiments.plots import draw_band, label_styles
 
     charts = [p for p in panels if p.kind != "table"]
     table = any(p.kind == "table" for p in panels)
@@ -542,7 +542,7 @@ def plot_preview(source: Source, panels: Sequence[Panel], path: Path) -> Any:
                 if panel.log_y:
                     histories = [_log10(h, panel.column or "") for h in histories]
                 drawn = len(ax.get_lines())
-                _band(ax, histories, panel.x or "", panel.column or "", label, *styles[label])
+                draw_band(ax, histories, panel.x or "", panel.column or "", label, *styles[label])
                 for line in ax.get_lines()[drawn:]:  # the first arms widest: equal curves stay visible
                     line.set_linewidth(line.get_linewidth() * (1 + 0.8 * (len(arms) - 1 - order) / len(arms)))
             ax.set_xlabel(X_LABELS.get(panel.x or "", panel.x or ""))

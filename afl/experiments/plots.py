@@ -328,7 +328,7 @@ def label_styles(labels: Sequence[str]) -> dict[str, tuple[Any, str]]:
     return {label: (cmap(i % cmap.N), ("-", "--", "-.")[i // cmap.N % 3]) for i, label in enumerate(labels)}
 
 
-def _band(
+def draw_band(
     ax: Any,
     histories: Sequence[Sequence[Mapping[str, Any]]],
     key: str,
@@ -458,7 +458,7 @@ def plot_band_panels(
         for label, histories in curves.items():
             for ax, key in zip(axes, ("sim_time", "client_updates")):
                 name = _legend_name(label, len(histories))
-                if _band(ax, histories, key, metric, name, *styles[label]):
+                if draw_band(ax, histories, key, metric, name, *styles[label]):
                     tails.setdefault(f"against {X_NAMES[key]}", []).append(f"{heading}: {label}")
         axes[0].set_title(heading, fontsize=10, loc="left")
         for ax, key in zip(axes, ("sim_time", "client_updates")):
@@ -522,7 +522,7 @@ def plot_bands(
     for label, histories in curves.items():
         for axes, metric in zip(grid, metrics):
             for ax, key in zip(axes, ("sim_time", "client_updates")):
-                if _band(ax, histories, key, metric, names[label], *styles[label]):
+                if draw_band(ax, histories, key, metric, names[label], *styles[label]):
                     tails.setdefault(f"against {X_NAMES[key]}", []).append(label)
     for index, (value, label) in enumerate(references):
         for ax in grid[0]:

@@ -101,7 +101,7 @@ class Aggregator(ABC):
         return None
 
 
-class _Buffer:
+class UpdateBuffer:
     """Running sums over buffered arrivals, storing no per-client copies: ``params`` (Σ a_c x_c over
     parameter entries), ``stats`` (Σ a_c stat_c), the raw weights Σ a_c, the samples Σ n_c, the count
     and the integer maxima."""
@@ -181,7 +181,7 @@ class _DeltaBuffered(Aggregator):
             "server_lr_decay",
             f"got {server_lr_decay!r}; allowed: {', '.join(DECAYS)}",
         )
-        self._buffer = _Buffer()
+        self._buffer = UpdateBuffer()
         self.buffer_size = buffer_size
         self.server_lr_decay = server_lr_decay
 
@@ -192,7 +192,7 @@ class _DeltaBuffered(Aggregator):
     def _weight(self, update: ClientUpdate) -> float:
         raise NotImplementedError
 
-    def _factor(self, buf: _Buffer) -> float:
+    def _factor(self, buf: UpdateBuffer) -> float:
         raise NotImplementedError
 
     def server_lr_at(self, round: int) -> float:
@@ -243,7 +243,7 @@ class FedAvg(Aggregator):
     modes = ("sync",)
 
     def __init__(self) -> None:
-        self._buffer = _Buffer()
+        self._buffer = UpdateBuffer()
 
     def on_arrival(self, update: ClientUpdate, global_state: State) -> bool:
         self._buffer.add(update.parameters, update.stats, update.state, float(update.num_samples), 0)
@@ -322,7 +322,7 @@ class AFL(_DeltaBuffered):
     def _weight(self, update: ClientUpdate) -> float:
         return update.num_samples * self.staleness(update.staleness)
 
-    def _factor(self, buf: _Buffer) -> float:
+    def _factor(self, buf: UpdateBuffer) -> float:
         return self.server_lr_at(buf.round) / buf.samples
 
 
@@ -388,5 +388,5 @@ class FedBuff(_DeltaBuffered):
     def _weight(self, update: ClientUpdate) -> float:
         return self.staleness(update.staleness)
 
-    def _factor(self, buf: _Buffer) -> float:
+    def _factor(self, buf: UpdateBuffer) -> float:
         return self.server_lr_at(buf.round) / buf.count

@@ -16,7 +16,7 @@ from typing import Any
 from afl.errors import ConfigError
 from afl.messages import ClientUpdate, State, is_parameter
 from afl.registry import require
-from afl.server.aggregators import AGGREGATORS, Aggregator, _Buffer, add_scaled, max_int_entries, mix
+from afl.server.aggregators import AGGREGATORS, Aggregator, UpdateBuffer, add_scaled, max_int_entries, mix
 
 
 def _copy(state: State) -> State:
@@ -34,7 +34,7 @@ class _Buffered(Aggregator):
         require(buffer_size is None or buffer_size >= 1, "buffer_size", f"must be >= 1, got {buffer_size}")
         self.buffer_size = buffer_size
         self._deltas: State = {}  # Σ Δ_i over the buffer
-        self._stats = _Buffer()  # running statistics (weight 1 each) and integer counters
+        self._stats = UpdateBuffer()  # running statistics (weight 1 each) and integer counters
         self._max_staleness = 0
 
     def setup(self, *, concurrency: int) -> None:

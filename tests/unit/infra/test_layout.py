@@ -166,3 +166,24 @@ def test_pointers_to_documentation_name_files_in_the_repository() -> None:
     assert cited, "the code points at no documentation at all"
     missing = sorted(page for page in cited if not (ROOT / page).is_file())
     assert not missing, missing
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``from afl… import _name`` (or afl_callbacks…) in one module: a private name crossing modules."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES:
+            found += [
+                f"{path.name}:{node.lineno}: {node.module}.{a.name}" for a in node.names if a.name[0] == "_"
+            ]
+    return found
+
+
+def test_no_private_name_is_imported_across_modules(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text("from afl.experiments.compare import _secret\nfrom os import _exit\n")
+    assert _private_imports(planted) == ["planted.py:1: afl.experiments.compare._secret"]
+    found = [line for path in _modules().values() for line in _private_imports(path)]
+    assert not found, "private names imported across modules (make them public, or move them):\n" + "\n".join(
+        found
+    )
