@@ -41,7 +41,7 @@ bench: $(VENV)/.installed
 	$(PY) scripts/bench.py
 
 # On a CUDA GPU machine, with the Python that has torch there (no virtual environment, no install): the gpu
-# tests, the device benchmark and a paper_cifar10 run that must learn, in about 5 minutes (docs/gpu.md).
+# tests, the device benchmarks and a paper_cifar10 run that must learn, in about 8 minutes (docs/gpu.md).
 gpu-check:
 	$(PYTHON) scripts/gpu_check.py
 

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from afl.client.compiled import BACKEND_ENV
 from afl.client.runtime import ClientRuntime, batch_loader
 from afl.config import load_config, validate
 from afl.data.datasets import load_dataset
@@ -249,6 +251,73 @@ def bench_device(
             "run_vs_plain": ms["run_1_worker_ms_per_step"] / ms["plain_loop_ms_per_step"],
             "same_results_for_any_workers": len(finals) == 1,
             **({"peak_device_mib": max(peaks)} if peaks else {}),
+        }
+    return out
+
+
+#: ``trainer.compile``'s mode the device benchmark measures: CUDA graphs on a GPU; on a CPU (where inductor
+#: captures no CUDA graph) its default.
+COMPILE_MODE = {"cuda": "reduce-overhead", "cpu": "default"}
+
+
+def bench_compiled(
+    device: str,
+    models: Sequence[str],
+    updates: int,
+    repeat: int,
+    tmp: Path,
+    mode: str | None = None,
+    workers: int = 5,
+) -> dict[str, Any]:
+    """Per model (:data:`DEVICE_SETTINGS`): whole runs on ``device`` with the client's training step
+    compiled (``trainer.compile=mode``, default :data:`COMPILE_MODE`'s) beside the same runs eager, in ms
+    per local step: 1 worker eager, 1 worker and ``workers`` threads compiled, interleaved, medians of
+    ``repeat``. Measured after one compiled run that compiles (``first_run_s``, beside the model's first
+    eager run's); the runs after it reuse the compiled code (:mod:`afl.client.compiled`), and ``compile_s``
+    is what the first compiled run took more than the later ones (the compilation, and under
+    ``reduce-overhead`` the CUDA graphs' first recording). The compiled runs' accuracies are not the eager
+    runs' to the bit (inductor reorders float operations), so none is compared here (tests do:
+    tests/integration/test_compile.py)."""
+    mode = mode or COMPILE_MODE[device]
+    out: dict[str, Any] = {}
+    for name in models:
+        overrides = [
+            *DEVICE_SETTINGS[name],
+            *QUIET,
+            f"trainer.accelerator={device}",
+            f"federation.max_updates={updates}",
+            f"federation.eval_every={updates}",
+        ]
+        compiled = [*overrides, f"trainer.compile={mode}"]
+        counter = iter(range(10**6))
+        timed: tuple[Any, ...] = (device, tmp / f"{name}-compiled", counter, set(), [])
+        first: dict[str, float] = {}
+        for kind, first_overrides in (("eager", overrides), ("compiled", compiled)):
+            start = time.perf_counter()
+            result = run(load_config([*first_overrides, f"output_dir={tmp / name / f'first-{kind}'}"]))
+            first[kind] = time.perf_counter() - start
+            if kind == "eager":
+                jobs, steps = len(result.updates), sum(u["steps"] for u in result.updates)
+        times = _interleaved(
+            {
+                "run_1_worker": _device_run([*overrides, "federation.workers=1"], *timed),
+                "run_1_worker_compiled": _device_run([*compiled, "federation.workers=1"], *timed),
+                f"run_{workers}_workers_compiled": _device_run(
+                    [*compiled, f"federation.workers={workers}"], *timed
+                ),
+            },
+            repeat,
+        )
+        ms = {f"{k}_ms_per_step": _median(v) / steps * 1e3 for k, v in times.items()}
+        out[name] = {
+            "mode": mode,
+            "backend": os.environ.get(BACKEND_ENV) or "inductor",
+            "jobs": jobs,
+            "local_steps": steps,
+            **ms,
+            "compiled_vs_eager": ms["run_1_worker_compiled_ms_per_step"] / ms["run_1_worker_ms_per_step"],
+            "first_run_s": first,
+            "compile_s": first["compiled"] - _median(times["run_1_worker_compiled"]),
         }
     return out
 
@@ -662,6 +731,16 @@ def run_device(device: str, quick: bool, only_cohort: bool = False) -> dict[str,
                 device, ("resnet20", "cnn", "lenet"), 10 if quick else 20, repeat, Path(tmp)
             )
         for name, values in out["device_runs"].items():
+            print(f"  {name}: {_format(values)}", flush=True)
+        print(
+            f"runs on {device} with the client step compiled ({COMPILE_MODE[device]}) vs eager ...",
+            flush=True,
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            out["compiled_runs"] = bench_compiled(
+                device, ("resnet20", "cnn"), 10 if quick else 20, repeat, Path(tmp)
+            )
+        for name, values in out["compiled_runs"].items():
             print(f"  {name}: {_format(values)}", flush=True)
     print(f"the cohort executor vs threads on {device} ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

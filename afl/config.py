@@ -99,6 +99,7 @@ class TrainerConfig:
     devices: Any = MISSING  # 1 | auto | [k]
     precision: str = MISSING
     deterministic: Any = MISSING  # true | false | warn
+    compile: str = MISSING  # none | torch.compile's mode for the client's training step
 
 
 @dataclass
@@ -204,8 +205,9 @@ class Config:
 #: Keys that may differ between the run that wrote a checkpoint and the run that resumes it: they change
 #: how or where the run is computed, or how it is reported (``logging.*``), not what it computes. Its
 #: models and evaluations are identical, except equal to float rounding where the arithmetic changes:
-#: ``trainer.accelerator`` (GPU or CPU), ``cohort.max_clients``, and ``federation.executor`` to or from
-#: ``cohort`` (the in-flight jobs train again in other cohorts; docs/cohort.md).
+#: ``trainer.accelerator`` (GPU or CPU), ``trainer.compile``, ``cohort.max_clients``, and
+#: ``federation.executor`` to or from ``cohort`` (the in-flight jobs train again in other cohorts;
+#: docs/cohort.md).
 RESUMABLE_KEYS = (
     "resume",
     "output_dir",
@@ -213,6 +215,7 @@ RESUMABLE_KEYS = (
     "federation.executor",  # (to or from cohort: floats differ in the last bits)
     "trainer.accelerator",  # a run started on a GPU may go on on a CPU (floats differ in the last bits)
     "trainer.devices",
+    "trainer.compile",  # compiled or not: floats differ in the last bits
     "logging.progress",
     "logging.wandb.mode",
     "logging.wandb.group",
@@ -482,7 +485,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     plugins.load(list(cfg.plugins))  # first: they register the components the checks below look up
     # light modules only: a config error answers without importing torch or Lightning
     # (tests/integration/test_cli.py)
-    from afl.client import ACCELERATORS, OPTIMIZER_RESETS, OPTIMIZERS, PRECISIONS
+    from afl.client import ACCELERATORS, COMPILE_MODES, OPTIMIZER_RESETS, OPTIMIZERS, PRECISIONS
     from afl.data import DATASET_LOADERS as DATASETS
     from afl.data import NORMALIZATIONS
     from afl.data import SCHEMES as PARTITIONERS
@@ -513,6 +516,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _choice(cfg, "logging.wandb.mode", ("offline", "online", "disabled"))
     _choice(cfg, "trainer.accelerator", ACCELERATORS)
     _choice(cfg, "trainer.precision", PRECISIONS)
+    _choice(cfg, "trainer.compile", COMPILE_MODES)
     deterministic = cfg.trainer.deterministic
     if type(deterministic) is not bool and deterministic != "warn":
         raise ConfigError("trainer.deterministic", f"got {deterministic!r}; allowed: true, false, warn")
@@ -591,6 +595,12 @@ def _check_cohort(cfg: DictConfig) -> None:
             "client.optimizer",
             f"{cfg.client.optimizer} cannot train in a cohort (federation.executor=cohort trains "
             f"{', '.join(COHORT_OPTIMIZERS)}): use federation.executor=thread",
+        )
+    if cfg.trainer.compile != "none":
+        raise ConfigError(
+            "trainer.compile",
+            f"{cfg.trainer.compile} cannot compile a cohort's vectorized step (federation.executor=cohort): "
+            "use trainer.compile=none, or federation.executor=thread",
         )
     if cfg.trainer.precision == "16-mixed":
         raise ConfigError(

@@ -1,9 +1,11 @@
-"""``make gpu-check``: what a CUDA GPU machine can do with this project, in at most about 5 minutes.
+"""``make gpu-check``: what a CUDA GPU machine can do with this project, in about 8 minutes.
 
 1. the environment (torch, CUDA, the card, Lightning) and the Python packages the check needs;
 2. the tests marked ``gpu`` (``pytest -m gpu``);
 3. the device benchmark (``afl-bench --device cuda --quick``: runs against a plain loop, ms per step);
-4. a ``paper_cifar10`` run (ResNet-20) on synthetic 3×32×32 data that must learn above chance;
+4. the client step compiled (``trainer.compile=reduce-overhead``: CUDA graphs) beside the eager runs, ms
+   per step of whole runs, ResNet-20 and the paper's CNN, and what the first compilation cost;
+5. a ``paper_cifar10`` run (ResNet-20) on synthetic 3×32×32 data that must learn above chance;
 
 then a short table, also written to ``--out`` (``gpu_check.json``, ``gpu_check.md``; the tests' whole
 output in ``pytest_gpu.log``).
@@ -78,13 +80,14 @@ def _child(args: list[str], timeout: float, env: dict[str, str]) -> tuple[int, s
     return code, text, time.perf_counter() - start
 
 
+#: ``afl.benchmarks.NAME(device, models, updates, repeat, tmp)`` in a child, its result written as JSON.
 BENCH = """
 import json, sys, tempfile
 from pathlib import Path
-from afl.benchmarks import bench_device
-device, models, updates, repeat, out = sys.argv[1:]
+from afl import benchmarks
+name, device, models, updates, repeat, out = sys.argv[1:]
 with tempfile.TemporaryDirectory() as tmp:
-    result = bench_device(device, models.split(","), int(updates), int(repeat), Path(tmp))
+    result = getattr(benchmarks, name)(device, models.split(","), int(updates), int(repeat), Path(tmp))
 Path(out).write_text(json.dumps(result, indent=1))
 print(json.dumps(result, indent=1))
 """
@@ -140,7 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     bench_json = args.out / f"bench_{device}.json"
     models, updates, repeat = ("lenet", 2, 1) if args.smoke else ("resnet20,cnn,lenet", 10, 2)
     bench_code, text, took = _child(
-        [sys.executable, "-c", BENCH, device, models, str(updates), str(repeat), str(bench_json)], 180, env
+        [
+            sys.executable,
+            "-c",
+            BENCH,
+            "bench_device",
+            device,
+            models,
+            str(updates),
+            str(repeat),
+            str(bench_json),
+        ],
+        180,
+        env,
     )
     code = bench_code
     print(text[-4000:], flush=True)
@@ -163,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     else:
         rows["benchmark"] = f"failed (exit {code})"
+
+    compiled_code, compiled = compiled_step(args, device, env)
+    rows.update(compiled)
 
     size = 2000 if args.smoke else 20000
     overrides = [
@@ -196,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "| check | result |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows.items())
     print("\n" + table)
     (args.out / "gpu_check.md").write_text(table)
-    failed = failures(tests_code, bench_code, result is not None, learned, args.smoke)
+    failed = failures(tests_code, bench_code, result is not None, learned, args.smoke, compiled_code)
     (args.out / "gpu_check.json").write_text(
         json.dumps({"environment": env_info, "rows": rows, "failed": failed}, indent=1) + "\n"
     )
@@ -205,12 +223,40 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def failures(tests: int, bench: int, ran: bool, learned: bool, smoke: bool) -> list[str]:
-    """What of the check failed: the gpu tests (pytest's exit status), the benchmark, the paper_cifar10
-    run, or its learning (not asked of ``--smoke``: a few toy updates learn nothing; tested in
-    tests/integration/test_gpu_check.py)."""
+def compiled_step(args: argparse.Namespace, device: str, env: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """Step 4: ``afl.benchmarks.bench_compiled`` in a child (``--smoke``: LeNet, compiled with torch's
+    ``aot_eager`` backend, which generates no code: seconds, where inductor's first compilation on a CPU
+    takes tens of seconds); its exit status and its rows of the table."""
+    out = args.out / f"bench_compiled_{device}.json"
+    models, updates, repeat = ("lenet", 2, 1) if args.smoke else ("resnet20,cnn", 10, 2)
+    if args.smoke:  # afl.client.compiled.BACKEND_ENV
+        env = dict(env, AFL_COMPILE_BACKEND="aot_eager")
+    code, text, took = _child(
+        [sys.executable, "-c", BENCH, "bench_compiled", device, models, str(updates), str(repeat), str(out)],
+        300,
+        env,
+    )
+    print(text[-4000:], flush=True)
+    if code != 0:
+        return code, {"compiled client step": f"failed (exit {code}, {took:.0f} s)"}
+    rows = {}
+    for name, v in json.loads(out.read_text()).items():
+        label = f"compile={v['mode']}" + ("" if v["backend"] == "inductor" else f", backend {v['backend']}")
+        rows[f"{name}: ms per local step, {label}: run (1 worker) / 5 workers; eager run (1 worker)"] = (
+            f"{v['run_1_worker_compiled_ms_per_step']:.2f} / {v['run_5_workers_compiled_ms_per_step']:.2f}; "
+            f"{v['run_1_worker_ms_per_step']:.2f} (compiled ÷ eager {v['compiled_vs_eager']:.2f}; "
+            f"first compilation {v['compile_s']:.0f} s)"
+        )
+    return code, rows
+
+
+def failures(tests: int, bench: int, ran: bool, learned: bool, smoke: bool, compiled: int = 0) -> list[str]:
+    """What of the check failed: the gpu tests (pytest's exit status), the benchmark, the compiled step's
+    benchmark, the paper_cifar10 run, or its learning (not asked of ``--smoke``: a few toy updates learn
+    nothing; tested in tests/integration/test_gpu_check.py)."""
     found = [f"the gpu tests (pytest exit {tests})"] if tests != 0 else []
     found += [f"the benchmark (exit {bench})"] if bench != 0 else []
+    found += [f"the compiled step's benchmark (exit {compiled})"] if compiled != 0 else []
     if not ran:
         found.append("the paper_cifar10 run")
     elif not learned and not smoke:

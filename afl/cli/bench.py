@@ -26,7 +26,9 @@ and noisy: compare ratios, not seconds). Writes with --json:
 With --device cuda (or cpu), instead: device_runs, per model (ResNet-20 on 3x32x32, the paper's CNN and
 LeNet on 28x28, one local epoch a job): ms per local step of whole runs on that device with 1 and 5 worker
 threads (and 5 Ray actors sharing the GPU, where Ray is installed) against a plain PyTorch loop doing the
-same steps there, their ratio, and the peak GPU memory; cohort: whole runs with federation.executor=cohort
+same steps there, their ratio, and the peak GPU memory; compiled_runs: whole runs with the client step
+compiled (trainer.compile=reduce-overhead; default on the CPU) beside eager ones, ResNet-20 and the paper's
+CNN, and the first compilation's cost; cohort: whole runs with federation.executor=cohort
 against threads (paper_cifar10 on synthetic 3x32x32, sync and async, J = 5; LeNet with 100 clients in
 flight), and cohort_steps: the stacked step alone by cohort size, cuDNN's autotuner off and on.
 """

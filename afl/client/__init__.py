@@ -39,3 +39,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 #: ``trainer.precision``: Lightning's names of the precisions that keep the weights in float32 (the server
 #: aggregates float32 weights; ``16-true``/``bf16-true`` would hand it half-precision ones).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+#: ``trainer.compile``: ``none`` (eager, the default), or the ``mode`` of ``torch.compile`` for the client's
+#: training step (:mod:`afl.client.compiled`).
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")

@@ -40,6 +40,10 @@ class ClientModule(L.LightningModule):
       is cleared when every epoch after the first starts: the same steps as a new optimizer per epoch.
       ``"job"`` (default): one optimizer for the whole job.
 
+    ``train_step``: what computes a batch's ``(logits, loss)`` in training, in place of the model and the
+    cross-entropy here (a compiled step, ``trainer.compile``: :class:`~afl.client.compiled.TrainStep`,
+    over this module's ``model``); None (default): the model, eagerly.
+
     Example:
         >>> from afl.models.cnn import PaperCNN
         >>> module = ClientModule(PaperCNN(1, 10), num_classes=10, lr=1e-3)
@@ -58,6 +62,7 @@ class ClientModule(L.LightningModule):
         weight_decay: float = 0.0,
         epoch_lrs: Sequence[float] | None = None,
         optimizer_reset: str = "job",
+        train_step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         if optimizer_reset not in OPTIMIZER_RESETS:
@@ -73,6 +78,7 @@ class ClientModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.epoch_lrs = None if epoch_lrs is None else list(epoch_lrs)
         self.optimizer_reset = optimizer_reset
+        self.train_step = train_step  # a plain callable, never a module: it adds no names to state dicts
         # the loss's sum over samples, on the device: torchmetrics' MeanMetric reads two values back from
         # the device at every update (its NaN check: a GPU → CPU synchronisation a step), and with that
         # check off it drops the weights (torchmetrics 1.9); read once, when the job reports it
@@ -85,8 +91,11 @@ class ClientModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self.model(x)
-        loss = nn.functional.cross_entropy(logits, y)
+        if self.train_step is None:
+            logits = self.model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+        else:
+            logits, loss = self.train_step(x, y)
         weighted = loss.detach() * len(y)
         self._loss_sum = weighted if self._loss_sum is None else self._loss_sum + weighted
         self._samples += len(y)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from afl.client import OPTIMIZERS
+from afl.client.compiled import CompiledSteps
 from afl.client.device import Placement, is_out_of_memory, out_of_memory
 from afl.client.module import ClientModule
 from afl.client.trainer import client_fit, make_client_trainer, thread_trainer
@@ -108,8 +109,8 @@ class ClientShards(Sequence[tuple[torch.Tensor, torch.Tensor]]):
 class ClientRuntime:
     """Runs client jobs: holds every client's training tensors and how to build the model.
 
-    Thread-safe: each call builds its own model, module and callbacks, and trains with its thread's own
-    Trainer.
+    Thread-safe: each call builds its own model (with ``compile_mode``: loads its thread's own), module
+    and callbacks, and trains with its thread's own Trainer.
 
     Args:
         client_data: per client, ``(x, y)`` tensors in memory (e.g. :class:`ClientShards`).
@@ -123,6 +124,9 @@ class ClientRuntime:
             (the same results).
         placement: where jobs train (``trainer.*``, :mod:`afl.client.device`); the client data and the
             models are expected there (:meth:`on_device` puts them there).
+        compile_mode: ``none`` (default): each job trains a new copy of the model, eagerly; else
+            ``torch.compile``'s mode (``trainer.compile``): each worker thread trains its jobs on one model
+            of its own whose training step is compiled once (:mod:`afl.client.compiled`).
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class ClientRuntime:
         callbacks: Sequence[CallbackSpec] = (),
         reuse_trainer: bool = True,
         placement: Placement | None = None,
+        compile_mode: str = "none",
     ) -> None:
         self.client_data = client_data
         self.placement = placement or Placement()
@@ -155,6 +160,15 @@ class ClientRuntime:
         self.weight_decay = weight_decay
         self.optimizer_reset = optimizer_reset
         self.callbacks = tuple(callbacks)
+        self.compile_mode = compile_mode
+        self.compiled = self._compiled_steps()
+
+    def _compiled_steps(self, backend: str | None = None) -> CompiledSteps | None:
+        """Per thread, a model of :attr:`model_factory`'s with its compiled training step (None:
+        ``compile_mode`` none)."""
+        if self.compile_mode == "none":
+            return None
+        return CompiledSteps(self.model_factory, self.compile_mode, self.batch_size, backend)
 
     def on_device(self) -> ClientRuntime:
         """This runtime with its client data and its models on :attr:`placement`'s device: the data moved
@@ -165,6 +179,8 @@ class ClientRuntime:
         data = self.client_data
         placed.client_data = data.to(device) if hasattr(data, "to") else data
         placed.model_factory = _ModelCopies(self.model_factory, device)
+        # (the backend this runtime was built with: a Ray worker places the runtime in its own process)
+        placed.compiled = placed._compiled_steps(self.compiled.backend if self.compiled else None)
         return placed
 
     def num_samples(self, client_id: int) -> int:
@@ -187,8 +203,12 @@ class ClientRuntime:
 
     def _train(self, job: ClientJob) -> ClientResult:
         x, y = self.client_data[job.client_id]
-        model = self.model_factory()
-        model.load_state_dict(job.state)
+        step = None
+        if self.compiled is None:
+            model = self.model_factory()
+            model.load_state_dict(job.state)
+        else:  # this thread's own model, compiled once, holding the job's weights
+            model, step = self.compiled(job.state)
         module = ClientModule(
             model,
             num_classes=self.num_classes,
@@ -198,6 +218,7 @@ class ClientRuntime:
             weight_decay=self.weight_decay,
             epoch_lrs=job.epoch_lrs,
             optimizer_reset=self.optimizer_reset,
+            train_step=step,
         )
         callbacks = [spec.make(job) for spec in self.callbacks]
         with client_fit():

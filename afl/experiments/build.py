@@ -157,6 +157,7 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         optimizer_reset=cfg.client.optimizer_reset,
         callbacks=components["client_callbacks"],
         placement=_worker_placement(cfg, placement),
+        compile_mode=cfg.trainer.compile,
     )
     if cfg.federation.executor != "ray":  # in this process: the data and models go to the device now
         runtime = runtime.on_device()  # (Ray's workers each take theirs to their own device)

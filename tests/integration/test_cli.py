@@ -130,6 +130,7 @@ CONFIG_ERRORS = [
     ("federation.executor=dask", "federation.executor"),
     ("ray.num_gpus=-1", "ray.num_gpus"),
     ("trainer.precision=16-true", "trainer.precision"),
+    ("trainer.compile=fast", "trainer.compile"),
     ("federation.mode=semi", "federation.mode"),
     ("arm=nope", "arm"),
     ("federation.concurrency=11", "federation.concurrency"),

@@ -36,6 +36,11 @@ def test_the_gpu_check_runs_every_step_and_writes_its_table(tmp_path) -> None:
     assert bench["same_results_for_any_workers"] and bench["local_steps"] > 0
     assert bench["run_vs_plain"] > 0
     assert "lenet: ms per local step, run (1 worker) / 5 workers / plain loop" in rows
+    compiled = json.loads((out / "bench_compiled_cpu.json").read_text())["lenet"]
+    assert (compiled["mode"], compiled["backend"]) == ("default", "aot_eager")  # on a GPU: reduce-overhead
+    assert compiled["run_1_worker_compiled_ms_per_step"] > 0 and compiled["run_1_worker_ms_per_step"] > 0
+    label = "lenet: ms per local step, compile=default, backend aot_eager: run (1 worker) / 5 workers"
+    assert any(row.startswith(label) for row in rows)
     run = rows["paper_cifar10, synthetic 3×32×32, 2 updates of 1 epoch"]
     assert run.startswith("accuracy 0.") and "chance 0.1" in run
     assert (out / "gpu_check.md").read_text().startswith("| check | result |")
@@ -55,3 +60,4 @@ def test_the_gpu_check_fails_when_any_step_fails() -> None:
     assert failures(0, 3, True, True, smoke=True) == ["the benchmark (exit 3)"]
     assert failures(0, 0, False, False, smoke=True) == ["the paper_cifar10 run"]
     assert failures(0, 0, True, False, smoke=False) == ["paper_cifar10 did not learn (accuracy at chance)"]
+    assert failures(0, 0, True, True, smoke=False, compiled=1) == ["the compiled step's benchmark (exit 1)"]

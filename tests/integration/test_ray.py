@@ -19,6 +19,7 @@ from helpers import ROOT, runs
 from helpers.configs import TINY, afl_unless_named
 from helpers.runs import assert_same_outputs
 
+from afl.client.compiled import BACKEND_ENV
 from afl.config import load_config, validate
 from afl.experiments.build import build, make_loop
 from afl.experiments.run import run
@@ -75,6 +76,16 @@ def _loop(cfg, executor_for):
         loop = make_loop(setup, executor)
         loop.run()
     return loop
+
+
+def test_a_compiled_run_on_ray_matches_the_compiled_run_on_threads(cluster, tiny, monkeypatch) -> None:
+    """``trainer.compile`` on Ray: each actor compiles the step in its own process (the runtime travels
+    without its threads' models, with the backend the driver built it with), and the run's outputs are
+    the thread run's (``aot_eager``: the compiled code is the same in every process)."""
+    monkeypatch.setenv(BACKEND_ENV, "aot_eager")
+    threads = run(tiny("trainer.compile=default"))
+    on_ray = run(tiny("trainer.compile=default", "federation.executor=ray"))
+    assert_same_outputs(on_ray.output_dir, threads.output_dir)
 
 
 def test_a_killed_worker_is_replaced_and_its_jobs_run_again(cluster, tmp_path) -> None:
