@@ -494,6 +494,11 @@ def summarise(
     for row in table:
         row["ends_at_target"] = round(row["ends_at_target"] * len(row["seeds"]))  # a count of seeds
         del row["ends_at_target_std"]
+        per_seed = runs[row["arm"]]
+        row["fell_below"] = sum(  # seeds that reached the target, then ended under it on the headline
+            time_to_accuracy(r["history"], target) is not None and headline(r) < target
+            for r in per_seed.values()
+        )
     baseline = next((r for r in table if r["arm"] == BASELINE), None)
     for row in table:
         row["speedup_vs_sync"] = speedup(row, baseline)
@@ -552,10 +557,8 @@ def speedup(row: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> float
 def _speedup_cell(row: Mapping[str, Any]) -> str:
     if row["speedup_vs_sync"] is not None:
         return f"{row['speedup_vs_sync']:.2f}×"
-    n, held = len(row["seeds"]), row.get("ends_at_target", len(row["seeds"]))
-    if row["time_to_target_reached"] and held < n:
-        return f"— (ends below: {n - held}/{n})"
-    return "—"
+    n, fell = len(row["seeds"]), row.get("fell_below", 0)
+    return f"— (ends below: {fell}/{n})" if fell else "—"
 
 
 def mean_std_cell(mean: float | None, std: float | None, spec: str) -> str:

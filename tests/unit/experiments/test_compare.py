@@ -321,6 +321,7 @@ def test_an_arm_that_crossed_the_target_and_ended_below_it_gets_no_speedup(tmp_p
     assert afl["speedup_vs_sync"] is None and sync["speedup_vs_sync"] is None
     rows = {line.split("|")[1].strip(): line.split("|") for line in format_table(c).splitlines()[2:4]}
     assert rows["afl"][7].strip() == "— (ends below: 1/2)"
+    assert rows["sync"][7].strip() == "—"  # seed 1 never reached it: not a seed that "ends below"
     assert rows["sync"][9].strip() == "50 (1/2 reached)"  # updates to target: over the seeds that reached it
     assert rows["afl"][9].strip() == "75 ± 35"
     # the same arm ending above the target on both seeds is credited
