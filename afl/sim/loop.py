@@ -5,7 +5,12 @@ arrivals are applied in order of simulated finish time (ties broken by dispatch 
 computes is left to an executor, which may train every in-flight job in parallel. All loop state lives
 in a plain :class:`LoopState` so that a run can later be checkpointed and resumed.
 
-The server's work per arrival does not grow with the number of clients: the in-flight jobs are a heap
+:meth:`FederatedLoop.run` starts (or resumes), then takes the earliest event off the queue (an
+:class:`~afl.sim.events.Arrival`, a :class:`~afl.sim.events.Lost` job or a :class:`~afl.sim.events.Wake`;
+:mod:`afl.sim.events`) and steps: the event's handler, an evaluation if one is due, the free slots
+refilled, a checkpoint if one is due; when the queue is empty it finishes.
+
+The server's work per arrival does not grow with the number of clients: the event queue is a heap
 keyed by (finish time, dispatch index), and the default policy draws an idle client from the sorted
 in-flight client ids (:func:`afl.sim.sampling.kth_idle`) without listing the idle ones. Which client fills a
 free slot is the sampling policy's choice (:mod:`afl.sim.sampling`).
@@ -32,6 +37,7 @@ from afl.server.aggregators import Aggregator
 from afl.server.lr_schedules import LRSchedule
 from afl.sim.availability import Always, Availability
 from afl.sim.delays import DelayModel
+from afl.sim.events import WAKE_ID, Arrival, Event, InFlight, Lost, Wake, saved
 from afl.sim.executors import Executor
 from afl.sim.faults import REJECT_REASONS, FaultModel
 from afl.sim.modes import MODES, STALENESS_POLICIES
@@ -46,22 +52,8 @@ class AllUpdatesRejected(RuntimeError):
     """Every client update of the run was rejected (failing, non-finite, too slow or too large)."""
 
 
-@dataclass
-class InFlight:
-    """A dispatched job that has not arrived yet (``kind`` ``job``); one whose client goes offline first,
-    due when it drops out (``lost``: never trained); or a free slot waiting for a client to come online
-    (``wake``: no job, its ``job`` a placeholder with id -1)."""
-
-    job: ClientJob
-    version: int
-    dispatch_time: float
-    finish_time: float
-    timed_out: bool = False  # the job's duration exceeded client.timeout_s: it arrives as a rejection
-    kind: str = "job"
-
-    def __lt__(self, other: InFlight) -> bool:
-        """The event order: simulated finish time, ties broken by dispatch index (unique)."""
-        return (self.finish_time, self.job.job_id) < (other.finish_time, other.job.job_id)
+class NoClientOnline(RuntimeError):
+    """The run stopped short of its budget: no idle client comes online again (``availability``)."""
 
 
 @dataclass
@@ -78,7 +70,7 @@ class LoopState:
     stale_updates: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
     first_rejection: str = ""  # what the first rejected update said, for the error if all are rejected
-    in_flight: list[InFlight] = field(default_factory=list)  # a heap (heapq) in event order
+    in_flight: list[Event] = field(default_factory=list)  # the event queue: a heap (heapq) in event order
     last_staleness: list[int] = field(default_factory=list)
     arrivals: list[dict[str, Any]] = field(default_factory=list)  # one row per client update
     evaluated_upto: int = 0  # arrivals covered by the evaluation rows so far
@@ -184,21 +176,12 @@ class FederatedLoop:
     # ----------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """The complete loop state in tensors and plain Python values (safe for ``weights_only`` loading):
-        :class:`LoopState` (with the in-flight jobs and their dispatched models), the evaluation rows,
-        the aggregator's state and the wall time so far, copied (the run goes on changing its own).
-        Everything else is a function of the config and these counters."""
+        :class:`LoopState` (with the event queue: the in-flight jobs and their dispatched models), the
+        evaluation rows, the aggregator's state and the wall time so far, copied (the run goes on changing
+        its own). Everything else is a function of the config and these counters."""
         s = self.state
         plain = {name: getattr(s, name) for name in LoopState.__dataclass_fields__ if name != "in_flight"}
-        plain["in_flight"] = [
-            {
-                "job": dict(vars(f.job)),
-                "version": f.version,
-                "dispatch_time": f.dispatch_time,
-                "finish_time": f.finish_time,
-                "timed_out": f.timed_out,
-            }
-            for f in s.in_flight
-        ]
+        plain["in_flight"] = [saved(event) for event in s.in_flight]
         return _on_device(
             {
                 "state": plain,
@@ -214,18 +197,27 @@ class FederatedLoop:
         """Continue from :meth:`state_dict`; :meth:`run` then resumes where that state was taken, with its
         tensors on the device of this loop's global model."""
         state = _on_device(state, self.device)
-        saved = dict(state["state"])
-        saved["in_flight"] = [
-            InFlight(job=ClientJob(**f["job"]), **{k: v for k, v in f.items() if k != "job"})
-            for f in saved["in_flight"]
-        ]
-        self.state = LoopState(**saved)
+        saved_state = dict(state["state"])
+        saved_state["in_flight"] = [self._restored(event) for event in saved_state["in_flight"]]
+        self.state = LoopState(**saved_state)
         heapq.heapify(self.state.in_flight)  # the saved list's order is any
-        self._busy = sorted(f.job.client_id for f in self.state.in_flight if f.kind != "wake")
+        self._busy = sorted(e.job.client_id for e in self.state.in_flight if isinstance(e, InFlight))
         self.history = list(state["history"])
         self.aggregator.load_state_dict(state["aggregator"])
         self.sampler.load_state_dict(state.get("sampler", {}))  # absent from checkpoints before policies
         self._elapsed = float(state["wall_time"])
+
+    def _restored(self, event: dict[str, Any]) -> Event:
+        """An event of a saved queue (:func:`afl.sim.events.saved`). The layout names no kind: a wake-up
+        has the placeholder job id, and a job is lost if its client drops out before the job would finish,
+        worked out from the seed as at dispatch (the availability model and the job's duration)."""
+        job = ClientJob(**event["job"])
+        if job.job_id == WAKE_ID:
+            return Wake(event["finish_time"])
+        fields = {k: v for k, v in event.items() if k != "job"}
+        finish, _ = self._finish(job, fields["dispatch_time"])
+        lost = self._offline_at(job.client_id, fields["dispatch_time"]) < finish
+        return (Lost if lost else Arrival)(job=job, **fields)
 
     @property
     def device(self) -> torch.device:
@@ -235,7 +227,9 @@ class FederatedLoop:
     def _wall_time(self) -> float:
         return self._elapsed + (time.perf_counter() - self._t0 if self._t0 else 0.0)
 
-    def _maybe_checkpoint(self) -> None:
+    def _checkpoint_if_due(self) -> None:
+        """``on_checkpoint`` every ``checkpoint_every`` client updates, or ``checkpoint_every_s`` wall
+        seconds; never at the budget (the run is done)."""
         every, s = self.cfg.checkpoint_every, self.state
         if self.on_checkpoint is None or every == 0 or s.client_updates >= self.cfg.max_updates:
             return
@@ -255,11 +249,29 @@ class FederatedLoop:
         return self.state.client_updates // self.cfg.concurrency
 
     def _dispatch(self, client_id: int) -> None:
+        """Hand the client a job now: it arrives at its finish time, or is lost if the client goes offline
+        first (known now: the on/off times come from the seed), and then never trains."""
+        s = self.state
+        job = self._job(client_id)
+        finish, timed_out = self._finish(job, s.clock)
+        offline_at = self._offline_at(client_id, s.clock)  # (online now)
+        if offline_at < finish:  # it drops out first: lost, and not trained at all
+            event: InFlight = Lost(job, s.version, s.clock, offline_at, timed_out)
+        else:
+            event = Arrival(job, s.version, s.clock, finish, timed_out)
+        heapq.heappush(s.in_flight, event)
+        insort(self._busy, client_id)
+        s.dispatched += 1
+        if isinstance(event, Arrival):
+            self.executor.submit(job)
+
+    def _job(self, client_id: int) -> ClientJob:
+        """The job the client gets now: the global model, the LR of this round, its shuffle seed and fault."""
         s = self.state
         job_id = s.dispatched
         lr = self.lr_schedule.at_dispatch(self.cfg.base_lr, self._round(), s.last_staleness[client_id])
         epoch_lrs = self.lr_schedule.epoch_lrs(lr, self.cfg.local_epochs)
-        job = ClientJob(
+        return ClientJob(
             job_id=job_id,
             client_id=client_id,
             state={k: v.clone() for k, v in s.global_state.items()},
@@ -270,29 +282,24 @@ class FederatedLoop:
             round=self._round(),
             epoch_lrs=epoch_lrs,
         )
-        samples = self.num_samples[client_id] * self.cfg.local_epochs
-        duration = self.delay.duration(client_id, samples, job_id)
+
+    def _finish(self, job: ClientJob, start: float) -> tuple[float, bool]:
+        """When a job dispatched at ``start`` finishes, and whether it runs past ``client.timeout_s`` (it
+        then ends at the timeout, rejected): a function of the job's description and the seed alone."""
+        samples = self.num_samples[job.client_id] * self.cfg.local_epochs
+        duration = self.delay.duration(job.client_id, samples, job.job_id)
         if job.fault == "slow":
             assert self.faults is not None
             duration *= self.faults.slow_factor
         timeout = self.cfg.timeout_s
         timed_out = timeout is not None and duration > timeout
-        flight = InFlight(
-            job=job,
-            version=s.version,
-            dispatch_time=s.clock,
-            finish_time=s.clock + (timeout if timed_out and timeout is not None else duration),
-            timed_out=timed_out,
-        )
-        if not self.availability.always_online:
-            offline_at = self.availability.next_change(client_id, s.clock)  # (online now)
-            if offline_at < flight.finish_time:  # it drops out first: lost, and not trained at all
-                flight.kind, flight.finish_time = "lost", offline_at
-        heapq.heappush(s.in_flight, flight)
-        insort(self._busy, client_id)
-        s.dispatched += 1
-        if flight.kind == "job":
-            self.executor.submit(job)
+        return start + (timeout if timed_out and timeout is not None else duration), timed_out
+
+    def _offline_at(self, client_id: int, t: float) -> float:
+        """When a client online at ``t`` next goes offline (``inf``: never)."""
+        if self.availability.always_online:
+            return math.inf
+        return self.availability.next_change(client_id, t)
 
     def _unavailable(self) -> list[int]:
         """The clients that cannot be dispatched now, sorted: in flight, or offline."""
@@ -301,20 +308,20 @@ class FederatedLoop:
         return sorted(set(self._busy).union(self.availability.offline(self.state.clock)))
 
     def _wait_for_a_client(self, unavailable: list[int]) -> None:
-        """No idle client is online: the slot waits (a ``wake`` event) until the first comes back."""
+        """No idle client is online: the slot waits (a :class:`Wake` event) until the first comes back;
+        if none ever does, it waits for nothing, and the run stops short (:class:`NoClientOnline`)."""
         s, taken = self.state, set(self._busy)
         back = min(
             (self.availability.next_change(c, s.clock) for c in unavailable if c not in taken),
             default=math.inf,
         )
         if math.isfinite(back):
-            placeholder = ClientJob(job_id=-1, client_id=-1, state={}, lr=0.0, seed=0)
-            heapq.heappush(s.in_flight, InFlight(placeholder, s.version, s.clock, back, kind="wake"))
+            heapq.heappush(s.in_flight, Wake(back))
 
     def _updates_to_come(self) -> int:
         """Client updates dispatched so far, less the jobs lost (or to be lost)."""
         s = self.state
-        return s.dispatched - s.lost_updates - sum(f.kind == "lost" for f in s.in_flight)
+        return s.dispatched - s.lost_updates - sum(isinstance(e, Lost) for e in s.in_flight)
 
     def _dispatch_async(self) -> None:
         """Refill a slot with the idle, online client the sampling policy chooses (or wait for one)."""
@@ -336,13 +343,65 @@ class FederatedLoop:
         for c in self.sampler.choose_round(count, self.state.rounds, unavailable):
             self._dispatch(int(c))
 
-    # ----------------------------------------------------------------------------------------- arrival
-    def _next_arrival(self) -> InFlight:
-        flight = heapq.heappop(self.state.in_flight)
-        if flight.kind != "wake":
-            del self._busy[bisect_left(self._busy, flight.job.client_id)]
-        return flight
+    # ----------------------------------------------------------------------------------------- events
+    def _next_event(self) -> Event:
+        """The earliest event off the queue; a dispatched job's client is no longer in flight."""
+        event = heapq.heappop(self.state.in_flight)
+        if isinstance(event, InFlight):
+            del self._busy[bisect_left(self._busy, event.job.client_id)]
+        return event
 
+    def _handle(self, event: Event) -> None:
+        """Hand the event to its handler."""
+        match event:
+            case Arrival():
+                self._on_arrival(event)
+            case Lost():
+                self._on_lost(event)
+            case Wake():
+                self._on_wake(event)
+            case _:
+                raise TypeError(f"not an event of the loop: {event!r}")
+
+    def _on_arrival(self, event: Arrival) -> None:
+        """A client update: the job's result (or why it is rejected) applied; in sync mode the round's last
+        one closes the round."""
+        result, rejected, detail = self._collect(event)
+        if rejected and not self.state.first_rejection:
+            self.state.first_rejection = f"{rejected}: {detail}"
+        self._apply(event, result, rejected)
+        self._bar.update(1)
+        self._close_round_if_done()
+
+    def _on_lost(self, event: Lost) -> None:
+        """A lost job's client went offline: the job is counted (no client update), and in sync mode the
+        round's last job closes the round."""
+        s = self.state
+        s.clock = event.finish_time
+        s.lost_updates += 1
+        s.lost.append(
+            {
+                "job_id": event.job.job_id,
+                "client_id": event.job.client_id,
+                "dispatch_time": event.dispatch_time,
+                "lost_time": event.finish_time,
+            }
+        )
+        self._close_round_if_done()
+
+    def _on_wake(self, event: Wake) -> None:
+        """A waiting slot's wait is over: the clock moves on (the slot is refilled after it)."""
+        self.state.clock = event.time
+
+    def _close_round_if_done(self) -> None:
+        """Sync: the barrier. When the round's last job has arrived (or been lost), FedAvg, next round."""
+        s = self.state
+        if self.cfg.mode == "sync" and not s.in_flight:
+            if self.aggregator.flush(s.global_state):
+                self._new_version()
+            s.rounds += 1
+
+    # ----------------------------------------------------------------------------------------- arrival
     def _collect(self, flight: InFlight) -> tuple[ClientResult | None, str, str]:
         """The job's result, or why it is rejected: ``(result or None, reason or "", detail)``."""
         try:
@@ -422,21 +481,6 @@ class FederatedLoop:
         if self.aggregator.on_arrival(update, s.global_state):
             self._new_version()
 
-    def _dropped_out(self, flight: InFlight) -> None:
-        """A lost job's client went offline (the job is counted), or a waiting slot's wait is over."""
-        s = self.state
-        s.clock = flight.finish_time
-        if flight.kind == "lost":
-            s.lost_updates += 1
-            s.lost.append(
-                {
-                    "job_id": flight.job.job_id,
-                    "client_id": flight.job.client_id,
-                    "dispatch_time": flight.dispatch_time,
-                    "lost_time": flight.finish_time,
-                }
-            )
-
     def _new_version(self) -> None:
         s = self.state
         s.version += 1
@@ -487,69 +531,97 @@ class FederatedLoop:
         After :meth:`load_state_dict`, the in-flight jobs of that state are trained again (a job's result
         depends only on its description, so they give what they would have given) and the run goes on.
         """
-        cfg, s = self.cfg, self.state
         self._t0 = self._last_checkpoint = time.perf_counter()
-        bar = tqdm(
-            total=cfg.max_updates,
-            initial=s.client_updates,
+        self._bar = self._progress_bar()
+        try:
+            self._begin()
+            while self.state.in_flight:
+                self._step(self._next_event())
+            self._finish_run()
+        finally:
+            self._bar.close()
+        return self.history
+
+    def _progress_bar(self) -> tqdm:
+        """Client updates out of the budget (``logging.progress``), counted from where the run resumes."""
+        return tqdm(
+            total=self.cfg.max_updates,
+            initial=self.state.client_updates,
             unit="update",
-            disable=not cfg.progress,
+            disable=not self.cfg.progress,
             dynamic_ncols=True,
             mininterval=0.5,
         )
-        try:
-            if s.dispatched == 0 and not self.history:  # the initial model: every curve starts at update 0
-                self._eval_row()
-            if s.dispatched > 0 or s.in_flight:  # resumed
-                for flight in sorted(s.in_flight, key=lambda f: f.job.job_id):
-                    if flight.kind == "job":
-                        self.executor.submit(flight.job)
-            elif cfg.mode == "sync":
-                self._dispatch_round()
-            else:
-                for _ in range(min(cfg.concurrency, cfg.max_updates)):
-                    self._dispatch_async()
-            while s.in_flight:
-                flight = self._next_arrival()
-                if flight.kind == "job":
-                    result, rejected, detail = self._collect(flight)
-                    if rejected and not s.first_rejection:
-                        s.first_rejection = f"{rejected}: {detail}"
-                    self._apply(flight, result, rejected)
-                    bar.update(1)
-                else:
-                    self._dropped_out(flight)
-                if cfg.mode == "sync" and not s.in_flight and flight.kind != "wake":  # the barrier
-                    if self.aggregator.flush(s.global_state):
-                        self._new_version()
-                    s.rounds += 1
-                due = flight.kind == "job" and s.client_updates % cfg.eval_every == 0
-                if due and s.client_updates < cfg.max_updates:
-                    row = self._eval_row()
-                    bar.set_postfix(acc=f"{row['test_accuracy']:.3f}", t=f"{s.clock:.0f}s")
-                if self._updates_to_come() < cfg.max_updates:
-                    if cfg.mode == "async":
-                        self._dispatch_async()
-                    elif not s.in_flight:
-                        self._dispatch_round()
-                if flight.kind == "job":
-                    self._maybe_checkpoint()
-            if self.aggregator.flush(s.global_state):
-                self._new_version()
-            if s.client_updates < cfg.max_updates:
-                raise AllUpdatesRejected(
-                    f"the run stopped at {s.client_updates} of {cfg.max_updates} client updates: no idle "
-                    "client comes online again (availability)"
-                )
-            if sum(s.rejected.values()) == s.client_updates:
-                raise AllUpdatesRejected(
-                    f"every one of the {s.client_updates} client updates was rejected; the first: "
-                    f"{s.first_rejection}"
-                )
+
+    def _begin(self) -> None:
+        """Start, or resume: the initial model evaluated (every curve starts at update 0), then the first
+        jobs dispatched; a resumed run's in-flight jobs submitted again instead."""
+        s = self.state
+        if s.dispatched == 0 and not self.history:
             self._eval_row()
-        finally:
-            bar.close()
-        return self.history
+        if s.dispatched > 0 or s.in_flight:
+            self._resume()
+        elif self.cfg.mode == "sync":
+            self._dispatch_round()
+        else:
+            for _ in range(min(self.cfg.concurrency, self.cfg.max_updates)):
+                self._dispatch_async()
+
+    def _resume(self) -> None:
+        """Submit the saved queue's jobs again, in dispatch order (lost jobs and wake-ups train nothing)."""
+        arrivals = [e for e in self.state.in_flight if isinstance(e, Arrival)]
+        for event in sorted(arrivals, key=lambda e: e.job.job_id):
+            self.executor.submit(event.job)
+
+    def _step(self, event: Event) -> None:
+        """One event: its handler; after a client update, an evaluation if one is due; the free slots
+        refilled; after a client update, a checkpoint if one is due (holding the refilled slots)."""
+        self._handle(event)
+        update = isinstance(event, Arrival)
+        if update:
+            self._evaluate_if_due()
+        self._refill()
+        if update:
+            self._checkpoint_if_due()
+
+    def _evaluate_if_due(self) -> None:
+        """An evaluation row every ``eval_every`` client updates (the one at the budget comes at the end)."""
+        s = self.state
+        if s.client_updates % self.cfg.eval_every == 0 and s.client_updates < self.cfg.max_updates:
+            row = self._eval_row()
+            self._bar.set_postfix(acc=f"{row['test_accuracy']:.3f}", t=f"{s.clock:.0f}s")
+
+    def _refill(self) -> None:
+        """Async: the free slot refilled (or set waiting); sync: the next round once this one is over. Never
+        beyond the budget."""
+        if self._updates_to_come() >= self.cfg.max_updates:
+            return
+        if self.cfg.mode == "async":
+            self._dispatch_async()
+        elif not self.state.in_flight:
+            self._dispatch_round()
+
+    def _finish_run(self) -> None:
+        """The queue is empty: a part-filled buffer applied, the final model evaluated.
+
+        Raises:
+            NoClientOnline: the budget was not reached (no idle client comes online again).
+            AllUpdatesRejected: every client update was rejected.
+        """
+        s = self.state
+        if self.aggregator.flush(s.global_state):
+            self._new_version()
+        if s.client_updates < self.cfg.max_updates:
+            raise NoClientOnline(
+                f"the run stopped at {s.client_updates} of {self.cfg.max_updates} client updates: no idle "
+                "client comes online again (availability)"
+            )
+        if sum(s.rejected.values()) == s.client_updates:
+            raise AllUpdatesRejected(
+                f"every one of the {s.client_updates} client updates was rejected; the first: "
+                f"{s.first_rejection}"
+            )
+        self._eval_row()
 
 
 def parameter_distance(a: State, b: State) -> float:

@@ -143,8 +143,8 @@ def test_a_client_job_of_the_released_reading_equals_its_plain_loop() -> None:
         plain.load_state_dict(start)
         want = _plain(plain, x, y, rates, new_optimizer_each_epoch=reset == "epoch")
         # Lightning's step and the plain loop run the same float32 operations in the same order on this
-        # machine; a rounding bound as in tests/unit/sim/test_loop.py (1e-4 · lr per Adam step, 9 steps) still
-        # holds if a kernel choice differs.
+        # machine; a rounding bound as in tests/integration/test_loop_runs.py (1e-4 · lr per Adam step,
+        # 9 steps) still holds if a kernel choice differs.
         for k, v in want.items():
             torch.testing.assert_close(results[reset][k], v, rtol=1e-6, atol=9 * 0.01 * 1e-4)
     # and the reset matters: fresh moments move the weights by far more than the tolerance

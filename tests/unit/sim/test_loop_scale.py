@@ -38,7 +38,7 @@ FEATURES, CLASSES = 12, 3
 class _ScanningLoop(FederatedLoop):
     """The loop as first written: O(J) and O(C) scans per arrival."""
 
-    def _next_arrival(self):  # type: ignore[no-untyped-def]
+    def _next_event(self):  # type: ignore[no-untyped-def]
         s = self.state
         i = min(
             range(len(s.in_flight)), key=lambda j: (s.in_flight[j].finish_time, s.in_flight[j].job.job_id)
