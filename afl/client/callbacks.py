@@ -15,6 +15,7 @@ parallel threads never share one). What a callback measured comes back with the 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from afl.messages import ClientJob
 
 
-class CallbackSpec:
+class CallbackSpec(ABC):
     """A configured client callback: builds a fresh Lightning callback for each client job."""
 
     #: Whether cohort training (``federation.executor=cohort``, where no per-job Trainer runs) can give
@@ -48,9 +49,9 @@ class CallbackSpec:
         trainable entries are ``parameters``)."""
         raise NotImplementedError
 
+    @abstractmethod
     def make(self, job: ClientJob) -> L.Callback:
         """A new callback for ``job``'s Trainer."""
-        raise NotImplementedError
 
     def report(self, callback: Any) -> dict[str, float]:
         """What ``callback`` measured during its job, as ``updates.csv`` columns (none by default)."""

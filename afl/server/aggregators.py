@@ -189,11 +189,11 @@ class _DeltaBuffered(Aggregator):
         if self.buffer_size is None:
             self.buffer_size = concurrency
 
-    def _weight(self, update: ClientUpdate) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def _weight(self, update: ClientUpdate) -> float: ...
 
-    def _factor(self, buf: UpdateBuffer) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def _factor(self, buf: UpdateBuffer) -> float: ...
 
     def server_lr_at(self, round: int) -> float:
         assert self.server_lr is not None, "setup() sets the default server_lr"

@@ -11,6 +11,7 @@ largest value seen. Deltas are ``Δ = θ_c − θ_dispatched`` (times the paper 
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any
 
 from afl.errors import ConfigError
@@ -70,8 +71,8 @@ class _Buffered(Aggregator):
         self._deltas, self._max_staleness = {}, 0
         return True
 
-    def _step(self, global_state: State, mean_delta: State, count: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _step(self, global_state: State, mean_delta: State, count: int) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ Pure, tiny and registered by short name in :data:`STALENESS`; aggregators take o
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from afl.registry import Registry, require
@@ -14,11 +15,11 @@ from afl.registry import Registry, require
 STALENESS: Registry[StalenessFunction] = Registry("staleness function")
 
 
-class StalenessFunction:
+class StalenessFunction(ABC):
     """Maps a staleness ``τ ≥ 0`` to a weight in ``(0, 1]``; ``s(0) = 1``."""
 
-    def __call__(self, tau: int) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, tau: int) -> float: ...
 
 
 @STALENESS.register("constant")

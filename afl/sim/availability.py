@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+from abc import ABC, abstractmethod
 from bisect import bisect_right
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from afl.rng import derive_rng
 AVAILABILITY: Registry[Availability] = Registry("availability model")
 
 
-class Availability:
+class Availability(ABC):
     """Interface: whether a client is online at a time, and when that next changes."""
 
     always_online = False
@@ -38,12 +39,12 @@ class Availability:
     def setup(self, *, num_clients: int, seed: int) -> None:
         self.num_clients, self.seed = num_clients, seed
 
-    def online(self, client: int, t: float) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def online(self, client: int, t: float) -> bool: ...
 
+    @abstractmethod
     def next_change(self, client: int, t: float) -> float:
         """The first time after ``t`` at which the client goes online or offline (``inf``: never)."""
-        raise NotImplementedError
 
     def offline(self, t: float) -> list[int]:
         """The clients offline at ``t``, sorted (O(clients))."""
@@ -75,8 +76,8 @@ class _Intervals(Availability):
         self._changes: dict[int, list[float]] = {}
         self._starts_online: dict[int, bool] = {}
 
-    def _prepare(self, client: int, t: float) -> list[float]:
-        raise NotImplementedError
+    @abstractmethod
+    def _prepare(self, client: int, t: float) -> list[float]: ...
 
     def online(self, client: int, t: float) -> bool:
         changes = self._prepare(client, t)

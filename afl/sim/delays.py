@@ -43,10 +43,13 @@ COMM_DELAYS: Registry[Distribution] = Registry("communication delay")
 
 
 class Distribution:
-    """A one-dimensional distribution: ``sample(rng)`` returns one draw."""
+    """A one-dimensional distribution: ``sample(rng)`` returns one draw; :meth:`draw`, the value for one
+    client or job, is what the delay model asks. A subclass overrides one of the two: ``sample`` (a
+    parametric distribution: ``draw`` samples it) or ``draw`` (a value per client or job: a trace, a
+    user's schedule). Not an abstract class for that reason: neither method alone is required."""
 
     def sample(self, rng: np.random.Generator) -> float:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} overrides neither sample nor draw")
 
     def draw(self, rng: np.random.Generator, client_id: int, dispatch_index: int = 0) -> float:
         """The value for one client (speeds) or one of its jobs (communication delays); by default a

@@ -7,6 +7,7 @@ number of workers.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ TrainFn = Callable[["ClientJob"], "ClientResult"]
 EXECUTORS: Registry[Executor] = Registry("executor", lazy={"ray": "afl.sim.ray_executor:RayExecutor"})
 
 
-class Executor:
+class Executor(ABC):
     """Interface: ``submit`` a job as soon as it is dispatched, ``result`` when the loop needs it.
 
     Args:
@@ -34,11 +35,11 @@ class Executor:
     def __init__(self, train: TrainFn, workers: int = 1) -> None:
         self.train = train
 
-    def submit(self, job: ClientJob) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def submit(self, job: ClientJob) -> None: ...
 
-    def result(self, job_id: int) -> ClientResult:
-        raise NotImplementedError
+    @abstractmethod
+    def result(self, job_id: int) -> ClientResult: ...
 
     def close(self) -> None:
         return None

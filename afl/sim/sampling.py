@@ -27,6 +27,7 @@ any executor and any number of workers. Its state is part of the loop's checkpoi
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,16 +58,16 @@ def kth_idle(busy: list[int], k: int) -> int:
     return k + lo
 
 
-class Sampler:
+class Sampler(ABC):
     """Interface: :meth:`choose` a client for a free slot; :meth:`observe` each arrival."""
 
     def setup(self, *, num_clients: int, seed: int) -> None:
         self.num_clients, self.seed = num_clients, seed
 
+    @abstractmethod
     def choose(self, busy: list[int], draw: int) -> int:
         """A client not in ``busy`` (sorted: those in flight, and those offline) for the ``draw``-th
         dispatch."""
-        raise NotImplementedError
 
     def choose_round(self, count: int, round: int, unavailable: Sequence[int] = ()) -> list[int]:
         """Sync mode: ``count`` distinct clients, none of ``unavailable`` (sorted), for barrier round
