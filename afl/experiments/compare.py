@@ -449,76 +449,81 @@ def summarise(
     "Equal time" for a seed is the shortest simulated time any arm took for the budget on that seed.
     """
     seeds = sorted({s for per_seed in runs.values() for s in per_seed})
-    final = {a: [headline(runs[a][s]) for s in runs[a]] for a in runs}
     if target is None:
-        target = target_fraction * max(statistics.fmean(v) for v in final.values())
+        target = target_fraction * max(
+            statistics.fmean(headline(r) for r in v.values()) for v in runs.values()
+        )
     equal_time = {
         s: min(float(runs[a][s]["summary"]["sim_time"]) for a in runs if s in runs[a]) for s in seeds
     }
-    table = []
-    for arm, per_seed in runs.items():
-        summaries = [per_seed[s]["summary"] for s in per_seed]
-        histories = {s: per_seed[s]["history"] for s in per_seed}
-        row: dict[str, Any] = {
-            "arm": arm,
-            "algorithm": summaries[0]["algorithm"],
-            "mode": summaries[0]["mode"],
-        }
-        row["seeds"] = list(per_seed)
-        windows = {int(s.get("final_window", {}).get("evaluations", FINAL_WINDOW)) for s in summaries}
-        row["final_window"] = max(windows)
-        for name, values in (
-            ("final_mean_acc", final[arm]),
-            ("final_acc", [s["final_test_accuracy"] for s in summaries]),
-            ("best_acc", [s["best_test_accuracy"] for s in summaries]),
-            ("sim_time", [s["sim_time"] for s in summaries]),
-            ("time_to_target", [time_to_accuracy(h, target) for h in histories.values()]),
-            (
-                "updates_to_target",
-                [time_to_accuracy(h, target, "client_updates") for h in histories.values()],
-            ),
-            ("acc_at_equal_time", [accuracy_at(h, equal_time[s]) for s, h in histories.items()]),
-            # the seeds that end at or above the target (a speed-up is credited only where every seed does)
-            ("ends_at_target", [float(v >= target) for v in final[arm]]),
-            ("mean_staleness", [s["mean_staleness"] for s in summaries]),
-            ("wall_time_s", [s["wall_time_s"] for s in summaries]),
-            ("late_rise", [late_rise(h) for h in histories.values()]),
-        ):
-            mean, std, n = mean_std(values)
-            row[name], row[f"{name}_std"] = mean, std
-            if name in ("time_to_target", "updates_to_target"):
-                row[f"{name}_reached"] = n
-            if name == "acc_at_equal_time":  # None for a seed with no evaluation by then
-                row[f"{name}_seeds"] = n
-        table.append(row)
-    for row in table:
-        row["ends_at_target"] = round(row["ends_at_target"] * len(row["seeds"]))  # a count of seeds
-        del row["ends_at_target_std"]
-        per_seed = runs[row["arm"]]
-        row["fell_below"] = sum(  # seeds that reached the target, then ended under it on the headline
-            time_to_accuracy(r["history"], target) is not None and headline(r) < target
-            for r in per_seed.values()
-        )
+    table = [_arm_row(arm, per_seed, target, equal_time) for arm, per_seed in runs.items()]
     baseline = next((r for r in table if r["arm"] == BASELINE), None)
     for row in table:
         row["speedup_vs_sync"] = speedup(row, baseline)
     _add_intervals(table, {a: {s: headline(runs[a][s]) for s in runs[a]} for a in runs})
-    warnings = []
-    summaries = [r["summary"] for per_seed in runs.values() for r in per_seed.values()]
-    classes = [int(s["num_classes"]) for s in summaries if "num_classes" in s]  # runs before 0.1 lack it
-    if classes and target <= 1 / min(classes):
-        warnings.append(
-            f"the target {target:.3f} is at or below chance (1/{min(classes)} = {1 / min(classes):.3f}): "
-            "reaching it says nothing; give one with --target"
-        )
     return Comparison(
         runs=runs,
         table=table,
         target_accuracy=target,
         output_dir=root,
         equal_time=equal_time,
-        warnings=warnings,
+        warnings=_target_warnings(runs, target),
     )
+
+
+def _arm_row(
+    arm: str, per_seed: Mapping[int, Mapping[str, Any]], target: float, equal_time: Mapping[int, float]
+) -> dict[str, Any]:
+    """One arm's row of the table: mean and std over its seeds of every column, how many seeds reached
+    the target, ended at or above it (``ends_at_target``), or crossed it and fell below (``fell_below``)."""
+    summaries = [r["summary"] for r in per_seed.values()]
+    histories = {s: r["history"] for s, r in per_seed.items()}
+    final = [headline(r) for r in per_seed.values()]
+    windows = {int(s.get("final_window", {}).get("evaluations", FINAL_WINDOW)) for s in summaries}
+    row: dict[str, Any] = {
+        "arm": arm,
+        "algorithm": summaries[0]["algorithm"],
+        "mode": summaries[0]["mode"],
+        "seeds": list(per_seed),
+        "final_window": max(windows),
+    }
+    for name, values in (
+        ("final_mean_acc", final),
+        ("final_acc", [s["final_test_accuracy"] for s in summaries]),
+        ("best_acc", [s["best_test_accuracy"] for s in summaries]),
+        ("sim_time", [s["sim_time"] for s in summaries]),
+        ("time_to_target", [time_to_accuracy(h, target) for h in histories.values()]),
+        ("updates_to_target", [time_to_accuracy(h, target, "client_updates") for h in histories.values()]),
+        ("acc_at_equal_time", [accuracy_at(h, equal_time[s]) for s, h in histories.items()]),
+        ("mean_staleness", [s["mean_staleness"] for s in summaries]),
+        ("wall_time_s", [s["wall_time_s"] for s in summaries]),
+        ("late_rise", [late_rise(h) for h in histories.values()]),
+    ):
+        mean, std, n = mean_std(values)
+        row[name], row[f"{name}_std"] = mean, std
+        if name in ("time_to_target", "updates_to_target"):
+            row[f"{name}_reached"] = n
+        if name == "acc_at_equal_time":  # None for a seed with no evaluation by then
+            row[f"{name}_seeds"] = n
+    # the seeds that end at or above the target (a speed-up is credited only where every seed does), and
+    # those that reached it, then ended under it on the headline
+    row["ends_at_target"] = sum(v >= target for v in final)
+    reached = [time_to_accuracy(h, target) is not None for h in histories.values()]
+    row["fell_below"] = sum(r and v < target for r, v in zip(reached, final, strict=True))
+    return row
+
+
+def _target_warnings(runs: Mapping[str, Mapping[int, Mapping[str, Any]]], target: float) -> list[str]:
+    """A warning when the target is at or below chance accuracy (reaching it says nothing)."""
+    summaries = [r["summary"] for per_seed in runs.values() for r in per_seed.values()]
+    classes = [int(s["num_classes"]) for s in summaries if "num_classes" in s]  # runs before 0.1 lack it
+    if classes and target <= 1 / min(classes):
+        chance = f"1/{min(classes)} = {1 / min(classes):.3f}"
+        return [
+            f"the target {target:.3f} is at or below chance ({chance}): reaching it says nothing; give one "
+            "with --target"
+        ]
+    return []
 
 
 def _add_intervals(table: Sequence[dict[str, Any]], per_seed: Mapping[str, Mapping[int, float]]) -> None:
