@@ -500,7 +500,7 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
             r["arm"],
             *(str(r[a]) for a in axes),
             mean_std_cell(r["final_mean_test_accuracy"], r["final_mean_test_accuracy_std"], ".3f"),
-            interval_cell(r["final_mean_test_accuracy"], r.get("final_mean_test_accuracy_ci")),
+            _bounds(interval_cell(r["final_mean_test_accuracy"], r.get("final_mean_test_accuracy_ci"))),
             _paired_cell(r),
             mean_std_cell(r["final_test_accuracy"], r["final_test_accuracy_std"], ".3f"),
             mean_std_cell(r["best_test_accuracy"], r["best_test_accuracy_std"], ".3f"),
@@ -527,6 +527,11 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         f"{PLATEAU_RISE} or more the runs stopped before a plateau.",
     ]
     return "\n".join(lines)
+
+
+def _bounds(cell: str) -> str:
+    """``[low, high]`` of an interval cell (the mean is in the column beside it); ``—`` without one."""
+    return cell[cell.index("[") :] if "[" in cell else "—"
 
 
 def _paired_cell(entry: Mapping[str, Any]) -> str:

@@ -101,6 +101,9 @@ def test_results_table_is_the_mean_and_std_over_seeds(finished) -> None:
         std = abs(values[0] - values[1]) / 2**0.5  # the sample std of two values
         expected = f"{mean:.3f} ± {std:.3f}" if std else f"{mean:.3f}"
         assert line.split(" | ")[column] == expected
+        if key == "final_mean_test_accuracy" and std:  # its 95% interval: t(0.975, 1) = 12.706
+            half = 12.7062 * std / 2**0.5
+            assert line.split(" | ")[3] == f"[{max(0, mean - half):.3f}, {min(1, mean + half):.3f}]"
     # the headline's paired difference from sync at the same concurrency, seed by seed, by hand: two
     # seeds, Student's t(0.975, 1) = 12.706 times the differences' std over sqrt(2)
     heads = {
