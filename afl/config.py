@@ -483,6 +483,27 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     from afl import plugins
 
     plugins.load(list(cfg.plugins))  # first: they register the components the checks below look up
+    _check_no_missing(cfg)
+    _check_choices(cfg)
+    _check_ranges(cfg)
+    if cfg.federation.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("federation.executor", 'ray needs the optional extra: pip install -e ".[ray]"')
+    _check_limits(cfg)
+    _check_fault_kinds(cfg)
+    check_relations(cfg)
+    return build_components(cfg)
+
+
+def _check_no_missing(cfg: DictConfig) -> None:
+    """Every key has a value: the first one (in sorted order) that lacks one is named."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing[0], "has no value (set it in configs/defaults.yaml or on the command line)")
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    """Each key that names one of a set of choices names one of them; the model's and the dataset's
+    options fit their signatures; ``trainer.deterministic`` and ``trainer.devices`` are allowed values."""
     # light modules only: a config error answers without importing torch or Lightning
     # (tests/integration/test_cli.py)
     from afl.client import ACCELERATORS, COMPILE_MODES, OPTIMIZER_RESETS, OPTIMIZERS, PRECISIONS
@@ -491,12 +512,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     from afl.data import SCHEMES as PARTITIONERS
     from afl.models import MODELS
     from afl.sim.executors import EXECUTORS
-    from afl.sim.faults import FAULT_KINDS
     from afl.sim.modes import MODES, STALENESS_POLICIES
 
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(missing[0], "has no value (set it in configs/defaults.yaml or on the command line)")
     _choice(cfg, "dataset.name", DATASETS.names())
     _choice(cfg, "partition.scheme", PARTITIONERS.names())
     _choice(cfg, "model.name", MODELS.names())
@@ -521,6 +538,10 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     if type(deterministic) is not bool and deterministic != "warn":
         raise ConfigError("trainer.deterministic", f"got {deterministic!r}; allowed: true, false, warn")
     _check_devices(cfg.trainer.devices)
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """The counts, rates, fractions and Ray's resources lie in their ranges."""
     for key in (
         "seed",
         "client.momentum",
@@ -558,18 +579,24 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _at_least(cfg, "ray.num_cpus", 0, strict=True)
     _at_least(cfg, "ray.max_retries", 0)
     _at_least(cfg, "ray.num_gpus", 0)
-    if cfg.federation.executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise ConfigError("federation.executor", 'ray needs the optional extra: pip install -e ".[ray]"')
+
+
+def _check_limits(cfg: DictConfig) -> None:
+    """The time limits and the norm bound are positive; a slow fault slows by a factor of at least 1."""
     _at_least(cfg, "checkpoint.every_s", 0, strict=True)
     for key in ("client.timeout_s", "server.max_delta_norm"):
         _at_least(cfg, key, 0, strict=True)
     _at_least(cfg, "faults.slow_factor", 1)
+
+
+def _check_fault_kinds(cfg: DictConfig) -> None:
+    """``faults.kinds`` names one or more known kinds of fault."""
+    from afl.sim.faults import FAULT_KINDS
+
     if not cfg.faults.kinds or any(k not in FAULT_KINDS for k in cfg.faults.kinds):
         raise ConfigError(
             "faults.kinds", f"got {list(cfg.faults.kinds)}; give one or more of {', '.join(FAULT_KINDS)}"
         )
-    check_relations(cfg)
-    return build_components(cfg)
 
 
 def _check_devices(devices: Any) -> None:

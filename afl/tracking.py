@@ -176,9 +176,15 @@ class WandbTracker:
                     shutil.rmtree(old, ignore_errors=True)
         if mode == "disabled":  # W&B does nothing, and is not even imported (an image without it runs)
             self._run: Any = _NullRun(run_id)
-            self._mode, self._run_dir = mode, None
+            self._mode = mode
+            self._run_dir: Path | None = None
             _OPEN_TRACKERS.add(self)
             return
+        self._start(mode, arguments)
+
+    def _start(self, mode: str, arguments: dict[str, Any]) -> None:
+        """Start the W&B run (``mode`` offline or online; online falls back to offline, with a warning,
+        when W&B cannot be reached), register the tracker as open, and define the run's metrics."""
         import wandb
 
         try:
@@ -193,11 +199,15 @@ class WandbTracker:
                 f"W&B online failed ({type(err).__name__}: {str(err).splitlines()[0]}); logging offline "
                 f"instead. Upload later with: wandb sync {self._run.settings.sync_dir}",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of WandbTracker(), past __init__
             )
         self._mode = mode
         self._run_dir = Path(self._run.settings.sync_dir)
         _OPEN_TRACKERS.add(self)
+        self._define_metrics()
+
+    def _define_metrics(self) -> None:
+        """Plot every logged metric against the step metric, with the summaries of :data:`_SUMMARIES`."""
         self._run.define_metric(_STEP_METRIC)
         for axis in _X_AXES[1:]:
             self._run.define_metric(axis, step_metric=_STEP_METRIC)

@@ -110,11 +110,27 @@ def launcher_of(args: argparse.Namespace) -> Any:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line of ``afl-compare``."""
     p = argparse.ArgumentParser(
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"{arms_epilog()}\n{presets_epilog()}",
     )
+    _add_run_options(p)
+    _add_result_options(p)
+    add_launch_options(p)
+    add_format_option(p)
+    p.add_argument(
+        "--target-fraction",
+        type=float,
+        default=DEFAULT_TARGET_FRACTION,
+        help="without --target: this fraction of the best arm's mean final accuracy (default: %(default)s)",
+    )
+    return p
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The overrides and the options that choose the runs: arms, seeds, and the step-size grid."""
     p.add_argument(
         "overrides",
         nargs="*",
@@ -143,6 +159,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="0,1",
         help="seeds for selection (default: the first of --seeds)",
     )
+
+
+def _add_result_options(p: argparse.ArgumentParser) -> None:
+    """The options on the results: the target, reading a finished folder again, a dry run, keeping a copy."""
     p.add_argument("--target", type=float, default=None, help="target test accuracy for time-to-target")
     p.add_argument(
         "--from",
@@ -163,15 +183,6 @@ def parser() -> argparse.ArgumentParser:
         help="then copy the comparison's folder to DIR without models, checkpoints, W&B folders and figures "
         "(e.g. results/NAME, kept under version control; --from DIR reads it back)",
     )
-    add_launch_options(p)
-    add_format_option(p)
-    p.add_argument(
-        "--target-fraction",
-        type=float,
-        default=DEFAULT_TARGET_FRACTION,
-        help="without --target: this fraction of the best arm's mean final accuracy (default: %(default)s)",
-    )
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

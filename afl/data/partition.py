@@ -69,12 +69,44 @@ def partition(
             draws.
     """
     draw = SCHEMES.get(scheme, "partition.scheme")
+    labels = _checked_labels(labels)
+    _check_options(len(labels), num_clients, scheme, alpha, min_samples, shards_per_client, max_redraws)
+
+    options = PartitionOptions(alpha=float(alpha), shards_per_client=int(shards_per_client))
+    for _ in range(max_redraws):
+        parts = draw(labels, int(num_clients), rng, options)
+        if min(len(p) for p in parts) >= min_samples:
+            return [np.sort(p).astype(np.int64, copy=False) for p in parts]
+    with_alpha = f"alpha={alpha} " if scheme == "dirichlet" else ""
+    raise ConfigError(
+        "partition.min_samples",
+        f"min_samples={min_samples} could not be met by scheme {scheme!r} with {with_alpha}"
+        f"num_clients={num_clients} after {max_redraws} draws; lower partition.min_samples"
+        + (" or raise partition.alpha" if scheme == "dirichlet" else ""),
+    )
+
+
+def _checked_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as an array; a ValueError unless it is 1-D, of integers (or empty), none negative."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
         raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
     if labels.size and labels.min() < 0:
         raise ValueError("labels must be >= 0")
-    n = len(labels)
+    return labels
+
+
+def _check_options(
+    n: int,
+    num_clients: int,
+    scheme: str,
+    alpha: float,
+    min_samples: int,
+    shards_per_client: int,
+    max_redraws: int,
+) -> None:
+    """:func:`partition`'s parameters, checked for ``n`` samples (a :class:`ConfigError` names the first
+    one that is wrong): each in its range, and enough samples for the clients, shards and ``min_samples``."""
     _check_int("partition.num_clients", num_clients, 1)
     if num_clients > n:
         raise ConfigError(
@@ -96,19 +128,6 @@ def partition(
             f"min_samples={min_samples} for each of num_clients={num_clients} clients needs "
             f"{min_samples * num_clients} samples but there are only {n}; lower partition.min_samples",
         )
-
-    options = PartitionOptions(alpha=float(alpha), shards_per_client=int(shards_per_client))
-    for _ in range(max_redraws):
-        parts = draw(labels, int(num_clients), rng, options)
-        if min(len(p) for p in parts) >= min_samples:
-            return [np.sort(p).astype(np.int64, copy=False) for p in parts]
-    with_alpha = f"alpha={alpha} " if scheme == "dirichlet" else ""
-    raise ConfigError(
-        "partition.min_samples",
-        f"min_samples={min_samples} could not be met by scheme {scheme!r} with {with_alpha}"
-        f"num_clients={num_clients} after {max_redraws} draws; lower partition.min_samples"
-        + (" or raise partition.alpha" if scheme == "dirichlet" else ""),
-    )
 
 
 def stratified_split(

@@ -97,77 +97,24 @@ class Setup:
 def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
     """Load the data, hold out the validation split, partition, build the initial model, the clients and
     the delay model. Raises :class:`ConfigError` on bad input; writes nothing."""
-    ds = cfg.dataset
-    data = load_dataset(
-        ds.name,
-        root=ds.root,
-        download=ds.download,
-        train_subset=ds.train_subset,
-        test_subset=ds.test_subset,
-        synthetic=to_dict(ds.synthetic),
-        normalize=ds.normalize,
-        options=to_dict(ds.options),
-    )
-    train, val = data.train, None
-    if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set
-        kept, held = stratified_split(train.y.numpy(), ds.val_fraction, derive_rng(cfg.seed, "val-split"))
-        train, val = train.subset(kept), train.subset(held)
-    p = cfg.partition
-    parts = partition(
-        train.y.numpy(),
-        p.num_clients,
-        p.scheme,
-        rng=derive_rng(cfg.seed, "partition"),
-        alpha=p.alpha,
-        min_samples=p.min_samples,
-        shards_per_client=p.shards_per_client,
-    )
-    channels, height, width = train.input_shape
+    data, train, val = _load_splits(cfg)
+    parts = _partition_train(cfg, train)
     placement = _placement(cfg)
-
-    try:
-        with torch.random.fork_rng():  # the initial weights, from the run's seed alone
-            torch.manual_seed(derive_seed(cfg.seed, "init"))
-            model = build_model(
-                to_dict(cfg.model),
-                in_channels=channels,
-                num_classes=data.num_classes,
-                image_size=height,
-                input_shape=train.input_shape,
-            )
-    except ValueError as err:
-        raise ConfigError(
-            "model.name", f"{err} (dataset {ds.name} has {channels}×{height}×{width})"
-        ) from None
+    model = _initial_model(cfg, data, train)
 
     def model_factory() -> torch.nn.Module:
         # copies of the (never trained) initial model: no random init, so client jobs in worker threads
         # never draw from torch's global generator
         return copy.deepcopy(model)
 
-    runtime = ClientRuntime(
-        ClientShards(train.x, train.y, parts),
-        model_factory,
-        num_classes=data.num_classes,
-        local_epochs=cfg.client.local_epochs,
-        batch_size=cfg.client.batch_size,
-        optimizer=cfg.client.optimizer,
-        momentum=cfg.client.momentum,
-        weight_decay=cfg.client.weight_decay,
-        optimizer_reset=cfg.client.optimizer_reset,
-        callbacks=components["client_callbacks"],
-        placement=_worker_placement(cfg, placement),
-        compile_mode=cfg.trainer.compile,
-    )
-    if cfg.federation.executor != "ray":  # in this process: the data and models go to the device now
-        runtime = runtime.on_device()  # (Ray's workers each take theirs to their own device)
+    runtime = _client_runtime(cfg, components, train, parts, model_factory, placement, data.num_classes)
     global_state = {k: v.detach().to(placement.device, copy=True) for k, v in model.state_dict().items()}
-    components["aggregator"].prepare(num_clients=p.num_clients, global_state=global_state)
+    components["aggregator"].prepare(num_clients=cfg.partition.num_clients, global_state=global_state)
     delay = DelayModel(
         speed=components["speed"],
         comm=components["comm"],
         time_per_sample=cfg.delay.time_per_sample,
-        num_clients=p.num_clients,
+        num_clients=cfg.partition.num_clients,
         seed=cfg.seed,
     )
     return Setup(
@@ -184,6 +131,91 @@ def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
         components=components,
         placement=placement,
     )
+
+
+def _load_splits(cfg: DictConfig) -> tuple[DatasetSplits, ArrayData, ArrayData | None]:
+    """The dataset of ``cfg.dataset``, its training data and its validation split (None without
+    ``dataset.val_fraction``), held out of the training data before partitioning; never the test set."""
+    ds = cfg.dataset
+    data = load_dataset(
+        ds.name,
+        root=ds.root,
+        download=ds.download,
+        train_subset=ds.train_subset,
+        test_subset=ds.test_subset,
+        synthetic=to_dict(ds.synthetic),
+        normalize=ds.normalize,
+        options=to_dict(ds.options),
+    )
+    train, val = data.train, None
+    if ds.val_fraction > 0:  # held out of the training data before partitioning; never the test set
+        kept, held = stratified_split(train.y.numpy(), ds.val_fraction, derive_rng(cfg.seed, "val-split"))
+        train, val = train.subset(kept), train.subset(held)
+    return data, train, val
+
+
+def _partition_train(cfg: DictConfig, train: ArrayData) -> list[np.ndarray]:
+    """The training data's indices, split among the clients as ``cfg.partition`` says."""
+    p = cfg.partition
+    return partition(
+        train.y.numpy(),
+        p.num_clients,
+        p.scheme,
+        rng=derive_rng(cfg.seed, "partition"),
+        alpha=p.alpha,
+        min_samples=p.min_samples,
+        shards_per_client=p.shards_per_client,
+    )
+
+
+def _initial_model(cfg: DictConfig, data: DatasetSplits, train: ArrayData) -> torch.nn.Module:
+    """The model of ``cfg.model`` with its initial weights, drawn from the run's seed alone (torch's global
+    generator is left as it was). Raises :class:`ConfigError` when the model does not fit the data."""
+    channels, height, width = train.input_shape
+    try:
+        with torch.random.fork_rng():  # the initial weights, from the run's seed alone
+            torch.manual_seed(derive_seed(cfg.seed, "init"))
+            return build_model(
+                to_dict(cfg.model),
+                in_channels=channels,
+                num_classes=data.num_classes,
+                image_size=height,
+                input_shape=train.input_shape,
+            )
+    except ValueError as err:
+        raise ConfigError(
+            "model.name", f"{err} (dataset {cfg.dataset.name} has {channels}×{height}×{width})"
+        ) from None
+
+
+def _client_runtime(
+    cfg: DictConfig,
+    components: dict[str, Any],
+    train: ArrayData,
+    parts: list[np.ndarray],
+    model_factory: Callable[[], torch.nn.Module],
+    placement: Placement,
+    num_classes: int,
+) -> ClientRuntime:
+    """What the clients train with, as ``cfg.client`` says; already on the device unless Ray's workers
+    each take theirs to their own."""
+    runtime = ClientRuntime(
+        ClientShards(train.x, train.y, parts),
+        model_factory,
+        num_classes=num_classes,
+        local_epochs=cfg.client.local_epochs,
+        batch_size=cfg.client.batch_size,
+        optimizer=cfg.client.optimizer,
+        momentum=cfg.client.momentum,
+        weight_decay=cfg.client.weight_decay,
+        optimizer_reset=cfg.client.optimizer_reset,
+        callbacks=components["client_callbacks"],
+        placement=_worker_placement(cfg, placement),
+        compile_mode=cfg.trainer.compile,
+    )
+    if cfg.federation.executor != "ray":  # in this process: the data and models go to the device now
+        runtime = runtime.on_device()  # (Ray's workers each take theirs to their own device)
+    return runtime
 
 
 def _placement(cfg: DictConfig) -> Placement:

@@ -519,7 +519,7 @@ def plot_preview(source: Source, panels: Sequence[Panel], path: Path) -> Any:
     line per arm, mean over seeds and a ± 1 std band, as W&B draws them; the results table below."""
     from matplotlib.figure import Figure
 
-    from afl.experiments.plots import draw_band, label_styles
+    from afl.experiments.plots import label_styles
 
     charts = [p for p in panels if p.kind != "table"]
     table = any(p.kind == "table" for p in panels)
@@ -532,59 +532,10 @@ def plot_preview(source: Source, panels: Sequence[Panel], path: Path) -> Any:
     )
     styles = label_styles(list(source.runs))
     for index, panel in enumerate(charts):
-        ax = fig.add_subplot(grid[index // 3, index % 3])
-        arms = logged_by(source, panel)
-        if panel.kind == "histogram":
-            _staleness_bars(ax, source, arms, styles)
-        else:
-            for order, label in enumerate(arms):
-                histories = [run.history for run in source.runs[label].values()]
-                if panel.log_y:
-                    histories = [_log10(h, panel.column or "") for h in histories]
-                drawn = len(ax.get_lines())
-                draw_band(ax, histories, panel.x or "", panel.column or "", label, *styles[label])
-                for line in ax.get_lines()[drawn:]:  # the first arms widest: equal curves stay visible
-                    line.set_linewidth(line.get_linewidth() * (1 + 0.8 * (len(arms) - 1 - order) / len(arms)))
-            ax.set_xlabel(X_LABELS.get(panel.x or "", panel.x or ""))
-        if panel.log_y:
-            _powers_of_ten(ax)
-        missing = [label for label in source.runs if label not in arms]
-        note = f" (not logged by {', '.join(missing)})" if missing else ""
-        band = "; band: ± 1 std of log10" if panel.log_y else ""
-        ax.set_title(f"{panel.title}\nW&B: {', '.join(panel.y)}{note}{band}", fontsize=10, loc="left")
-        ax.grid(alpha=0.3)
+        _draw_chart(fig.add_subplot(grid[index // 3, index % 3]), source, panel, styles)
     if table:
-        ax = fig.add_subplot(grid[rows_of_charts, :])
-        ax.axis("off")
-        header = [
-            "arm",
-            "seeds",
-            f"test accuracy, last {FINAL_WINDOW} evaluations",
-            f"simulated time to {target:.3f} (s)",
-            "client updates to target",
-            "mean staleness τ",
-        ]
-        cells = [
-            [
-                r["arm"],
-                str(r["seeds"]),
-                mean_std_cell(r["final_acc"], ".3f"),
-                mean_std_cell(r["time_to_target"], ".0f", r["seeds"]),
-                mean_std_cell(r["updates_to_target"], ".0f", r["seeds"]),
-                mean_std_cell(r["mean_staleness"], ".2f"),
-            ]
-            for r in results
-        ]
-        shown = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="center")
-        shown.auto_set_font_size(False)
-        shown.set_fontsize(9)
-        shown.scale(1, 1.3)
-        ax.set_title(f"results (W&B: the {source.kind} run's table '{RESULTS_KEY}')", fontsize=10, loc="left")
-    handles: dict[str, Any] = {}
-    for ax in fig.axes:  # the curves' lines first, then the histogram's bars for arms without a curve
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 6))
+        _draw_results_table(fig.add_subplot(grid[rows_of_charts, :]), source, results, target)
+    _add_legend(fig)
     fig.suptitle(
         f"{source.title} (W&B project {source.project}): the dashboard's panels, drawn from the local files\n"
         f"{_setting(source)}. Line: mean over seeds, band: ± 1 std; past the first seed's end (×) a dotted "
@@ -593,6 +544,80 @@ def plot_preview(source: Source, panels: Sequence[Panel], path: Path) -> Any:
     )
     fig.savefig(path, dpi=100)
     return fig
+
+
+def _draw_chart(ax: Any, source: Source, panel: Panel, styles: Mapping[str, tuple[Any, str]]) -> None:
+    """One chart panel on ``ax``: the staleness histogram, or a curve per arm that logged the panel's
+    column; titled with the W&B keys it shows and the arms that did not log them."""
+    arms = logged_by(source, panel)
+    if panel.kind == "histogram":
+        _staleness_bars(ax, source, arms, styles)
+    else:
+        _draw_curves(ax, source, panel, arms, styles)
+        ax.set_xlabel(X_LABELS.get(panel.x or "", panel.x or ""))
+    if panel.log_y:
+        _powers_of_ten(ax)
+    missing = [label for label in source.runs if label not in arms]
+    note = f" (not logged by {', '.join(missing)})" if missing else ""
+    band = "; band: ± 1 std of log10" if panel.log_y else ""
+    ax.set_title(f"{panel.title}\nW&B: {', '.join(panel.y)}{note}{band}", fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
+
+
+def _draw_curves(
+    ax: Any, source: Source, panel: Panel, arms: Sequence[str], styles: Mapping[str, tuple[Any, str]]
+) -> None:
+    """A line per arm on ``ax``, mean over seeds with a ± 1 std band (of log10 on a log panel); the first
+    arms are drawn widest, so that equal curves stay visible."""
+    from afl.experiments.plots import draw_band
+
+    for order, label in enumerate(arms):
+        histories = [run.history for run in source.runs[label].values()]
+        if panel.log_y:
+            histories = [_log10(h, panel.column or "") for h in histories]
+        drawn = len(ax.get_lines())
+        draw_band(ax, histories, panel.x or "", panel.column or "", label, *styles[label])
+        for line in ax.get_lines()[drawn:]:  # the first arms widest: equal curves stay visible
+            line.set_linewidth(line.get_linewidth() * (1 + 0.8 * (len(arms) - 1 - order) / len(arms)))
+
+
+def _draw_results_table(ax: Any, source: Source, results: Sequence[Mapping[str, Any]], target: float) -> None:
+    """The results table on ``ax`` (its axes hidden): a row per arm, mean ± std over the seeds."""
+    ax.axis("off")
+    header = [
+        "arm",
+        "seeds",
+        f"test accuracy, last {FINAL_WINDOW} evaluations",
+        f"simulated time to {target:.3f} (s)",
+        "client updates to target",
+        "mean staleness τ",
+    ]
+    cells = [
+        [
+            r["arm"],
+            str(r["seeds"]),
+            mean_std_cell(r["final_acc"], ".3f"),
+            mean_std_cell(r["time_to_target"], ".0f", r["seeds"]),
+            mean_std_cell(r["updates_to_target"], ".0f", r["seeds"]),
+            mean_std_cell(r["mean_staleness"], ".2f"),
+        ]
+        for r in results
+    ]
+    shown = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="center")
+    shown.auto_set_font_size(False)
+    shown.set_fontsize(9)
+    shown.scale(1, 1.3)
+    ax.set_title(f"results (W&B: the {source.kind} run's table '{RESULTS_KEY}')", fontsize=10, loc="left")
+
+
+def _add_legend(fig: Any) -> None:
+    """One legend below the figure, an entry per arm: the curves' lines first, then the histogram's bars
+    for arms without a curve."""
+    handles: dict[str, Any] = {}
+    for ax in fig.axes:  # the curves' lines first, then the histogram's bars for arms without a curve
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 6))
 
 
 def _log10(history: Sequence[Mapping[str, Any]], column: str) -> list[dict[str, Any]]:

@@ -168,62 +168,94 @@ def run_all(
         for index, (_, _, cfg) in enumerate(tasks):
             finish(index, _run_here(cfg))
         return outcomes
+    _run_in_workers(tasks, jobs, finish)
+    return outcomes
+
+
+def _run_in_workers(
+    tasks: Sequence[tuple[Hashable, str, DictConfig]], jobs: int, finish: Callable[[int, Outcome], None]
+) -> None:
+    """Run every task in ``jobs`` worker processes, calling ``finish(index, outcome)`` as each ends. Each
+    run's threads are fitted to its share of the cores, and its progress bar is turned off."""
     for _, _, cfg in tasks:
         fit_threads(cfg, jobs)
         cfg.logging.progress = False  # N progress bars would interleave: a line per finished run instead
-    context = multiprocessing.get_context("spawn")  # torch and threads: never fork a running process
-    pending = list(range(len(tasks)))[::-1]  # popped from the end: in order
-    workers: dict[Connection, tuple[Any, int | None]] = {}  # connection -> (process, the task it holds)
+    _WorkerPool(tasks, finish).run(jobs)
 
-    def start() -> Connection:
-        parent, child = context.Pipe()
-        process = context.Process(target=_worker, args=(child,), daemon=True)
+
+class _WorkerPool:
+    """Worker processes, spawned, each running one task at a time; the tasks are handed out in order, and a
+    worker that dies is replaced while tasks are pending (its task, if it held one, ends as WorkerDied)."""
+
+    def __init__(
+        self, tasks: Sequence[tuple[Hashable, str, DictConfig]], finish: Callable[[int, Outcome], None]
+    ) -> None:
+        self.tasks = tasks
+        self.finish = finish
+        self.context = multiprocessing.get_context("spawn")  # torch and threads: never fork a running process
+        self.pending = list(range(len(tasks)))[::-1]  # popped from the end: in order
+        self.workers: dict[Connection, tuple[Any, int | None]] = {}  # connection -> (process, task it holds)
+
+    def start(self) -> Connection:
+        """Start one worker process; its connection."""
+        parent, child = self.context.Pipe()
+        process = self.context.Process(target=_worker, args=(child,), daemon=True)
         process.start()
         child.close()
-        workers[parent] = (process, None)
+        self.workers[parent] = (process, None)
         return parent
 
-    def give(conn: Connection) -> None:
-        if pending:
-            index = pending.pop()
-            conn.send((index, OmegaConf.to_container(tasks[index][2], resolve=True)))
-            workers[conn] = (workers[conn][0], index)
+    def give(self, conn: Connection) -> None:
+        """Send the next pending task, if any, to the worker at ``conn``."""
+        if self.pending:
+            index = self.pending.pop()
+            conn.send((index, OmegaConf.to_container(self.tasks[index][2], resolve=True)))
+            self.workers[conn] = (self.workers[conn][0], index)
 
-    try:
-        for _ in range(min(jobs, len(tasks))):
-            give(start())
-        while any(held is not None for _, held in workers.values()):
-            sentinels = {process.sentinel: conn for conn, (process, _) in workers.items()}
-            for ready in wait([*workers, *sentinels]):
-                conn = sentinels.get(ready, ready)  # type: ignore[call-overload]
-                if conn not in workers:
-                    continue
-                process, held = workers[conn]
-                try:
-                    message = conn.recv() if conn.poll() else None
-                except (EOFError, OSError):
-                    message = None
-                if message is not None:
-                    finish(*message)
-                    workers[conn] = (process, None)
-                    give(conn)
-                elif not process.is_alive():  # the worker died, with a run in hand or not
-                    process.join()
-                    del workers[conn]
-                    if held is not None:
-                        died = f"its worker died (exit code {process.exitcode})"
-                        finish(held, Outcome(str(tasks[held][2].output_dir), died, "WorkerDied"))
-                    if pending:
-                        give(start())
-    finally:  # each worker is told to stop, then waited for (and killed if it does not)
-        for conn in workers:
+    def run(self, jobs: int) -> None:
+        """Start up to ``jobs`` workers and serve them until no task is held; then stop them all."""
+        try:
+            for _ in range(min(jobs, len(self.tasks))):
+                self.give(self.start())
+            while any(held is not None for _, held in self.workers.values()):
+                sentinels = {process.sentinel: conn for conn, (process, _) in self.workers.items()}
+                for ready in wait([*self.workers, *sentinels]):
+                    conn = sentinels.get(ready, ready)  # type: ignore[call-overload]
+                    if conn in self.workers:
+                        self.serve(conn)
+        finally:
+            self.stop()
+
+    def serve(self, conn: Connection) -> None:
+        """Handle a worker that is ready: take its finished run and give it the next, or, if it died, finish
+        the run it held as WorkerDied and start another worker while tasks are pending."""
+        process, held = self.workers[conn]
+        try:
+            message = conn.recv() if conn.poll() else None
+        except (EOFError, OSError):
+            message = None
+        if message is not None:
+            self.finish(*message)
+            self.workers[conn] = (process, None)
+            self.give(conn)
+        elif not process.is_alive():  # the worker died, with a run in hand or not
+            process.join()
+            del self.workers[conn]
+            if held is not None:
+                died = f"its worker died (exit code {process.exitcode})"
+                self.finish(held, Outcome(str(self.tasks[held][2].output_dir), died, "WorkerDied"))
+            if self.pending:
+                self.give(self.start())
+
+    def stop(self) -> None:
+        """Tell each worker to stop, then wait for it (and kill it if it does not)."""
+        for conn in self.workers:
             with contextlib.suppress(BrokenPipeError, OSError):
                 conn.send(None)
-        for process, _ in workers.values():
+        for process, _ in self.workers.values():
             process.join(timeout=30)
             if process.is_alive():
                 process.kill()
-    return outcomes
 
 
 def run_pending(

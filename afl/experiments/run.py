@@ -14,9 +14,10 @@ from omegaconf import DictConfig
 from afl import checkpoint
 from afl.config import load_config, validate
 from afl.errors import ConfigError
-from afl.experiments.build import build, make_executor, make_loop, partition_table
+from afl.experiments.build import Setup, build, make_executor, make_loop, partition_table
 from afl.experiments.outputs import RunWriter, claim_output_dir, run_summary, tracker, wandb_group, wandb_row
 from afl.messages import State
+from afl.tracking import WandbTracker
 
 
 @dataclass
@@ -56,48 +57,47 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
         setup = build(cfg, components)  # everything that can fail on bad input fails here
         setup.placement.setup()  # trainer.deterministic (process-wide too)
         out = Path(cfg.resume) if resumed is not None else claim_output_dir(cfg)
-        wandb_id = None if resumed is None else resumed["wandb_run_id"]
-        history_so_far = [] if resumed is None else resumed["loop"]["history"]
-        # the W&B run finishes as failed, and metrics.csv is closed, if anything below raises
-        with (
-            RunWriter(out, cfg, setup, history_so_far) as writer,
-            tracker(cfg, out, wandb_id) as wandb_run,
-        ):
-            # a continued run logs again what its W&B run lacks (offline: everything, in a new folder with
-            # the same id), so that its W&B history is whole, from update 0, and _step never restarts
-            kept = wandb_run.rows_kept
-            wandb_run.note_best([r["test_accuracy"] for r in history_so_far[:kept]])
-            if kept == 0:
-                columns, rows = partition_table(setup)
-                wandb_run.log_table("partition", columns, rows)
-            for row in history_so_far[kept:]:
-                wandb_run.log(wandb_row(row))
-
-            def on_eval(row: dict[str, Any]) -> None:
-                writer.write_row(row)
-                wandb_run.log(wandb_row(row))
-
-            def on_checkpoint(state: dict[str, Any]) -> None:
-                payload = {
-                    "format": checkpoint.FORMAT,
-                    "config": checkpoint.fingerprint(cfg),
-                    "wandb_run_id": wandb_run.run_id,
-                    "loop": state,
-                }
-                checkpoint.save(out / checkpoint.CHECKPOINT, payload)
-
-            with make_executor(cfg, setup.runtime) as executor:
-                loop = make_loop(setup, executor, on_eval, on_checkpoint)
-                if resumed is not None:
-                    loop.load_state_dict(resumed["loop"])
-                history = loop.run()
-            summary = run_summary(setup, loop.state, history, loop.history[-1]["wall_time"], out)
-            summary.update(wandb_run_id=wandb_run.run_id, wandb_group=wandb_group(cfg))
-            writer.finish(summary, loop.state)
-            wandb_run.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
+        result = _train(cfg, setup, out, resumed)
     finally:
         torch.set_num_threads(threads)
         _restore_torch_flags(flags)
+    return result
+
+
+def _train(cfg: DictConfig, setup: Setup, out: Path, resumed: dict[str, Any] | None) -> RunResult:
+    """Train the built run on the loop (from the checkpoint ``resumed``, if given), writing its outputs to
+    ``out`` and logging it to W&B; its result."""
+    wandb_id = None if resumed is None else resumed["wandb_run_id"]
+    history_so_far = [] if resumed is None else resumed["loop"]["history"]
+    # the W&B run finishes as failed, and metrics.csv is closed, if anything below raises
+    with (
+        RunWriter(out, cfg, setup, history_so_far) as writer,
+        tracker(cfg, out, wandb_id) as wandb_run,
+    ):
+        _log_again(wandb_run, setup, history_so_far)
+
+        def on_eval(row: dict[str, Any]) -> None:
+            writer.write_row(row)
+            wandb_run.log(wandb_row(row))
+
+        def on_checkpoint(state: dict[str, Any]) -> None:
+            payload = {
+                "format": checkpoint.FORMAT,
+                "config": checkpoint.fingerprint(cfg),
+                "wandb_run_id": wandb_run.run_id,
+                "loop": state,
+            }
+            checkpoint.save(out / checkpoint.CHECKPOINT, payload)
+
+        with make_executor(cfg, setup.runtime) as executor:
+            loop = make_loop(setup, executor, on_eval, on_checkpoint)
+            if resumed is not None:
+                loop.load_state_dict(resumed["loop"])
+            history = loop.run()
+        summary = run_summary(setup, loop.state, history, loop.history[-1]["wall_time"], out)
+        summary.update(wandb_run_id=wandb_run.run_id, wandb_group=wandb_group(cfg))
+        writer.finish(summary, loop.state)
+        wandb_run.set_summary({k: v for k, v in summary.items() if k != "output_dir"})
     return RunResult(
         summary=summary,
         history=history,
@@ -106,6 +106,19 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
         final_state=loop.state.global_state,
         config=cfg,
     )
+
+
+def _log_again(wandb_run: WandbTracker, setup: Setup, history_so_far: list[dict[str, Any]]) -> None:
+    """Log again what a continued run's W&B run lacks (offline: everything, in a new folder with the same
+    id), so that its W&B history is whole, from update 0, and _step never restarts; a new run logs only
+    the partition table."""
+    kept = wandb_run.rows_kept
+    wandb_run.note_best([r["test_accuracy"] for r in history_so_far[:kept]])
+    if kept == 0:
+        columns, rows = partition_table(setup)
+        wandb_run.log_table("partition", columns, rows)
+    for row in history_so_far[kept:]:
+        wandb_run.log(wandb_row(row))
 
 
 def _torch_flags() -> tuple[bool, bool, bool]:

@@ -227,37 +227,48 @@ def read_trace(path: str) -> Trace:
         where = f"{path}, line {number}"
         cells = [c.strip() for c in next(csv.reader([line]))]
         if header is None:
-            if any(c not in TRACE_COLUMNS for c in cells) or "client" not in cells or len(set(cells)) < 2:
-                raise ConfigError(
-                    "path", f"{where}: the header must name client and speed and/or comm (got {line!r})"
-                )
-            if len(set(cells)) != len(cells):
-                raise ConfigError("path", f"{where}: a column is named twice in the header {line!r}")
-            header = cells
-            continue
-        if len(cells) != len(header):
-            raise ConfigError(
-                "path", f"{where}: expected {len(header)} cells ({','.join(header)}), got {len(cells)}"
-            )
-        row = dict(zip(header, cells))
-        if not row["client"].isdigit():  # digits only: a non-negative integer
-            raise ConfigError("path", f"{where}: client must be an integer >= 0, got {row['client']!r}")
-        client = int(row["client"])
-        trace.first_line.setdefault(client, number)
-        speed = _number(row.get("speed", ""), "speed", where, strict=True)
-        if speed is not None:
-            given = trace.speeds.setdefault(client, (speed, number))
-            if given[0] != speed:
-                raise ConfigError(
-                    "path",
-                    f"{where}: client {client} has speed {speed} here but {given[0]} on line {given[1]}",
-                )
-        comm = _number(row.get("comm", ""), "comm", where, strict=False)
-        if comm is not None:
-            trace.comm.setdefault(client, []).append(comm)
+            header = _trace_header(cells, line, where)
+        else:
+            _add_trace_row(trace, header, cells, number, where)
     if header is None:
         raise ConfigError("path", f"{path}: no header line (client and speed and/or comm)")
     return trace
+
+
+def _trace_header(cells: list[str], line: str, where: str) -> list[str]:
+    """The trace's column names from its header ``line``: client and speed and/or comm, each once."""
+    if any(c not in TRACE_COLUMNS for c in cells) or "client" not in cells or len(set(cells)) < 2:
+        raise ConfigError(
+            "path", f"{where}: the header must name client and speed and/or comm (got {line!r})"
+        )
+    if len(set(cells)) != len(cells):
+        raise ConfigError("path", f"{where}: a column is named twice in the header {line!r}")
+    return cells
+
+
+def _add_trace_row(trace: Trace, header: list[str], cells: list[str], number: int, where: str) -> None:
+    """Add the data line ``number`` (its ``cells``, under ``header``) to ``trace``: a client's first line,
+    its speed (the same on every line that gives one) and its next communication time."""
+    if len(cells) != len(header):
+        raise ConfigError(
+            "path", f"{where}: expected {len(header)} cells ({','.join(header)}), got {len(cells)}"
+        )
+    row = dict(zip(header, cells))
+    if not row["client"].isdigit():  # digits only: a non-negative integer
+        raise ConfigError("path", f"{where}: client must be an integer >= 0, got {row['client']!r}")
+    client = int(row["client"])
+    trace.first_line.setdefault(client, number)
+    speed = _number(row.get("speed", ""), "speed", where, strict=True)
+    if speed is not None:
+        given = trace.speeds.setdefault(client, (speed, number))
+        if given[0] != speed:
+            raise ConfigError(
+                "path",
+                f"{where}: client {client} has speed {speed} here but {given[0]} on line {given[1]}",
+            )
+    comm = _number(row.get("comm", ""), "comm", where, strict=False)
+    if comm is not None:
+        trace.comm.setdefault(client, []).append(comm)
 
 
 def _number(cell: str, column: str, where: str, strict: bool) -> float | None:
