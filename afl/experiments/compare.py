@@ -658,7 +658,10 @@ def format_differences(comparison: Comparison) -> list[str]:
     if not rows or "diff_vs_best" not in rows[0]:
         return []  # a table from before the intervals existed
     best = rows[0]["best_arm"]
-    against = ["sync"] if best == BASELINE else ["sync", "best"]
+    arms = {r["arm"] for r in rows}
+    against = ["sync"] if BASELINE in arms else []  # the columns of differences: to sync, to the best arm
+    if best != BASELINE and len(arms) > 1:
+        against.append("best")
     level = f"{LEVEL:.0%}"
     header = [f"arm | headline, {level} interval | val. rise, last fifth"]
     for name in against:

@@ -19,7 +19,12 @@ RESULTS = ROOT / "results"
 RESULTS_PAGE = ROOT / "docs" / "results.md"
 #: the kept comparisons and the page that quotes each one's tables (a kept folder missing here would be
 #: a page quoting runs nobody can re-read)
-KEPT_COMPARISONS = {"demo": ROOT / "README.md", "fmnist_readings": RESULTS_PAGE}
+KEPT_COMPARISONS = {
+    "demo": ROOT / "README.md",
+    "demo_ablations": RESULTS_PAGE,
+    "demo_later_nodecay": RESULTS_PAGE,
+    "fmnist_readings": RESULTS_PAGE,
+}
 KEPT_SWEEPS = ("compensation",)
 
 
