@@ -210,6 +210,17 @@ def _device_run(
     return once
 
 
+def _device_overrides(name: str, device: str, updates: int) -> list[str]:
+    """The overrides of a model's whole run on ``device`` (:data:`DEVICE_SETTINGS`), quiet, evaluated once."""
+    return [
+        *DEVICE_SETTINGS[name],
+        *QUIET,
+        f"trainer.accelerator={device}",
+        f"federation.max_updates={updates}",
+        f"federation.eval_every={updates}",
+    ]
+
+
 def bench_device(
     device: str, models: Sequence[str], updates: int, repeat: int, tmp: Path, workers: int = 5
 ) -> dict[str, Any]:
@@ -219,13 +230,7 @@ def bench_device(
     run on ``workers`` Ray actors sharing the GPU (``ray.num_gpus`` = 1 / workers)."""
     out: dict[str, Any] = {}
     for name in models:
-        overrides = [
-            *DEVICE_SETTINGS[name],
-            *QUIET,
-            f"trainer.accelerator={device}",
-            f"federation.max_updates={updates}",
-            f"federation.eval_every={updates}",
-        ]
+        overrides = _device_overrides(name, device, updates)
         finals: set[float] = set()
         peaks: list[float] = []
         counter = iter(range(10**6))
@@ -281,13 +286,7 @@ def bench_compiled(
     mode = mode or COMPILE_MODE[device]
     out: dict[str, Any] = {}
     for name in models:
-        overrides = [
-            *DEVICE_SETTINGS[name],
-            *QUIET,
-            f"trainer.accelerator={device}",
-            f"federation.max_updates={updates}",
-            f"federation.eval_every={updates}",
-        ]
+        overrides = _device_overrides(name, device, updates)
         compiled = [*overrides, f"trainer.compile={mode}"]
         counter = iter(range(10**6))
         timed: tuple[Any, ...] = (device, tmp / f"{name}-compiled", counter, set(), [])
