@@ -25,7 +25,7 @@ KEPT_COMPARISONS = {
     "demo_later_nodecay": RESULTS_PAGE,
     "fmnist_readings": RESULTS_PAGE,
 }
-KEPT_SWEEPS = ("baseline", "compensation", "concurrency")
+KEPT_SWEEPS = ("alpha", "baseline", "compensation", "concurrency")
 
 
 def _table_lines(text: str) -> list[str]:
