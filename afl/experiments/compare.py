@@ -645,10 +645,17 @@ def interval_cell(mean: float | None, half: float | None, signed: bool = False) 
     """
     if mean is None:
         return "—"
+    spec = "+.3f" if signed else ".3f"
+    bounds = bounds_cell(mean, half, signed)
+    return f"{mean:{spec}}" if half is None else f"{mean:{spec}} {bounds}"
+
+
+def bounds_cell(mean: float | None, half: float | None, signed: bool = False) -> str:
+    """``[low, high]`` of :func:`interval_cell` alone (``—`` without an interval)."""
+    if mean is None or half is None:
+        return "—"
     spec, floor = ("+.3f", -1.0) if signed else (".3f", 0.0)
-    if half is None:
-        return f"{mean:{spec}}"
-    return f"{mean:{spec}} [{max(floor, mean - half):{spec}}, {min(1.0, mean + half):{spec}}]"
+    return f"[{max(floor, mean - half):{spec}}, {min(1.0, mean + half):{spec}}]"
 
 
 def format_differences(comparison: Comparison) -> list[str]:

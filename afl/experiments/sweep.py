@@ -37,6 +37,7 @@ from afl.config import CONFIG_DIR, load_config
 from afl.errors import ConfigError
 from afl.experiments.compare import (
     DEFAULT_TARGET_FRACTION,
+    bounds_cell,
     interval_cell,
     mean_std_cell,
     parse_plan,
@@ -500,7 +501,7 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
             r["arm"],
             *(str(r[a]) for a in axes),
             mean_std_cell(r["final_mean_test_accuracy"], r["final_mean_test_accuracy_std"], ".3f"),
-            _bounds(interval_cell(r["final_mean_test_accuracy"], r.get("final_mean_test_accuracy_ci"))),
+            bounds_cell(r["final_mean_test_accuracy"], r.get("final_mean_test_accuracy_ci")),
             _paired_cell(r),
             mean_std_cell(r["final_test_accuracy"], r["final_test_accuracy_std"], ".3f"),
             mean_std_cell(r["best_test_accuracy"], r["best_test_accuracy_std"], ".3f"),
@@ -527,11 +528,6 @@ def format_results(sweep: Sweep, table: Sequence[Mapping[str, Any]], target: flo
         f"{PLATEAU_RISE} or more the runs stopped before a plateau.",
     ]
     return "\n".join(lines)
-
-
-def _bounds(cell: str) -> str:
-    """``[low, high]`` of an interval cell (the mean is in the column beside it); ``—`` without one."""
-    return cell[cell.index("[") :] if "[" in cell else "—"
 
 
 def _paired_cell(entry: Mapping[str, Any]) -> str:
