@@ -29,7 +29,7 @@ import torch
 
 from afl.client.compiled import BACKEND_ENV
 from afl.client.runtime import ClientRuntime, batch_loader
-from afl.config import load_config, validate
+from afl.config import load_config
 from afl.data.datasets import load_dataset
 from afl.experiments.build import build, make_loop
 from afl.experiments.run import run
@@ -77,7 +77,7 @@ def _plain_loop(cfg: Any, jobs: list[dict[str, Any]]) -> Callable[[], float]:
     arrival order) by a plain PyTorch loop: the same shards, model, batch size, Adam, epochs and torch
     threads; each job starts from the model the previous one ended with; one final evaluation, like the
     run's. Returns a function timing one pass."""
-    setup = build(cfg, validate(cfg))
+    setup = build(cfg)
     device = setup.placement.device  # the data is there already (the run's own shards); so is the model
     data, initial = setup.runtime.client_data, setup.model_factory().to(device)
     evaluate = setup.evaluate()
@@ -509,7 +509,7 @@ def scale_point(clients: int, in_flight: int, arrivals: int, samples_per_client:
     torch.set_num_threads(cfg.federation.torch_threads)
     rss_start = _rss_mib()
     start = time.perf_counter()
-    setup = build(cfg, validate(cfg))
+    setup = build(cfg)
     build_s = time.perf_counter() - start
     rss_built = _rss_mib()
     job_seconds = [0.0]

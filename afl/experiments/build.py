@@ -94,9 +94,14 @@ class Setup:
         return batches, weights
 
 
-def build(cfg: DictConfig, components: dict[str, Any]) -> Setup:
-    """Load the data, hold out the validation split, partition, build the initial model, the clients and
-    the delay model. Raises :class:`ConfigError` on bad input; writes nothing."""
+def build(cfg: DictConfig, components: dict[str, Any] | None = None) -> Setup:
+    """Build the pluggable components (unless given), load the data, hold out the validation split,
+    partition, build the initial model, the clients and the delay model. Raises :class:`ConfigError` on
+    bad input; writes nothing."""
+    if components is None:
+        from afl.config import build_components
+
+        components = build_components(cfg)
     data, train, val = _load_splits(cfg)
     parts = _partition_train(cfg, train)
     placement = _placement(cfg)

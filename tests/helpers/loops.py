@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from afl.config import load_config, validate
+from afl.config import load_config
 from afl.experiments.build import Setup, build, make_loop
 from afl.sim.executors import SerialExecutor
 from afl.sim.loop import FederatedLoop
@@ -26,6 +26,6 @@ def serial_loop(
         kwargs: for :func:`~afl.experiments.build.make_loop` (``on_checkpoint``, ...).
     """
     cfg = config if isinstance(config, DictConfig) else load_config(list(config))
-    setup = build(cfg, validate(cfg))
+    setup = build(cfg)
     with SerialExecutor(setup.runtime if train is None else train(setup)) as executor:
         yield setup, make_loop(setup, executor, **kwargs)

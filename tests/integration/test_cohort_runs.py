@@ -76,7 +76,7 @@ def test_cohorts_follow_the_simulated_schedule_and_the_cap(mode) -> None:
     sizes = {}
     for cap in (None, 2):
         cfg = load_config([*TINY, *sync, "federation.executor=cohort", f"cohort.max_clients={cap or 'null'}"])
-        setup = build(cfg, validate(cfg))
+        setup = build(cfg)
         with make_executor(cfg, setup.runtime) as executor:
             assert isinstance(executor, CohortExecutor)
             make_loop(setup, executor, lambda row: None, lambda state: None).run()

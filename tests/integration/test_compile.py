@@ -38,7 +38,7 @@ from torch._dynamo.utils import counters
 from afl import checkpoint
 from afl.client.compiled import BACKEND_ENV
 from afl.client.module import ClientModule
-from afl.config import load_config, validate
+from afl.config import load_config
 from afl.errors import ConfigError
 from afl.experiments.build import build
 from afl.experiments.run import run
@@ -136,9 +136,9 @@ def test_compilations_do_not_grow_with_the_jobs(backend) -> None:
     (nothing of a thread's last job is carried into its next)."""
     torch.set_num_threads(1)  # as a run's jobs train (federation.torch_threads); the fixture restores it
     cfg = load_config(["experiment=demo", *QUIET, "trainer.compile=default"])
-    runtime = build(cfg, validate(cfg)).runtime
+    runtime = build(cfg).runtime
     eager_cfg = load_config(["experiment=demo", *QUIET])
-    setup = build(eager_cfg, validate(eager_cfg))
+    setup = build(eager_cfg)
     state = setup.global_state
 
     def jobs(first: int, count: int) -> list[ClientJob]:
@@ -187,7 +187,7 @@ def test_the_compiled_step_adds_no_names_to_the_module(monkeypatch) -> None:
     (an ``OptimizedModule``) is held by a plain object, not registered as a submodule."""
     monkeypatch.setenv(BACKEND_ENV, "eager")
     cfg = load_config(["experiment=demo", *QUIET, "trainer.compile=default"])
-    runtime = build(cfg, validate(cfg)).runtime
+    runtime = build(cfg).runtime
     state = runtime.model_factory().state_dict()
     assert runtime.compiled is not None
     model, step = runtime.compiled(state)
@@ -204,7 +204,7 @@ def test_a_runtime_sent_to_another_process_takes_its_backend_and_none_of_its_mod
     process builds its own) and with the backend the driver built it with; so does its placed copy."""
     monkeypatch.setenv(BACKEND_ENV, "eager")
     cfg = load_config(["experiment=demo", *QUIET, "trainer.compile=max-autotune"])
-    runtime = build(cfg, validate(cfg)).runtime
+    runtime = build(cfg).runtime
     assert runtime.compiled is not None
     runtime.compiled(runtime.model_factory().state_dict())
     monkeypatch.delenv(BACKEND_ENV)

@@ -20,7 +20,7 @@ from helpers.configs import TINY, afl_unless_named
 from helpers.runs import assert_same_outputs
 
 from afl.client.compiled import BACKEND_ENV
-from afl.config import load_config, validate
+from afl.config import load_config
 from afl.experiments.build import build, make_loop
 from afl.experiments.run import run
 from afl.sim.executors import ThreadExecutor
@@ -70,7 +70,7 @@ def _kill_once(runtime, job_id: int, marker: str):
 
 
 def _loop(cfg, executor_for):
-    setup = build(cfg, validate(cfg))
+    setup = build(cfg)
     torch.set_num_threads(cfg.federation.torch_threads)  # as run() does; conftest restores it
     with executor_for(setup.runtime) as executor:
         loop = make_loop(setup, executor)

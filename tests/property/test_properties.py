@@ -24,7 +24,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from omegaconf import DictConfig
 
-from afl.config import load_config, validate
+from afl.config import load_config
 from afl.experiments.build import build, make_loop
 from afl.messages import ClientJob, ClientUpdate
 from afl.server.aggregators import AGGREGATORS
@@ -49,7 +49,7 @@ def simulate(overrides: list[str]) -> tuple[DictConfig, FederatedLoop, BaseExcep
     """Build and run the loop of ``BASE + overrides``; returns the config, the finished loop, the error
     the run ended with, if any (a run whose every update was rejected raises), and the seconds it took."""
     cfg = load_config(afl_unless_named([*BASE, *overrides]))
-    setup = build(cfg, validate(cfg))
+    setup = build(cfg)
     torch.set_num_threads(cfg.federation.torch_threads)  # as run() does; conftest restores it
     error: BaseException | None = None
     submitted: dict[int, tuple[int, int]] = {}  # per job: the previous staleness and round it was given

@@ -13,7 +13,6 @@ from helpers.models import tiny_cnn
 from afl.cli.train import main as train
 from afl.client.callbacks import Drift, GradientNorm
 from afl.client.runtime import ClientRuntime, batch_loader
-from afl.config import validate
 from afl.experiments.build import build
 from afl.experiments.run import run
 from afl.messages import ClientJob, is_parameter
@@ -96,7 +95,7 @@ def test_a_large_prox_mu_moves_the_global_model_less(tiny) -> None:
     free = run(tiny(*sgd))
     held = run(tiny(*sgd, "client.prox_mu=20.0"))
     cfg = tiny(*sgd)
-    start = build(cfg, validate(cfg)).global_state
+    start = build(cfg).global_state
 
     def moved(state) -> float:
         return math.sqrt(

@@ -136,13 +136,12 @@ def test_a_job_after_one_that_stopped_early_trains_all_its_steps() -> None:
 
 
 def test_serial_runs_reuse_the_trainer_and_change_nothing(tiny) -> None:
-    from afl.config import validate
     from afl.experiments.build import build, make_loop
 
     cfg = tiny("federation.max_updates=6", *CALLBACKS)
     finals = []
     for reuse in (False, True):
-        setup = build(cfg, validate(cfg))
+        setup = build(cfg)
         setup.runtime.reuse_trainer = reuse
         with SerialExecutor(setup.runtime) as executor:
             loop = make_loop(setup, executor)

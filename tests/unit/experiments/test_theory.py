@@ -12,7 +12,6 @@ from helpers.configs import TINY
 from helpers.loops import serial_loop
 from torch import nn
 
-from afl.config import validate
 from afl.experiments.build import build
 from afl.experiments.evaluation import gradient_statistics
 from afl.experiments.run import run
@@ -70,7 +69,7 @@ def test_a_run_reports_the_quantities_of_its_global_model(tiny) -> None:
     one scalar L = Σ p_c L_c(θ), one backward pass (another code path than per-client gradients)."""
     cfg = tiny("theory.max_clients=4", "theory.samples_per_client=16")
     result = run(cfg)
-    setup = build(cfg, validate(cfg))
+    setup = build(cfg)
     batches, weights = setup.theory_sample()
     assert len(batches) == 4 and all(len(y) <= 16 for _, y in batches)
     assert set(weights) <= {float(len(part)) for part in setup.parts}  # n_c of the chosen clients
