@@ -12,7 +12,7 @@ Two ways to have a module imported:
       my_components = "my_package.components"
 
 Every command (``afl-train``, ``afl-compare``, ``afl-sweep``) and every run checks its config with
-:func:`afl.config.validate`, which calls :func:`load` first; a Ray executor ships the plug-in modules to its
+:func:`afl.config.check`, which calls :func:`load` first; a Ray executor ships the plug-in modules to its
 workers (:mod:`afl.sim.ray_executor`).
 """
 

@@ -110,6 +110,9 @@ class Registry(Generic[T]):
                 data set): passed to the component if its signature takes them, and never options.
         """
         kwargs = self.check(node, key, given=given)  # first: it also checks that node names a component
+        for opt, value in kwargs.items():  # options that are components themselves, built first
+            if opt in self.nested and isinstance(value, Mapping):
+                kwargs[opt] = self.nested[opt].build(value, f"{key}.{opt}")
         cls = self.get(node["name"], f"{key}.name")
         params = inspect.signature(cls).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -121,7 +124,9 @@ class Registry(Generic[T]):
 
     def check(self, node: Mapping[str, Any], key: str, given: Mapping[str, Any] | Sequence[str] = ()) -> dict:
         """The options of ``node`` as keyword arguments, checked against the component's signature (known
-        option, type) without building it. ``given``: the names the caller supplies, which are no options.
+        option, type) without building it (nor the components among its options: their nodes are
+        checked the same way and returned as they are). ``given``: the names the caller supplies, which
+        are no options.
         """
         if not isinstance(node, Mapping) or "name" not in node:
             raise ConfigError(key, f"expected a mapping with a 'name' ({', '.join(self.names())})")
@@ -144,7 +149,7 @@ class Registry(Generic[T]):
                     f"{key}.{opt}", f"not an option of {self.kind} {name!r} (options: {allowed})"
                 )
             if opt in self.nested and isinstance(value, Mapping):
-                value = self.nested[opt].build(value, f"{key}.{opt}")
+                self.nested[opt].check(value, f"{key}.{opt}")  # built by build, not here
             elif opt in hints and not _matches(value, hints[opt]):
                 raise ConfigError(
                     f"{key}.{opt}",

@@ -51,12 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.overrides)
+        from afl.experiments.components import build_components
+
+        components = build_components(cfg)  # light: a bad option value answers before torch is imported
         if args.show_config:
             print(to_yaml(cfg), end="")
             return 0
         from afl.experiments.run import run  # torch and Lightning: only once there is something to run
 
-        result = run(cfg)
+        result = run(cfg, components=components)
     except USER_ERRORS as err:
         return report(err)
     print(json.dumps(result.summary, indent=1))

@@ -7,18 +7,18 @@ a mapping ``{name: ..., option: value}``::
       callbacks: [gradient_norm, {name: delay_aware_lr, alpha: 0.1}]
       prox_mu: 0.01   # FedProx: the same as listing {name: proximal, mu: 0.01}
 
-Each name is a :class:`CallbackSpec` in :data:`CLIENT_CALLBACKS`: its options are checked once, when the
-config is, and every client job gets fresh callbacks from :meth:`CallbackSpec.make` (so jobs training in
-parallel threads never share one). What a callback measured comes back with the job's result
-(:meth:`CallbackSpec.report`) and lands in ``updates.csv``.
+Each name is a :class:`CallbackSpec` in :data:`CLIENT_CALLBACKS`: its options are checked by name and type
+when the config is, their values once when the run builds it, and every client job gets fresh callbacks
+from :meth:`CallbackSpec.make` (so jobs training in parallel threads never share one). What a callback
+measured comes back with the job's result (:meth:`CallbackSpec.report`) and lands in ``updates.csv``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import lightning as L
 from afl_callbacks import DelayAwareLR, GradientNormMonitor, ParameterDrift, ProximalTerm
@@ -168,39 +168,43 @@ class Proximal(CallbackSpec):
         return ProximalTerm(mu=self.mu)
 
 
-def build_client_callbacks(cfg: DictConfig) -> list[CallbackSpec]:
-    """The client callbacks ``client.callbacks`` and ``client.prox_mu`` ask for, checked.
+class Checked(NamedTuple):
+    """One client callback the config asks for, checked but not built."""
+
+    key: str  # its config key: client.callbacks[i], or client.prox_mu
+    name: str  # its name in CLIENT_CALLBACKS
+    cls: type[CallbackSpec]
+    options: dict[str, Any]
+
+
+def check_client_callbacks(cfg: DictConfig) -> list[Checked]:
+    """Check what ``client.callbacks`` and ``client.prox_mu`` ask for, building nothing: each entry, the
+    proximal term of ``client.prox_mu`` last.
 
     Raises:
         ConfigError: an unknown name or option (the key names the list entry, e.g.
             ``client.callbacks[1].alpha``), a name listed twice, μ given twice, or ``delay_aware_lr`` with
             a server LR schedule other than ``constant`` (the delay factor would apply twice).
-
-    Example:
-        >>> from afl.config import load_config
-        >>> cfg = load_config(["client.callbacks=[gradient_norm]", "client.prox_mu=0.1"])
-        >>> build_client_callbacks(cfg)
-        [GradientNorm(norm_type=2.0), Proximal(mu=0.1)]
     """
     entries = OmegaConf.to_container(cfg.client.callbacks, resolve=True)
     assert isinstance(entries, list)
-    specs: list[CallbackSpec] = []
+    checked: list[Checked] = []
     where: dict[str, str] = {}
     for i, entry in enumerate(entries):
         key = f"client.callbacks[{i}]"
         node = {"name": entry} if isinstance(entry, str) else entry
-        spec = CLIENT_CALLBACKS.build(node, key)
-        name = node["name"] if isinstance(node, Mapping) else ""
+        options = CLIENT_CALLBACKS.check(node, key)
+        name = node["name"]
         if name in where:
             raise ConfigError(f"{key}.name", f"{name} is already listed as {where[name]}; list it once")
         where[name] = key
-        specs.append(spec)
+        checked.append(Checked(key, name, CLIENT_CALLBACKS.get(name), options))  # type: ignore[arg-type]
     if cfg.client.prox_mu > 0:
         if "proximal" in where:
             raise ConfigError(
                 "client.prox_mu", f"{where['proximal']} already adds a proximal term: give μ in one place"
             )
-        specs.append(Proximal(mu=cfg.client.prox_mu))
+        checked.append(Checked("client.prox_mu", "proximal", Proximal, {"mu": cfg.client.prox_mu}))
     schedule = cfg.server.lr_schedule.get("name")
     if "delay_aware_lr" in where and schedule != "constant":
         raise ConfigError(
@@ -208,4 +212,24 @@ def build_client_callbacks(cfg: DictConfig) -> list[CallbackSpec]:
             f"delay_aware_lr divides the client's LR by (1 + α τ) and server.lr_schedule.name={schedule} "
             "applies a delay factor too: set server.lr_schedule.name=constant with it",
         )
+    return checked
+
+
+def build_client_callbacks(cfg: DictConfig) -> list[CallbackSpec]:
+    """The client callbacks ``client.callbacks`` and ``client.prox_mu`` ask for (checked by
+    :func:`check_client_callbacks`, then each built: its own checks of its values run here).
+
+    Example:
+        >>> from afl.config import load_config
+        >>> cfg = load_config(["client.callbacks=[gradient_norm]", "client.prox_mu=0.1"])
+        >>> build_client_callbacks(cfg)
+        [GradientNorm(norm_type=2.0), Proximal(mu=0.1)]
+    """
+    specs = []
+    for entry in check_client_callbacks(cfg):
+        try:
+            specs.append(entry.cls(**entry.options))
+        except ConfigError as err:
+            where = entry.key if entry.key == "client.prox_mu" else f"{entry.key}.{err.key}"
+            raise ConfigError(where, err.message) from None
     return specs

@@ -18,6 +18,7 @@ from afl.config import to_dict
 from afl.data.datasets import ArrayData, DatasetSplits, load_dataset
 from afl.data.partition import class_counts, partition, stratified_split
 from afl.errors import ConfigError
+from afl.experiments.components import build_components
 from afl.experiments.evaluation import evaluate, gradient_statistics
 from afl.messages import State
 from afl.models import build_model, count_parameters
@@ -99,8 +100,6 @@ def build(cfg: DictConfig, components: dict[str, Any] | None = None) -> Setup:
     partition, build the initial model, the clients and the delay model. Raises :class:`ConfigError` on
     bad input; writes nothing."""
     if components is None:
-        from afl.config import build_components
-
         components = build_components(cfg)
     data, train, val = _load_splits(cfg)
     parts = _partition_train(cfg, train)

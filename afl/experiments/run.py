@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from afl import checkpoint
-from afl.config import load_config, validate
+from afl.config import check, load_config
 from afl.errors import ConfigError
 from afl.experiments.build import Setup, build, make_executor, make_loop, partition_table
 from afl.experiments.outputs import RunWriter, claim_output_dir, run_summary, tracker, wandb_group, wandb_row
@@ -33,12 +33,16 @@ class RunResult:
     config: DictConfig
 
 
-def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResult:
+def run(
+    cfg: DictConfig | None = None, overrides: Sequence[str] = (), components: dict[str, Any] | None = None
+) -> RunResult:
     """Train one federated run and write its outputs (docs/outputs.md).
 
     Args:
         cfg: a config from :func:`afl.config.load_config`; if omitted, one is composed from ``overrides``.
         overrides: ``key=value`` strings (including ``experiment=NAME``), used when ``cfg`` is None.
+        components: ``cfg``'s components, if the caller built them already
+            (:func:`afl.experiments.components.build_components`); else the run builds them.
 
     Returns:
         The :class:`RunResult`.
@@ -48,13 +52,15 @@ def run(cfg: DictConfig | None = None, overrides: Sequence[str] = ()) -> RunResu
     """
     if cfg is None:
         cfg = load_config(overrides)
-    components = validate(cfg)
+    check(cfg)  # again: a caller may have changed it since load_config (cheap: it builds nothing)
     resumed = _resume_point(cfg)  # the checkpoint to continue from, checked before anything is written
     threads = torch.get_num_threads()
     flags = _torch_flags()
     torch.set_num_threads(cfg.federation.torch_threads)  # process-wide: restored when the run ends
     try:
-        setup = build(cfg, components)  # everything that can fail on bad input fails here
+        setup = build(
+            cfg, components
+        )  # the components, once; everything that can fail on bad input fails here
         setup.placement.setup()  # trainer.deterministic (process-wide too)
         out = Path(cfg.resume) if resumed is not None else claim_output_dir(cfg)
         result = _train(cfg, setup, out, resumed)

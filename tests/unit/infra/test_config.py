@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from dataclasses import fields, is_dataclass
@@ -315,3 +316,55 @@ def test_auto_named_run_folders_are_claimed_atomically(tmp_path, monkeypatch) ->
     first, second = claim_output_dir(cfg), claim_output_dir(cfg)
     assert first != second and first.is_dir() and second.is_dir()
     assert second.name == first.name + "-2" and first.name == f"{cfg.arm}-seed0-20990101-000000"
+
+
+def test_the_checks_build_nothing_and_a_run_builds_its_components_once(tiny, monkeypatch) -> None:
+    """``load_config`` checks names, options and types against the components' signatures without
+    constructing one; a run constructs each component once (its own value checks run then)."""
+    from afl.experiments.run import run
+    from afl.server.aggregators import AFL, AGGREGATORS
+    from afl.server.staleness import STALENESS, Inverse
+
+    built: list[str] = []
+
+    class Counted(AFL):
+        @functools.wraps(AFL.__init__)  # the options the checks read: AFL's
+        def __init__(self, *args, **options) -> None:
+            built.append("aggregator")
+            super().__init__(*args, **options)
+
+    class CountedInverse(Inverse):
+        @functools.wraps(Inverse.__init__)
+        def __init__(self, *args, **options) -> None:
+            built.append("staleness")
+            super().__init__(*args, **options)
+
+    monkeypatch.setitem(AGGREGATORS._classes, "afl", Counted)
+    monkeypatch.setitem(STALENESS._classes, "inverse", CountedInverse)
+    cfg = tiny("arm=afl", "federation.max_updates=4", "server.aggregator.staleness.name=inverse")
+    assert built == []
+    result = run(cfg)
+    assert built == ["staleness", "aggregator"]
+    assert result.summary["client_updates"] == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("delay.comm.max=-1", "delay.comm.max"),
+        ("server.aggregator.staleness={name: inverse, a: -1}", "server.aggregator.staleness.a"),
+        ("client.callbacks=[{name: gradient_norm, norm_type: 0}]", "client.callbacks[0].norm_type"),
+    ],
+)
+def test_a_bad_option_value_passes_the_checks_and_is_refused_when_built(override, key, capsys) -> None:
+    """A value only the component's constructor can judge: the config's checks let it through (they build
+    nothing), building the components refuses it by its key, and afl-train answers in one line."""
+    from afl.errors import ConfigError
+    from afl.experiments.components import build_components
+
+    cfg = load_config(["arm=afl", override])
+    with pytest.raises(ConfigError) as err:
+        build_components(cfg)
+    assert err.value.key == key
+    assert train.main(["arm=afl", override, "--show-config"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {key}: ")
