@@ -420,7 +420,7 @@ class FederatedLoop:
             return None, "nonfinite", "non-finite weights"
         bound = self.cfg.max_delta_norm
         if bound is not None:
-            norm = parameter_distance(result.state, flight.job.state)
+            norm = state_distance(result.state, flight.job.state)
             if norm > bound:
                 return None, "norm", f"‖Δ‖ = {norm:.4g} > {bound}"
         return result, "", ""
@@ -435,7 +435,7 @@ class FederatedLoop:
         too_stale = self.cfg.max_staleness is not None and tau > self.cfg.max_staleness
         dropped = not rejected and too_stale and self.cfg.staleness_policy == "drop"
         delta_scale = self.lr_schedule.at_arrival(tau)
-        drift = parameter_distance(s.global_state, flight.job.state)  # how far the server moved meanwhile
+        drift = state_distance(s.global_state, flight.job.state)  # how far the server moved meanwhile
         s.arrivals.append(
             {
                 "client_updates": s.client_updates,
@@ -624,8 +624,11 @@ class FederatedLoop:
         self._eval_row()
 
 
-def parameter_distance(a: State, b: State) -> float:
-    """``‖a − b‖₂`` over the parameter entries of two states (running statistics and counters excluded)."""
+def state_distance(a: State, b: State) -> float:
+    """``‖a − b‖₂`` over the parameter entries of two model states (running statistics and counters
+    excluded): an update's ``update_norm`` and the global model's ``drift``. Not
+    :func:`afl_callbacks.drift.parameter_distance`, which takes two parameter sets with the same names
+    (in float64) for a client's ``client_drift``."""
     return math.sqrt(sum(float((v - b[k]).square().sum()) for k, v in a.items() if is_parameter(k, v)))
 
 

@@ -65,9 +65,9 @@ class Sampler(ABC):
         self.num_clients, self.seed = num_clients, seed
 
     @abstractmethod
-    def choose(self, busy: list[int], draw: int) -> int:
-        """A client not in ``busy`` (sorted: those in flight, and those offline) for the ``draw``-th
-        dispatch."""
+    def choose(self, unavailable: list[int], draw: int) -> int:
+        """A client not in ``unavailable`` (sorted: those in flight, and those offline) for the
+        ``draw``-th dispatch."""
 
     def choose_round(self, count: int, round: int, unavailable: Sequence[int] = ()) -> list[int]:
         """Sync mode: ``count`` distinct clients, none of ``unavailable`` (sorted), for barrier round
@@ -92,9 +92,9 @@ class Sampler(ABC):
 class Uniform(Sampler):
     """An idle client drawn uniformly (the loop's rule before policies existed: the same draws)."""
 
-    def choose(self, busy: list[int], draw: int) -> int:
+    def choose(self, unavailable: list[int], draw: int) -> int:
         rng = derive_rng(self.seed, "select", draw)
-        return kth_idle(busy, int(rng.integers(self.num_clients - len(busy))))
+        return kth_idle(unavailable, int(rng.integers(self.num_clients - len(unavailable))))
 
     def choose_round(self, count: int, round: int, unavailable: Sequence[int] = ()) -> list[int]:
         rng = derive_rng(self.seed, "select-round", round)
@@ -112,8 +112,8 @@ class RoundRobin(Sampler):
     def __init__(self) -> None:
         self._next = 0
 
-    def choose(self, busy: list[int], draw: int) -> int:
-        taken, c = set(busy), self._next % self.num_clients
+    def choose(self, unavailable: list[int], draw: int) -> int:
+        taken, c = set(unavailable), self._next % self.num_clients
         while c in taken:
             c = (c + 1) % self.num_clients
         self._next = c + 1
@@ -147,10 +147,10 @@ class Adaptive(Sampler):
         self._chosen_at: dict[int, int] = {}  # client -> the dispatch that last chose it (1-based)
         self._dispatches = 0
 
-    def choose(self, busy: list[int], draw: int) -> int:
+    def choose(self, unavailable: list[int], draw: int) -> int:
         self._dispatches += 1
         rng = derive_rng(self.seed, "select", draw)
-        taken = set(busy)
+        taken = set(unavailable)
         idle = [c for c in range(self.num_clients) if c not in taken]
         unseen = [c for c in idle if c not in self._loss]
         explore = float(rng.random()) < self.epsilon
