@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +32,22 @@ from omegaconf import DictConfig
 
 from afl.arms import ARMS, BASELINE, DEFAULT_ARMS
 from afl.config import EMPTY, load_config
+from afl.experiments.components import build_components
 from afl.errors import ConfigError
 from afl.experiments.metrics import (
     FINAL_WINDOW,
     LEVEL,
     PLATEAU_RISE,
-    accuracy_at,
     headline,
     interval,
-    late_rise,
     load_run,
     mean_std,
     paired,
-    time_to_accuracy,
     verdict,
 )
 from afl.experiments.parallel import RayLauncher, run_pending
 from afl.experiments.plots import plot_bands
+from afl.experiments.records import RunRecord, equal_times, run_records
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
 DEFAULT_TARGET_FRACTION = 0.95
@@ -281,6 +281,7 @@ class Comparison:
     target_accuracy: float
     output_dir: Path
     equal_time: dict[int, float]
+    records: Mapping[str, Mapping[int, RunRecord]]  # arm -> seed -> what the run measured
     warnings: list[str] = field(default_factory=list)  # said under the table
 
 
@@ -301,11 +302,11 @@ def compare(
     once in worker processes (:mod:`afl.experiments.parallel`: the same files as one at a time). A run
     that fails is left out of the table, which says so.
 
-    Every config is composed and checked before the first run starts.
+    Every config is composed and checked, and its components built, before the first run starts.
     """
     plan = parse_plan(overrides, arms, seeds)
-    for arm in plan.arms:  # check every arm's config up front
-        load_config(plan.arm_overrides(arm, [f"seed={plan.seeds[0]}"]))
+    for arm in plan.arms:  # check every arm's config, and build its components, up front
+        build_components(load_config(plan.arm_overrides(arm, [f"seed={plan.seeds[0]}"])))
     root = output_root(overrides, plan.experiment, "compare")
     plan.group = _start_or_continue(root, plan, grid, select_seeds)
     selection = None
@@ -448,58 +449,59 @@ def summarise(
     evaluation. The target accuracy is ``target`` or ``target_fraction`` × the best arm's mean headline.
     "Equal time" for a seed is the shortest simulated time any arm took for the budget on that seed.
     """
-    seeds = sorted({s for per_seed in runs.values() for s in per_seed})
     if target is None:
         target = target_fraction * max(
             statistics.fmean(headline(r) for r in v.values()) for v in runs.values()
         )
-    equal_time = {
-        s: min(float(runs[a][s]["summary"]["sim_time"]) for a in runs if s in runs[a]) for s in seeds
-    }
-    table = [_arm_row(arm, per_seed, target, equal_time) for arm, per_seed in runs.items()]
+    equal_time = equal_times(runs)
+    records = run_records(runs, equal_time, target)
+    table = [_arm_row(arm, runs[arm], records[arm]) for arm in runs]
     baseline = next((r for r in table if r["arm"] == BASELINE), None)
     for row in table:
         row["speedup_vs_sync"] = speedup(row, baseline)
-    _add_intervals(table, {a: {s: headline(runs[a][s]) for s in runs[a]} for a in runs})
+    _add_intervals(table, {a: {s: r.headline for s, r in v.items()} for a, v in records.items()})
     return Comparison(
         runs=runs,
         table=table,
         target_accuracy=target,
         output_dir=root,
         equal_time=equal_time,
+        records=records,
         warnings=_target_warnings(runs, target),
     )
 
 
+#: The table's columns averaged over seeds: column -> the RunRecord attribute it averages.
+TABLE_COLUMNS = {
+    "final_mean_acc": "headline",
+    "final_acc": "last",
+    "best_acc": "best",
+    "sim_time": "sim_time",
+    "time_to_target": "to_target.time",
+    "updates_to_target": "to_target.updates",
+    "acc_at_equal_time": "acc_at_equal_time",
+    "mean_staleness": "mean_staleness",
+    "wall_time_s": "wall_time_s",
+    "late_rise": "late_rise",
+}
+
+
 def _arm_row(
-    arm: str, per_seed: Mapping[int, Mapping[str, Any]], target: float, equal_time: Mapping[int, float]
+    arm: str, per_seed: Mapping[int, Mapping[str, Any]], records: Mapping[int, RunRecord]
 ) -> dict[str, Any]:
-    """One arm's row of the table: mean and std over its seeds of every column, how many seeds reached
-    the target, ended at or above it (``ends_at_target``), or crossed it and fell below (``fell_below``)."""
+    """One arm's row of the table: mean and std over its seeds of every column (:data:`TABLE_COLUMNS`,
+    from each run's record), how many seeds reached the target, ended at or above it
+    (``ends_at_target``), or crossed it and fell below (``fell_below``)."""
     summaries = [r["summary"] for r in per_seed.values()]
-    histories = {s: r["history"] for s, r in per_seed.items()}
-    final = [headline(r) for r in per_seed.values()]
-    windows = {int(s.get("final_window", {}).get("evaluations", FINAL_WINDOW)) for s in summaries}
     row: dict[str, Any] = {
         "arm": arm,
         "algorithm": summaries[0]["algorithm"],
         "mode": summaries[0]["mode"],
         "seeds": list(per_seed),
-        "final_window": max(windows),
+        "final_window": max(r.window for r in records.values()),
     }
-    for name, values in (
-        ("final_mean_acc", final),
-        ("final_acc", [s["final_test_accuracy"] for s in summaries]),
-        ("best_acc", [s["best_test_accuracy"] for s in summaries]),
-        ("sim_time", [s["sim_time"] for s in summaries]),
-        ("time_to_target", [time_to_accuracy(h, target) for h in histories.values()]),
-        ("updates_to_target", [time_to_accuracy(h, target, "client_updates") for h in histories.values()]),
-        ("acc_at_equal_time", [accuracy_at(h, equal_time[s]) for s, h in histories.items()]),
-        ("mean_staleness", [s["mean_staleness"] for s in summaries]),
-        ("wall_time_s", [s["wall_time_s"] for s in summaries]),
-        ("late_rise", [late_rise(h) for h in histories.values()]),
-    ):
-        mean, std, n = mean_std(values)
+    for name, attribute in TABLE_COLUMNS.items():
+        mean, std, n = mean_std([attrgetter(attribute)(r) for r in records.values()])
         row[name], row[f"{name}_std"] = mean, std
         if name in ("time_to_target", "updates_to_target"):
             row[f"{name}_reached"] = n
@@ -507,9 +509,8 @@ def _arm_row(
             row[f"{name}_seeds"] = n
     # the seeds that end at or above the target (a speed-up is credited only where every seed does), and
     # those that reached it, then ended under it on the headline
-    row["ends_at_target"] = sum(v >= target for v in final)
-    reached = [time_to_accuracy(h, target) is not None for h in histories.values()]
-    row["fell_below"] = sum(r and v < target for r, v in zip(reached, final, strict=True))
+    row["ends_at_target"] = sum(r.to_target.ends_at for r in records.values())
+    row["fell_below"] = sum(r.to_target.fell_below for r in records.values())
     return row
 
 
@@ -741,16 +742,16 @@ def per_run_rows(comparison: Comparison) -> list[dict[str, Any]]:
     rows = []
     for arm, per_seed in comparison.runs.items():
         for seed, r in per_seed.items():
-            s, h = r["summary"], r["history"]
+            record = comparison.records[arm][seed]
             rows.append(
                 {
                     "arm": arm,
                     "seed": seed,
-                    "final_test_accuracy": s["final_test_accuracy"],
-                    "best_test_accuracy": s["best_test_accuracy"],
-                    "time_to_target": time_to_accuracy(h, comparison.target_accuracy),
-                    "updates_to_target": time_to_accuracy(h, comparison.target_accuracy, "client_updates"),
-                    "wandb_run_id": s.get("wandb_run_id"),
+                    "final_test_accuracy": record.last,
+                    "best_test_accuracy": record.best,
+                    "time_to_target": record.to_target.time,
+                    "updates_to_target": record.to_target.updates,
+                    "wandb_run_id": r["summary"].get("wandb_run_id"),
                 }
             )
     return rows

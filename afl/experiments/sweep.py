@@ -26,6 +26,7 @@ import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from afl.arms import BASELINE
 from afl.config import CONFIG_DIR, load_config
+from afl.experiments.components import build_components
 from afl.errors import ConfigError
 from afl.experiments.compare import (
     DEFAULT_TARGET_FRACTION,
@@ -47,18 +49,16 @@ from afl.experiments.metrics import (
     FINAL_WINDOW,
     LEVEL,
     PLATEAU_RISE,
-    accuracy_at,
     headline,
     interval,
-    late_rise,
     load_run,
     mean_std,
     paired,
-    time_to_accuracy,
     verdict,
 )
 from afl.experiments.parallel import RayLauncher, run_pending
 from afl.experiments.plots import label_styles, plot_band_panels, plot_bands
+from afl.experiments.records import equal_times, run_records
 from afl.experiments.wandb_runs import log_results, new_group, table_rows
 
 SWEEP_DIR = CONFIG_DIR / "sweep"
@@ -120,10 +120,12 @@ def load_sweep(
     sweep_dir: Path = SWEEP_DIR,
 ) -> Sweep:
     """Read and check a sweep (a name in ``configs/sweep/`` or a YAML path); ``extra`` overrides go after
-    ``base`` in every run. Every run's config is composed and validated here, before anything runs.
+    ``base`` in every run. Every run's config is composed and checked, and its components built, here,
+    before anything runs.
 
     Raises:
-        ConfigError: an unknown sweep, a malformed file, or a run config that does not validate.
+        ConfigError: an unknown sweep, a malformed file, or a run config that fails its checks or
+            whose components refuse an option's value.
     """
     path = Path(name_or_path)
     if not path.suffix:
@@ -166,7 +168,7 @@ def load_sweep(
             sweep.cells.append(Cell(arm=arm, labels=labels, overrides=overrides))
     for cell in sweep.cells:  # every config checked before the first run
         try:
-            load_config(sweep.overrides(cell, run_seeds[0]))
+            build_components(load_config(sweep.overrides(cell, run_seeds[0])))
         except ConfigError as err:
             raise ConfigError(err.key, f"{err.message} (in sweep cell {cell.name})") from None
     return sweep
@@ -274,23 +276,24 @@ def collect(sweep: Sweep, root: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
-RESULT_COLUMNS = (
-    "final_mean_test_accuracy",  # the headline: the mean of the last logging.final_window evaluations
-    "final_test_accuracy",
-    "best_test_accuracy",
-    "acc_at_equal_time",
-    "sim_time",
-    "time_to_target",
-    "updates_to_target",
-    "mean_staleness",
-    "max_staleness",
-    "stale_updates",
-    "dropped_updates",
-    "lost_updates",
-    "final_grad_norm_sq",
-    "final_heterogeneity",
-    "late_rise",  # validation accuracy's rise over the last fifth of the budget: a plateau below 0.005
-)
+#: results.csv's columns of one run, in order: column -> the RunRecord attribute it holds.
+RESULT_COLUMNS = {
+    "final_mean_test_accuracy": "headline",  # the mean of the last logging.final_window evaluations
+    "final_test_accuracy": "last",
+    "best_test_accuracy": "best",
+    "acc_at_equal_time": "acc_at_equal_time",
+    "sim_time": "sim_time",
+    "time_to_target": "to_target.time",
+    "updates_to_target": "to_target.updates",
+    "mean_staleness": "mean_staleness",
+    "max_staleness": "max_staleness",
+    "stale_updates": "stale_updates",
+    "dropped_updates": "dropped_updates",
+    "lost_updates": "lost_updates",
+    "final_grad_norm_sq": "final_grad_norm_sq",
+    "final_heterogeneity": "final_heterogeneity",
+    "late_rise": "late_rise",  # validation accuracy's rise over the last fifth: a plateau below 0.005
+}
 
 
 def result_rows(
@@ -306,40 +309,19 @@ def result_rows(
         raise ConfigError("sweep", f"no finished runs under {root}")
     finals = [sum(headline(r) for r in per_seed.values()) / len(per_seed) for per_seed in runs.values()]
     target = sweep.target if sweep.target is not None else DEFAULT_TARGET_FRACTION * max(finals)
-    # per seed, the shortest simulated time any cell needed for its budget: accuracies compared there
-    equal_time: dict[int, float] = {}
-    for per_seed in runs.values():
-        for seed, r in per_seed.items():
-            equal_time[seed] = min(equal_time.get(seed, float("inf")), float(r["summary"]["sim_time"]))
+    # equal time: per seed, the shortest simulated time any cell needed for its budget
+    records = run_records(runs, equal_times(runs), target)
     rows = []
     for cell in sweep.cells:
         for seed, r in runs.get(cell.name, {}).items():
-            s, h = r["summary"], r["history"]
-            last = h[-1]
+            record = records[cell.name][seed]
             rows.append(
                 {
                     "cell": cell.name,
                     "arm": cell.arm,
                     **cell.labels,
                     "seed": seed,
-                    "final_mean_test_accuracy": headline(r),
-                    "final_test_accuracy": s["final_test_accuracy"],
-                    "best_test_accuracy": s["best_test_accuracy"],
-                    "acc_at_equal_time": accuracy_at(h, equal_time[seed]),
-                    "sim_time": s["sim_time"],
-                    "time_to_target": time_to_accuracy(h, target),
-                    "updates_to_target": time_to_accuracy(h, target, "client_updates"),
-                    "mean_staleness": s["mean_staleness"],
-                    "max_staleness": max(
-                        (v for x in h if (v := _number(x["max_staleness"])) is not None and v == v),
-                        default=None,
-                    ),
-                    "stale_updates": s["stale_updates"],
-                    "dropped_updates": s["dropped_updates"],
-                    "lost_updates": s.get("lost_updates", 0),  # (runs from before availability existed)
-                    "final_grad_norm_sq": _number(last.get("grad_norm_sq")),
-                    "final_heterogeneity": _number(last.get("heterogeneity")),
-                    "late_rise": late_rise(h),
+                    **{column: attrgetter(path)(record) for column, path in RESULT_COLUMNS.items()},
                     "output_dir": str(Path(r["output_dir"]).relative_to(root)),
                 }
             )
@@ -430,14 +412,6 @@ def _log_sweep(
     (root / "sweep.json").write_text(
         json.dumps({**saved, "wandb": where, "target_accuracy": target}, indent=1)
     )
-
-
-def _number(value: Any) -> float | None:
-    """A CSV cell as a number; None if empty."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def summarise_cells(sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

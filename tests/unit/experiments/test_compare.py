@@ -190,7 +190,7 @@ def test_selection_needs_a_validation_split(tmp_path: Path) -> None:
         compare([*TINY, f"output_dir={tmp_path / 'c'}"], ["sync"], [0], grid=["client.lr=0.001,0.01"])
 
 
-def test_arm_options_are_scoped_to_their_arm() -> None:
+def test_arm_options_are_scoped_to_their_arm(tmp_path: Path) -> None:
     plan = parse_plan(
         ["experiment=demo", "client.lr=0.5", "afl:client.lr=0.7", "afl:server.aggregator.server_lr=0.3"],
         ["afl", "afl-noweight", "sync"],
@@ -207,6 +207,13 @@ def test_arm_options_are_scoped_to_their_arm() -> None:
         ConfigError, match="server.aggregator.server_lr: not an option of aggregator 'fedavg'"
     ):
         compare([*TINY, "server.aggregator.server_lr=0.3"], ["afl", "sync"], [0])
+    # a value only its component judges, in the last arm: refused before the first arm's run, nothing written
+    out = tmp_path / "refused"
+    with pytest.raises(ConfigError, match="server.aggregator.buffer_size: must be >= 1, got 0"):
+        compare(
+            [*TINY, f"output_dir={out}", "fedbuff:server.aggregator.buffer_size=0"], ["afl", "fedbuff"], [0]
+        )
+    assert not out.exists()
     # without command-line settings the preset's recorded choices (compare.arms) reach their arm only
     recorded = parse_plan(["experiment=demo"], ["afl", "sync"])
     afl, sync = (load_config(recorded.arm_overrides(a)) for a in ("afl", "sync"))

@@ -187,6 +187,10 @@ def test_bad_sweeps_are_refused_naming_the_key(tmp_path, capsys) -> None:
         load_sweep(str(_spec(tmp_path, axes={"federation.concurrency": [2, 9]})))
     with pytest.raises(ConfigError, match="--arms: unknown arm 'fedprox'"):
         load_sweep(str(_spec(tmp_path, arms=["fedprox"])))
+    with pytest.raises(  # a value only the component judges: its cell's components are built up front
+        ConfigError, match=r"server.aggregator.buffer_size: must be >= 1, got 0 \(in sweep cell fedbuff/"
+    ):
+        load_sweep(str(_spec(tmp_path, arms=["fedbuff"], axes={"server.aggregator.buffer_size": [2, 0]})))
     with pytest.raises(ConfigError, match="sweep.target: must be an accuracy"):
         load_sweep(str(_spec(tmp_path, target=80)))
     assert sweep_main([str(_spec(tmp_path, axes={"federation.concurrency": [2, 9]}))]) == 2
