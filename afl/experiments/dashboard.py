@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from afl.errors import ConfigError
-from afl.experiments.metrics import FINAL_WINDOW, headline, load_run, mean_std, time_to_accuracy
+from afl.experiments.metrics import FINAL_WINDOW, headline, load_run, mean_std
+from afl.experiments.records import reach
 
 #: The files that make a folder a comparison's or a sweep's, and its kind.
 KINDS = {"comparison.json": "comparison", "sweep.json": "sweep"}
@@ -493,15 +494,14 @@ def results_table(source: Source) -> tuple[list[dict[str, Any]], float]:
     rows = []
     for label, per_seed in source.runs.items():
         runs = list(per_seed.values())
+        reached = [reach(r.history, final, target) for r, final in zip(runs, finals[label], strict=True)]
         rows.append(
             {
                 "arm": label,
                 "seeds": len(runs),
                 "final_acc": mean_std(finals[label]),
-                "time_to_target": mean_std([time_to_accuracy(r.history, target) for r in runs]),
-                "updates_to_target": mean_std(
-                    [time_to_accuracy(r.history, target, "client_updates") for r in runs]
-                ),
+                "time_to_target": mean_std([x.time for x in reached]),
+                "updates_to_target": mean_std([x.updates for x in reached]),
                 "mean_staleness": mean_std([r.summary.get("mean_staleness") for r in runs]),
             }
         )
