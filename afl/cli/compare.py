@@ -172,6 +172,14 @@ def _add_result_options(p: argparse.ArgumentParser) -> None:
         help="print the table of a finished comparison folder again (another --target); runs nothing",
     )
     p.add_argument(
+        "--budgets",
+        type=ints,
+        default=None,
+        metavar="300,600,900",
+        help="with --from: the plateau rule on a comparison of long runs, each cut at these budgets "
+        "(client updates): headline and late rise per arm and budget, and the budget the rule chooses",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="the runs, their client steps and a time estimate here (one short calibration run); run nothing",
@@ -196,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except USER_ERRORS as err:
             return report(err)
         print(format_table(again))
+        if args.budgets:
+            from afl.experiments.compare import finished_runs, format_budgets
+
+            print("\n" + format_budgets(finished_runs(args.from_dir), args.budgets))
         return _keep(args.from_dir, args.keep)
     common = {"grid": args.grid, "select_seeds": args.select_seeds, "jobs": args.jobs}
     if args.dry_run:

@@ -32,17 +32,21 @@ from omegaconf import DictConfig
 
 from afl.arms import ARMS, BASELINE, DEFAULT_ARMS
 from afl.config import EMPTY, load_config
-from afl.experiments.components import build_components
 from afl.errors import ConfigError
+from afl.experiments.components import build_components
 from afl.experiments.metrics import (
     FINAL_WINDOW,
     LEVEL,
     PLATEAU_RISE,
+    final_mean,
     headline,
     interval,
+    late_rise,
     load_run,
     mean_std,
     paired,
+    plateau_budget,
+    up_to,
     verdict,
 )
 from afl.experiments.parallel import RayLauncher, run_pending
@@ -419,6 +423,15 @@ def resummarise(
     Raises:
         ConfigError: ``root`` is not a finished comparison folder.
     """
+    return summarise(finished_runs(root), Path(root), target=target, target_fraction=target_fraction)
+
+
+def finished_runs(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """The runs of a finished comparison folder by arm and seed: ``{summary, history, output_dir}``.
+
+    Raises:
+        ConfigError: ``root`` is not a finished comparison folder.
+    """
     saved = Path(root) / "comparison.json"
     if not saved.is_file():
         raise ConfigError("--from", f"{root} is not a finished comparison folder (no comparison.json)")
@@ -432,7 +445,43 @@ def resummarise(
                 "history": history,
                 "output_dir": folder,
             }
-    return summarise(runs, Path(root), target=target, target_fraction=target_fraction)
+    return runs
+
+
+def format_budgets(runs: Mapping[str, Mapping[int, Mapping[str, Any]]], budgets: Sequence[int]) -> str:
+    """The plateau rule on a comparison of long runs: per arm and shorter budget (each run cut there:
+    :func:`~afl.experiments.metrics.up_to`), the headline and the late rise of validation accuracy, means
+    over seeds; and the smallest budget at which sync's (else every arm's) mean late rise is under
+    :data:`~afl.experiments.metrics.PLATEAU_RISE`: the budget the rule chooses."""
+    lines = ["| arm | " + " | ".join(f"{b} updates" for b in budgets) + " | plateau from |"]
+    lines.append("|" + "---|" * (len(budgets) + 2))
+    chosen: dict[str, int | None] = {}
+    for arm, per_seed in runs.items():
+        cells, rises = [], {}
+        for budget in budgets:
+            cut = [up_to(run["history"], budget) for run in per_seed.values()]
+            heads = [final_mean(h)[0] for h in cut if h]
+            rise = [r for r in (late_rise(h) for h in cut) if r is not None]
+            rises[budget] = statistics.fmean(rise) if rise else None
+            shown = "—" if rises[budget] is None else f"{rises[budget]:+.3f}"
+            cells.append(f"{statistics.fmean(heads):.3f} ({shown})" if heads else "—")
+        chosen[arm] = plateau_budget(rises)
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {chosen[arm] or 'not reached'} |")
+    if BASELINE in chosen:
+        rule: float | None = chosen[BASELINE]
+    else:  # no sync: the budget at which every arm levelled off
+        rule = max((b or math.inf for b in chosen.values()), default=None)
+    seeds = ", ".join(map(str, sorted({s for per_seed in runs.values() for s in per_seed})))
+    whose = BASELINE if BASELINE in chosen else "every arm"
+    answer = "none of these" if rule in (None, math.inf) else f"**{rule} client updates**"
+    lines += [
+        "",
+        f"Each cell: the headline (mean test accuracy of the last {FINAL_WINDOW} evaluations) and, in "
+        "brackets, the late rise (validation accuracy's rise over the last fifth) of the runs cut at that "
+        f"budget; means over seeds {seeds}. The plateau rule: the smallest budget from which on the late "
+        f"rise stays under {PLATEAU_RISE} at every larger budget here, for {whose}: {answer}.",
+    ]
+    return "\n".join(lines)
 
 
 def summarise(

@@ -107,6 +107,30 @@ def late_rise(
     )
 
 
+def up_to(history: Sequence[Mapping[str, Any]], budget: int) -> list[Mapping[str, Any]]:
+    """The evaluation rows of a run as if its budget had been ``budget`` client updates: a run's rules do
+    not depend on its budget (no schedule looks ahead), so a longer run holds every shorter one."""
+    return [r for r in history if float(r["client_updates"]) <= budget]
+
+
+def plateau_budget(rises: Mapping[int, float | None]) -> int | None:
+    """The plateau rule's budget: the smallest budget from which on the late rise (:func:`late_rise` of the
+    run cut there) stays under :data:`PLATEAU_RISE` at every larger budget measured; a single flat stretch
+    followed by more rise does not count. None if the largest budget still rose (or could not say).
+
+    Example:
+        >>> plateau_budget({300: 0.021, 600: 0.003, 900: 0.007, 1200: 0.004, 1500: 0.002})
+        1200
+        >>> plateau_budget({300: 0.021, 600: 0.009}) is None
+        True
+    """
+    chosen = None
+    for budget, rise in sorted(rises.items()):
+        levelled = rise is not None and rise < PLATEAU_RISE
+        chosen = (chosen or budget) if levelled else None
+    return chosen
+
+
 def accuracy_at(history: Sequence[Mapping[str, Any]], sim_time: float) -> float | None:
     """Test accuracy of the last evaluation at or before ``sim_time`` (None before the first)."""
     value = None

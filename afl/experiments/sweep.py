@@ -35,7 +35,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from afl.arms import BASELINE
 from afl.config import CONFIG_DIR, load_config
-from afl.experiments.components import build_components
 from afl.errors import ConfigError
 from afl.experiments.compare import (
     DEFAULT_TARGET_FRACTION,
@@ -45,6 +44,7 @@ from afl.experiments.compare import (
     parse_plan,
     time_to_target_cell,
 )
+from afl.experiments.components import build_components
 from afl.experiments.metrics import (
     FINAL_WINDOW,
     LEVEL,

@@ -21,13 +21,14 @@ from afl.experiments.compare import (
     ARMS,
     choose,
     compare,
+    format_budgets,
     format_table,
     grid_points,
     parse_plan,
     resummarise,
     summarise,
 )
-from afl.experiments.metrics import final_mean, keep, time_to_accuracy
+from afl.experiments.metrics import final_mean, keep, plateau_budget, time_to_accuracy
 
 SMALL = [*TINY, "federation.max_updates=9", "federation.eval_every=3", "dataset.val_fraction=0.25"]
 
@@ -415,6 +416,32 @@ def test_the_table_says_which_arms_were_still_rising_when_the_budget_ended(tmp_p
         line.split(" | ")[0][2:]: line.split(" | ")[2] for line in text.split("\n\n")[2].splitlines()[2:]
     }
     assert cells == {"sync": "+0.000", "afl": "+0.040 (rising)"}
+
+
+def test_the_plateau_rule_cuts_long_runs_at_each_budget_and_picks_where_sync_levels_off() -> None:
+    """sync climbs 0.01 an evaluation up to update 80, then stays at 0.58: cut at 100 it still rises over
+    its last fifth, cut at 150 and 200 it is flat; afl climbs to the end. The rule: sync's first budget
+    from which on it stays under 0.005: 150."""
+
+    def run(acc) -> list[tuple[float, int, float]]:
+        return [(float(i), 10 * i, acc(i)) for i in range(21)]
+
+    runs = _runs(
+        {"afl": [run(lambda i: 0.2 + 0.01 * i)] * 2, "sync": [run(lambda i: 0.5 + 0.01 * min(i, 8))] * 2}
+    )
+    for per_seed in runs.values():
+        for r in per_seed.values():
+            for row in r["history"]:
+                row["val_accuracy"] = row["test_accuracy"]
+    text = format_budgets(runs, [100, 150, 200])
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in text.splitlines()[2:4]}
+    # cut at 100: evaluations 1-10; the last 5 (6-10: 0.574) minus the 5 up to update 80 (4-8: 0.56)
+    assert rows["sync"] == ["0.574 (+0.014)", "0.580 (+0.000)", "0.580 (+0.000)", "150 |"]
+    # afl cut at 200: the mean of evaluations 16-20 (0.38) minus that of 12-16 (0.34)
+    assert rows["afl"] == ["0.280 (+0.020)", "0.330 (+0.030)", "0.380 (+0.040)", "not reached |"]
+    assert text.endswith("for sync: **150 client updates**.")
+    assert plateau_budget({100: 0.02, 150: 0.0, 200: 0.01}) is None  # levelled, then rose again
+    assert plateau_budget({100: None, 150: 0.001}) == 150
 
 
 def test_time_to_accuracy() -> None:
