@@ -478,8 +478,8 @@ def format_budgets(runs: Mapping[str, Mapping[int, Mapping[str, Any]]], budgets:
         "",
         f"Each cell: the headline (mean test accuracy of the last {FINAL_WINDOW} evaluations) and, in "
         "brackets, the late rise (validation accuracy's rise over the last fifth) of the runs cut at that "
-        f"budget; means over seeds {seeds}. The plateau rule: the smallest budget from which on the late "
-        f"rise stays under {PLATEAU_RISE} at every larger budget here, for {whose}: {answer}.",
+        f"budget; means over seeds {seeds}. The plateau rule: the smallest budget at which the late rise is "
+        f"under {PLATEAU_RISE}, and again at the next budget here, for {whose}: {answer}.",
     ]
     return "\n".join(lines)
 

@@ -114,21 +114,20 @@ def up_to(history: Sequence[Mapping[str, Any]], budget: int) -> list[Mapping[str
 
 
 def plateau_budget(rises: Mapping[int, float | None]) -> int | None:
-    """The plateau rule's budget: the smallest budget from which on the late rise (:func:`late_rise` of the
-    run cut there) stays under :data:`PLATEAU_RISE` at every larger budget measured; a single flat stretch
-    followed by more rise does not count. None if the largest budget still rose (or could not say).
+    """The plateau rule's budget: the smallest budget at which the late rise (:func:`late_rise` of the run
+    cut there) is under :data:`PLATEAU_RISE` and is so again at the next budget measured: a single flat
+    stretch followed by more rise does not count, and neither does the largest budget alone. None if no
+    budget qualifies.
 
     Example:
-        >>> plateau_budget({300: 0.021, 600: 0.003, 900: 0.007, 1200: 0.004, 1500: 0.002})
+        >>> plateau_budget({300: 0.021, 600: 0.003, 900: 0.007, 1200: 0.004, 1500: -0.002})
         1200
-        >>> plateau_budget({300: 0.021, 600: 0.009}) is None
+        >>> plateau_budget({300: 0.021, 600: 0.009, 900: 0.001}) is None
         True
     """
-    chosen = None
-    for budget, rise in sorted(rises.items()):
-        levelled = rise is not None and rise < PLATEAU_RISE
-        chosen = (chosen or budget) if levelled else None
-    return chosen
+    ordered = sorted(rises.items())
+    levelled = [rise is not None and rise < PLATEAU_RISE for _, rise in ordered]
+    return next((b for i, (b, _) in enumerate(ordered[:-1]) if levelled[i] and levelled[i + 1]), None)
 
 
 def accuracy_at(history: Sequence[Mapping[str, Any]], sim_time: float) -> float | None:

@@ -421,7 +421,7 @@ def test_the_table_says_which_arms_were_still_rising_when_the_budget_ended(tmp_p
 def test_the_plateau_rule_cuts_long_runs_at_each_budget_and_picks_where_sync_levels_off() -> None:
     """sync climbs 0.01 an evaluation up to update 80, then stays at 0.58: cut at 100 it still rises over
     its last fifth, cut at 150 and 200 it is flat; afl climbs to the end. The rule: sync's first budget
-    from which on it stays under 0.005: 150."""
+    under 0.005 and again at the next: 150."""
 
     def run(acc) -> list[tuple[float, int, float]]:
         return [(float(i), 10 * i, acc(i)) for i in range(21)]
@@ -439,9 +439,10 @@ def test_the_plateau_rule_cuts_long_runs_at_each_budget_and_picks_where_sync_lev
     assert rows["sync"] == ["0.574 (+0.014)", "0.580 (+0.000)", "0.580 (+0.000)", "150 |"]
     # afl cut at 200: the mean of evaluations 16-20 (0.38) minus that of 12-16 (0.34)
     assert rows["afl"] == ["0.280 (+0.020)", "0.330 (+0.030)", "0.380 (+0.040)", "not reached |"]
-    assert text.endswith("for sync: **150 client updates**.")
+    assert text.endswith("and again at the next budget here, for sync: **150 client updates**.")
     assert plateau_budget({100: 0.02, 150: 0.0, 200: 0.01}) is None  # levelled, then rose again
-    assert plateau_budget({100: None, 150: 0.001}) == 150
+    assert plateau_budget({100: 0.02, 150: 0.0}) is None  # the largest budget alone: not confirmed
+    assert plateau_budget({100: None, 150: 0.001, 200: 0.004, 250: 0.02}) == 150  # a later rise: still 150
 
 
 def test_time_to_accuracy() -> None:
