@@ -29,7 +29,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check afl callbacks scripts tests
 	$(VENV)/bin/mypy afl callbacks
 
-# Mutation testing of afl/server, afl/sim and afl/data/partition.py against their fast tests (mutmut; see
+# Mutation testing of afl/server, afl/sim, afl/data/partition.py and afl/client/cohort.py against their fast tests (mutmut; see
 # docs/testing.md). Not part of `make test`. Results are kept in mutants/: a re-run tests only new or changed
 # mutants (rm -rf mutants for a fresh run); MUTANTS='afl.server.*' runs only those.
 # One test process per core (mutmut's default).
