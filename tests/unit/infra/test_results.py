@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from afl.experiments.compare import format_table, resummarise
+from afl.experiments.compare import finished_runs, format_budgets, format_table, resummarise
 from afl.experiments.sweep import load_sweep, table_text
 
 RESULTS = ROOT / "results"
@@ -27,6 +27,9 @@ KEPT_COMPARISONS = {
     "fmnist_readings": RESULTS_PAGE,
 }
 KEPT_SWEEPS = ("alpha", "baseline", "compensation", "concurrency", "unbounded")
+#: the kept comparisons of long runs whose plateau table (``afl-compare --from DIR --budgets ...``) the
+#: results page quotes, with its budgets
+KEPT_BUDGETS = {"budget_readings": [300, 450, 600, 750, 900, 1050, 1200, 1350, 1500]}
 
 
 def _table_lines(text: str) -> list[str]:
@@ -50,6 +53,18 @@ def test_a_kept_comparison_reads_back_to_its_tables_in_the_results_page(name: st
     assert not missing, f"{page} lacks these lines of afl-compare --from {folder}:\n" + "\n".join(missing)
 
 
+@pytest.mark.parametrize("name", KEPT_BUDGETS)
+def test_a_kept_budget_study_reads_back_to_its_plateau_table_in_the_results_page(name: str) -> None:
+    text = format_budgets(finished_runs(RESULTS / name), KEPT_BUDGETS[name])
+    assert len(_table_lines(text)) >= 3, text
+    assert text.splitlines()[-1] in RESULTS_PAGE.read_text()  # the budget the rule chose
+    missing = _missing(text)
+    assert not missing, (
+        f"docs/results.md lacks these lines of afl-compare --from results/{name} --budgets:\n"
+        + ("\n".join(missing))
+    )
+
+
 @pytest.mark.parametrize("name", KEPT_SWEEPS)
 def test_a_kept_sweep_reads_back_to_its_table_in_the_results_page(name: str) -> None:
     folder = RESULTS / "sweeps" / name
@@ -66,7 +81,8 @@ def test_every_kept_folder_is_quoted_and_holds_only_small_files() -> None:
     kept = {p.parent for p in RESULTS.glob("*/comparison.json")} | {
         p.parent for p in RESULTS.glob("sweeps/*/sweep.json")
     }
-    expected = {RESULTS / n for n in KEPT_COMPARISONS} | {RESULTS / "sweeps" / n for n in KEPT_SWEEPS}
+    expected = {RESULTS / n for n in [*KEPT_COMPARISONS, *KEPT_BUDGETS]}
+    expected |= {RESULTS / "sweeps" / n for n in KEPT_SWEEPS}
     assert kept == expected
     import subprocess
 
