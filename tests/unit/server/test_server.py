@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import pytest
@@ -306,6 +308,51 @@ def test_aggregator_state_dict_round_trip_mid_buffer(name: str) -> None:
             assert applied and not agg.flush(g)
     assert torch.equal(g_a["w"], g_b["w"])
     assert not torch.equal(g_a["w"], start["w"])
+
+
+@pytest.mark.parametrize("name", ["afl", "fedbuff"])
+def test_a_restored_aggregator_keeps_its_round_step_and_buffer_whatever_it_was_set_up_with(name: str) -> None:
+    """A checkpoint after one applied buffer and one arrival of round 1 buffered, loaded into an aggregator
+    set up for another J (so another default step, η_g = M / J for afl): the next arrival fills the
+    buffer and the restored one steps exactly as the original, by η_g / sqrt(1 + 1), not by its own
+    default step. A checkpoint from before the buffer held its round flushes as round 0."""
+
+    def make(concurrency: int):
+        node = {"name": name, "buffer_size": 2, "server_lr_decay": "sqrt"}
+        agg = AGGREGATORS.build(node, "server.aggregator")
+        agg.setup(concurrency=concurrency)
+        return agg
+
+    def arrival(client: int, n: int, w: list[float], round: int) -> ClientUpdate:
+        return dataclasses.replace(_update(client, n, 0, _g(w), start), round=round)
+
+    a, g = make(2), _g([1.0, 1.0])
+    start = {k: v.clone() for k, v in g.items()}
+    assert not a.on_arrival(arrival(0, 5, [2.0, 0.0], 0), g)
+    assert a.on_arrival(arrival(1, 3, [0.0, 3.0], 0), g)  # round 0's buffer applied
+    assert not a.on_arrival(arrival(2, 4, [3.0, 2.0], 1), g)  # one arrival of round 1 buffered
+    saved, before = a.state_dict(), {k: v.clone() for k, v in g.items()}
+
+    def restored(state: dict, then) -> torch.Tensor:
+        agg, w = make(8), {k: v.clone() for k, v in before.items()}  # another J: another default step
+        agg.load_state_dict(copy.deepcopy(state))
+        assert then(agg, w)
+        return w["w"]
+
+    last = arrival(3, 2, [4.0, -1.0], 1)
+    assert a.on_arrival(last, g)  # the buffer of round 1 filled: applied
+    assert torch.equal(restored(saved, lambda agg, w: agg.on_arrival(last, w)), g["w"])
+    # flushed at once (as a run's end flushes a partial buffer): the step of the stored round 1, and of
+    # round 0 for a checkpoint from before the buffer stored its round
+    old = copy.deepcopy(saved)
+    del old["buffer"]["round"]
+    as_round_0 = {**saved, "buffer": {**saved["buffer"], "round": 0}}
+
+    def flush(agg, w) -> bool:
+        return agg.flush(w)
+
+    assert torch.equal(restored(old, flush), restored(as_round_0, flush))
+    assert not torch.equal(restored(old, flush), restored(saved, flush))
 
 
 def test_unknown_aggregator_and_options_are_errors_naming_the_key() -> None:
