@@ -189,7 +189,8 @@ def _add_result_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="then copy the comparison's folder to DIR without models, checkpoints, W&B folders and figures "
-        "(e.g. results/NAME, kept under version control; --from DIR reads it back)",
+        "(e.g. results/NAME, kept under version control; --from DIR reads it back); with --from, a "
+        "comparison stopped part-way is kept too (its finished runs: running it into DIR continues it)",
     )
 
 
@@ -199,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from afl.experiments.compare import compare, format_table, preset_snippet, resummarise  # torch: lazily
 
     if args.from_dir is not None:
+        stopped = Path(args.from_dir) / "plan.json"
+        if args.keep and stopped.is_file() and not stopped.with_name("comparison.json").is_file():
+            return _keep(args.from_dir, args.keep)  # stopped part-way: its finished runs, to continue later
         try:
             again = resummarise(args.from_dir, target=args.target, target_fraction=args.target_fraction)
         except USER_ERRORS as err:

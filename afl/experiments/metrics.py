@@ -229,22 +229,25 @@ HEAVY = ("final_model.pt", "checkpoint.pt", "dashboard.json", "*.png", "*.pdf", 
 
 
 def keep(source: str | Path, dest: str | Path) -> list[Path]:
-    """Copy a finished comparison's or sweep's folder to ``dest`` without its heavy files (:data:`HEAVY`,
-    W&B's ``wandb/`` folders): ``summary.json``, ``metrics.csv``, ``updates.csv``, ``config.yaml``,
-    ``partition.json`` per run and the tables. ``afl-compare --from DEST`` and ``afl-sweep NAME --results
-    --out DEST`` read it back, and running the comparison or sweep into ``DEST`` continues it. Files
-    already in ``dest`` are replaced. Returns the files written.
+    """Copy a comparison's or sweep's folder to ``dest`` without its heavy files (:data:`HEAVY`, W&B's
+    ``wandb/`` folders): ``summary.json``, ``metrics.csv``, ``updates.csv``, ``config.yaml``,
+    ``partition.json`` per finished run and the tables. ``afl-compare --from DEST`` and ``afl-sweep NAME
+    --results --out DEST`` read a finished one back, and running the comparison or sweep into ``DEST``
+    continues it: a comparison stopped part-way (its ``plan.json``, no table yet) is kept too, without the
+    runs that had not finished (they run again). A run's ``output_dir`` (in its ``summary.json`` and
+    ``config.yaml``) is rewritten to where its copy is. Files already in ``dest`` are replaced. Returns the
+    files written.
 
     Raises:
-        FileNotFoundError: ``source`` holds no comparison.json or sweep.json.
+        FileNotFoundError: ``source`` holds no comparison.json, sweep.json or plan.json.
     """
     import fnmatch
     import shutil
 
     source, dest = Path(source), Path(dest)
-    if not any((source / f).is_file() for f in ("comparison.json", "sweep.json")):
+    if not any((source / f).is_file() for f in ("comparison.json", "sweep.json", "plan.json")):
         raise FileNotFoundError(
-            f"{source} is not a finished comparison or sweep (no comparison.json or sweep.json)"
+            f"{source} is not a comparison or sweep (no comparison.json, sweep.json or plan.json)"
         )
     written = []
     for path in sorted(source.rglob("*")):
@@ -253,8 +256,15 @@ def keep(source: str | Path, dest: str | Path) -> list[Path]:
             continue
         if any(fnmatch.fnmatch(path.name, pattern) for pattern in HEAVY):
             continue
+        if (path.parent / "config.yaml").is_file() and not (path.parent / "summary.json").is_file():
+            continue  # a run that had not finished: it runs again when the comparison continues
         target = dest / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
         written.append(target)
+    for summary in (p for p in written if p.name == "summary.json"):  # output_dir: where the copy is
+        ran = str(json.loads(summary.read_text())["output_dir"])
+        for kept in (summary, summary.with_name("config.yaml")):
+            if kept.is_file():
+                kept.write_text(kept.read_text().replace(ran, str(summary.parent)))
     return written

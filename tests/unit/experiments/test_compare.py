@@ -129,6 +129,16 @@ def test_a_stopped_comparison_continues_in_its_folder_from_its_runs_small_files(
     assert json.loads((root / "plan.json").read_text())["seeds"] == [0, 1]
     with pytest.raises(ConfigError, match="holds another comparison .its seeds differ"):
         compare(args[0], args[1], [0])
+    # stopped part-way (no table yet, one run unfinished): kept without that run, which runs again
+    stopped = tmp_path / "stopped"
+    shutil.copytree(ran, stopped)
+    (stopped / "comparison.json").unlink()
+    (stopped / "sync" / "seed1" / "summary.json").unlink()
+    part = keep(stopped, tmp_path / "part")
+    assert (tmp_path / "part" / "plan.json").is_file() and not (tmp_path / "part" / "sync" / "seed1").exists()
+    assert len([p for p in part if p.name == "summary.json"]) == 3
+    summary = json.loads((tmp_path / "part" / "afl" / "seed0" / "summary.json").read_text())
+    assert summary["output_dir"] == str(tmp_path / "part" / "afl" / "seed0")  # where the copy is
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(ConfigError, match="holds no comparison to continue"):

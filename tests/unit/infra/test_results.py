@@ -7,6 +7,7 @@ edited by hand. Reading back is plain Python over CSV and JSON: the same on any 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,9 @@ def test_every_kept_folder_is_quoted_and_holds_only_small_files() -> None:
     ).stdout.split()
     if not tracked:
         pytest.skip("not a git checkout")
+    for path in RESULTS.rglob("summary.json"):  # no path of the machine that ran it: where the copy is
+        output_dir = json.loads(path.read_text())["output_dir"]
+        assert output_dir == str(path.parent.relative_to(ROOT)), path
     names = {Path(t).name for t in tracked}
     allowed = {"summary.json", "metrics.csv", "updates.csv", "config.yaml", "partition.json"}
     allowed |= {"comparison.json", "comparison.md", "comparison.caption.md", "plan.json", "selection.json"}
