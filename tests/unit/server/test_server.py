@@ -342,6 +342,12 @@ def test_a_restored_aggregator_keeps_its_round_step_and_buffer_whatever_it_was_s
     last = arrival(3, 2, [4.0, -1.0], 1)
     assert a.on_arrival(last, g)  # the buffer of round 1 filled: applied
     assert torch.equal(restored(saved, lambda agg, w: agg.on_arrival(last, w)), g["w"])
+    # a checkpoint from before the step was stored keeps the step the aggregator was set up with
+    oldest = {k: v for k, v in copy.deepcopy(saved).items() if k != "server_lr"}
+    same_j = make(2)
+    same_j.load_state_dict(oldest)
+    w = {k: v.clone() for k, v in before.items()}
+    assert same_j.on_arrival(last, w) and torch.equal(w["w"], g["w"])
     # flushed at once (as a run's end flushes a partial buffer): the step of the stored round 1, and of
     # round 0 for a checkpoint from before the buffer stored its round
     old = copy.deepcopy(saved)
